@@ -1,0 +1,3 @@
+from robustdeq.cli import main
+
+main()

@@ -1,0 +1,32 @@
+"""The Typer application: one module per command group, each a thin wrapper over the library."""
+
+from __future__ import annotations
+
+import typer
+
+from robustdeq.cli import data
+from robustdeq.cli.bench import bench
+from robustdeq.cli.evaluate import evaluate
+from robustdeq.cli.leaderboard import leaderboard
+from robustdeq.cli.report import report
+from robustdeq.cli.submit import submit
+from robustdeq.cli.train import train
+
+app = typer.Typer(
+    name="robustdeq",
+    help="Adversarial-robustness benchmark for deep equilibrium (DEQ) and weight-tied models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(bench)
+app.command()(train)
+app.command()(evaluate)
+app.command()(leaderboard)
+app.command()(report)
+app.command()(submit)
+app.add_typer(data.app, name="data")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,64 @@
+"""``robustdeq bench``: train and evaluate every defense under one protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from robustdeq.cli.common import DATA_DIR_HELP, console, one_line_errors, split_names
+from robustdeq.errors import RobustdeqError
+from robustdeq.pipeline import Budget, load_splits, run_defense
+from robustdeq.progress import Progress
+from robustdeq.specs import DEFENSES_DIR, find_defense, find_protocol, list_defenses
+
+
+@one_line_errors
+def bench(
+    defenses: Annotated[
+        str | None, typer.Option(help="Comma-separated defense ids or folders (default: every folder in defenses/).")
+    ] = None,
+    protocol: Annotated[
+        str, typer.Option(help="Protocol id in attacks/ or a path to a protocol TOML.")
+    ] = "digits-linf",
+    out: Annotated[Path, typer.Option(help="Leaderboard root; entries go to OUT/<protocol>/.")] = Path("leaderboards"),
+    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
+    download: Annotated[bool, typer.Option(help="Download a missing torchvision data set into --data-dir.")] = False,
+    defenses_dir: Annotated[Path, typer.Option(help="Where defense folders live.")] = DEFENSES_DIR,
+    n_examples: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N protocol examples.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=0, help="Override every defense's training epochs.")] = None,
+    train_subset: Annotated[int | None, typer.Option(min=1, help="Train on the first N training examples.")] = None,
+    checkpoints: Annotated[
+        Path | None, typer.Option(help="Also save each trained model under CHECKPOINTS/<protocol>/<defense>/.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Train every defense, evaluate it under the protocol, write one JSON entry each plus the tables."""
+    spec = find_protocol(protocol)
+    names = split_names(defenses) or list_defenses(defenses_dir)
+    if not names:
+        raise RobustdeqError(f"no defenses found in {defenses_dir}")
+    chosen = [find_defense(name, defenses_dir) for name in names]
+    budget = Budget(epochs=epochs, train_subset=train_subset, n_examples=n_examples)
+    splits = load_splits(spec, data_dir, download)
+    progress = Progress(enabled=not quiet)
+    entries = []
+    for defense in chosen:
+        console.print(f"[bold]{defense.id}[/bold] ({defense.name}) under {spec.id}")
+        entries.append(run_defense(defense, spec, splits, out, budget, checkpoints, progress))
+    summary = Table(title=f"{spec.id}: {spec.threat.norm} eps={spec.threat.eps}, {entries[0]['n_examples']} examples")
+    for column in ("defense", "clean %", "robust %", *entries[0]["attacks"], "flags"):
+        summary.add_column(column)
+    for e in sorted(entries, key=lambda e: (-e["robust_accuracy"], -e["clean_accuracy"])):
+        attacks = [f"{100 * acc:.2f}" for acc in e["attacks"].values()]
+        summary.add_row(
+            e["defense"],
+            f"{100 * e['clean_accuracy']:.2f}",
+            f"{100 * e['robust_accuracy']:.2f}",
+            *attacks,
+            ", ".join(e["flags"]) or "-",
+        )
+    console.print(summary)
+    console.print(f"entries and tables written to {out / spec.id}")

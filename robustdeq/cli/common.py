@@ -1,0 +1,42 @@
+"""Shared CLI plumbing: one-line errors with a non-zero exit, and option helpers."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from robustdeq.errors import RobustdeqError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+err_console = Console(stderr=True)
+console = Console()
+
+DATA_DIR_HELP = "Folder holding (or receiving, with --download) torchvision data sets. Not needed for digits."
+
+
+def one_line_errors(func: F) -> F:
+    """Turn a RobustdeqError into ``error: <message>`` on stderr and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RobustdeqError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def split_names(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise RobustdeqError(f"expected at least one comma-separated name, got {value!r}")
+    return names

@@ -1,0 +1,29 @@
+"""``robustdeq leaderboard``: render the tables of one or every protocol from the JSON entries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from robustdeq.cli.common import console, one_line_errors
+from robustdeq.leaderboard import read_entries, render, table
+from robustdeq.leaderboard.store import protocol_folders
+
+
+@one_line_errors
+def leaderboard(
+    root: Annotated[Path, typer.Argument(help="Leaderboard root holding <protocol>/ folders of entries.")] = Path(
+        "leaderboards"
+    ),
+    protocol: Annotated[str | None, typer.Option(help="Only this protocol's folder.")] = None,
+) -> None:
+    """Validate every entry, write leaderboard.md and leaderboard.csv per protocol, print the tables."""
+    folders = [root / protocol] if protocol else protocol_folders(root)
+    for folder in folders:
+        entries = read_entries(folder)
+        paths = render(entries, folder)
+        frame = table(entries)
+        console.print(f"[bold]{folder.name}[/bold] ({len(entries)} entries) -> {', '.join(str(p) for p in paths)}")
+        console.print(frame.drop(columns=["paper"]).to_string(index=False))

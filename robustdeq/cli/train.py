@@ -1,0 +1,42 @@
+"""``robustdeq train``: train one defense for a protocol's data set and save a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from robustdeq.checkpoint import save_checkpoint
+from robustdeq.cli.common import DATA_DIR_HELP, console, one_line_errors
+from robustdeq.pipeline import Budget, checkpoint_meta, load_splits, train_defense
+from robustdeq.progress import Progress
+from robustdeq.specs import DEFENSES_DIR, find_defense, find_protocol
+
+
+@one_line_errors
+def train(
+    defense: Annotated[str, typer.Argument(help="Defense id (a folder in defenses/) or a path to a defense folder.")],
+    protocol: Annotated[
+        str, typer.Option(help="Protocol whose data set and threat model to train for.")
+    ] = "digits-linf",
+    out: Annotated[Path, typer.Option(help="Checkpoint root; the model goes to OUT/<protocol>/<defense>/.")] = Path(
+        "runs"
+    ),
+    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
+    download: Annotated[bool, typer.Option(help="Download a missing torchvision data set into --data-dir.")] = False,
+    defenses_dir: Annotated[Path, typer.Option(help="Where defense folders live.")] = DEFENSES_DIR,
+    epochs: Annotated[int | None, typer.Option(min=0, help="Override the manifest's epochs.")] = None,
+    train_subset: Annotated[int | None, typer.Option(min=1, help="Train on the first N training examples.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Train a defense and save model.safetensors + meta.json (evaluate it with `robustdeq evaluate`)."""
+    spec = find_protocol(protocol)
+    chosen = find_defense(defense, defenses_dir)
+    train_split, _ = load_splits(spec, data_dir, download)
+    result, record = train_defense(
+        chosen, spec, train_split, Budget(epochs=epochs, train_subset=train_subset), Progress(enabled=not quiet)
+    )
+    folder = out / spec.id / chosen.id
+    save_checkpoint(result.model, folder, checkpoint_meta(chosen, spec, record, result.seconds))
+    console.print(f"trained {chosen.id} in {result.seconds:.1f} s (final loss {result.final_loss:.4f}); saved {folder}")

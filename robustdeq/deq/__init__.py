@@ -1,0 +1,9 @@
+"""The shared equilibrium layer: solvers, gradient modes, warm starts, solver statistics."""
+
+from robustdeq.deq.equilibrium import GRAD_MODES as GRAD_MODES
+from robustdeq.deq.equilibrium import Counters as Counters
+from robustdeq.deq.equilibrium import Equilibrium as Equilibrium
+from robustdeq.deq.equilibrium import SolverSpec as SolverSpec
+from robustdeq.deq.equilibrium import SolverStats as SolverStats
+from robustdeq.deq.equilibrium import equilibria as equilibria
+from robustdeq.deq.equilibrium import grad_mode as grad_mode

@@ -1,0 +1,246 @@
+"""Attacks as a small template: ``__call__`` does mode switching, batching and verification.
+
+Subclasses implement :meth:`Attack.perturb`. Every adversarial example that comes back is
+re-verified (finite, inside [0, 1], within eps); an example that fails verification is
+replaced by its clean input, so a broken attack can never count as a success.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from robustdeq.config import Table
+from robustdeq.errors import RobustdeqError
+from robustdeq.progress import Progress
+from robustdeq.registry import Registry
+from robustdeq.threat import ThreatModel
+
+
+@dataclass
+class AttackOutput:
+    """Adversarial inputs (B, ...) with a bool mask (B,) of those that passed verification."""
+
+    x_adv: Tensor
+    valid: Tensor
+    flags: list[str] = field(default_factory=list)
+
+
+class Attack:
+    """Base attack: subclasses set ``name`` and implement ``perturb``; settings come from the protocol."""
+
+    name = "attack"
+
+    def __init__(self, threat: ThreatModel, seed: int = 0, batch_size: int = 250) -> None:
+        self.threat = threat
+        self.seed = seed
+        self.batch_size = batch_size
+        self.flags: list[str] = []
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        return {}
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, progress: Progress | None = None) -> AttackOutput:
+        """Attack ``x`` (B, C, H, W) with labels ``y`` in eval mode, batch by batch, and verify."""
+        self.flags = []
+        progress = progress or Progress.quiet()
+        was_training = model.training
+        model.eval()
+        pieces = []
+        try:
+            with progress.task(f"  {self.name}", total=len(y)) as advance:
+                for start in range(0, len(y), self.batch_size):
+                    xb, yb = x[start : start + self.batch_size], y[start : start + self.batch_size]
+                    torch.manual_seed(self.seed + start)
+                    pieces.append(self.perturb(model, xb, yb).detach())
+                    advance(len(yb))
+        finally:
+            model.train(was_training)
+        x_adv = torch.cat(pieces) if pieces else x.clone()
+        if x_adv.shape != x.shape:
+            raise RobustdeqError(f"attack {self.name} returned shape {tuple(x_adv.shape)}, expected {tuple(x.shape)}")
+        valid = self.threat.verify(x_adv, x)
+        if not bool(valid.all()):
+            self.flags.append("invalid_adversarial_examples")
+        keep = valid.view(-1, *([1] * (x.dim() - 1)))
+        x_adv = torch.where(keep, torch.nan_to_num(x_adv), x)
+        return AttackOutput(x_adv, valid, list(self.flags))
+
+
+AttackFactory = Callable[[ThreatModel, Table, int, int], Attack]
+ATTACKS: Registry[AttackFactory] = Registry("attack")
+
+
+class PGD(Attack):
+    """PGD (Madry et al. 2018) from torchattacks (``PGD`` for Linf, ``PGDL2`` for L2) with restarts.
+
+    Across restarts, each example keeps the first final iterate that the model misclassifies
+    (else the last restart's).
+    """
+
+    name = "pgd"
+
+    def __init__(
+        self,
+        threat: ThreatModel,
+        seed: int = 0,
+        batch_size: int = 250,
+        steps: int = 20,
+        step_size: float | None = None,
+        restarts: int = 1,
+        random_start: bool = True,
+    ) -> None:
+        super().__init__(threat, seed, batch_size)
+        self.steps = steps
+        self.step_size = step_size if step_size is not None else threat.eps / 4
+        self.restarts = restarts
+        self.random_start = random_start
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "step_size": self.step_size,
+            "restarts": self.restarts,
+            "random_start": self.random_start,
+        }
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        import torchattacks
+
+        cls = torchattacks.PGD if self.threat.norm == "Linf" else torchattacks.PGDL2
+        attack = cls(model, eps=self.threat.eps, alpha=self.step_size, steps=self.steps, random_start=self.random_start)
+        best = x.clone()
+        fooled = torch.zeros(len(y), dtype=torch.bool)
+        for _ in range(self.restarts):
+            x_adv = attack(x, y)
+            with torch.no_grad():
+                wrong = model(x_adv).argmax(1) != y
+            best[~fooled] = x_adv[~fooled]
+            fooled |= wrong
+        return best
+
+
+@ATTACKS.register("pgd")
+def make_pgd(threat: ThreatModel, table: Table, seed: int, batch_size: int) -> Attack:
+    attack = PGD(
+        threat,
+        seed,
+        batch_size,
+        steps=table.integer("steps", 20),
+        step_size=table.number("step_size", None),
+        restarts=table.integer("restarts", 1),
+        random_start=table.flag("random_start", True),
+    )
+    table.done()
+    return attack
+
+
+# AutoAttack's warnings (pyautoattack/checks.py) mapped to robustdeq flag names.
+AUTOATTACK_FLAGS = {
+    "randomized defense": "autoattack_randomized_output",
+    "probability distribution": "autoattack_softmax_output",
+    "zero gradient": "autoattack_zero_gradients",
+    "Square Attack has decreased": "autoattack_square_beats_whitebox",
+    "dynamic defense": "autoattack_dynamic_defense",
+    "target classes": "autoattack_n_classes",
+    "not possible to use": "autoattack_n_classes",
+}
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+class AutoAttackSuite(Attack):
+    """AutoAttack (Croce & Hein 2020) from ``pyautoattack``, the official code.
+
+    ``version = "standard"``: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5000
+    queries), 100 iterations each. ``version = "custom"`` takes ``attacks`` and may lower
+    ``n_iter`` / ``n_queries`` (used by tests, never by a leaderboard protocol). AutoAttack's
+    own reliability warnings become flags named ``autoattack_*``.
+    """
+
+    name = "autoattack"
+
+    def __init__(
+        self,
+        threat: ThreatModel,
+        seed: int = 0,
+        batch_size: int = 250,
+        version: str = "standard",
+        attacks: tuple[str, ...] = (),
+        n_iter: int | None = None,
+        n_queries: int | None = None,
+    ) -> None:
+        super().__init__(threat, seed, batch_size)
+        if version not in ("standard", "custom"):
+            raise RobustdeqError(f"autoattack: version must be standard or custom, got {version!r}")
+        if version == "standard" and (attacks or n_iter or n_queries):
+            raise RobustdeqError('autoattack: attacks, n_iter and n_queries need version = "custom"')
+        if version == "custom" and not attacks:
+            raise RobustdeqError('autoattack: version = "custom" needs a list of attacks')
+        self.version = version
+        self.attacks = attacks
+        self.n_iter = n_iter
+        self.n_queries = n_queries
+
+    def settings(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": self.version}
+        if self.version == "custom":
+            out.update(attacks=list(self.attacks), n_iter=self.n_iter, n_queries=self.n_queries)
+        return out
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        from pyautoattack import AutoAttack
+
+        kwargs: dict[str, Any] = {"norm": self.threat.norm, "eps": self.threat.eps, "seed": self.seed}
+        if self.version == "custom":
+            kwargs["attacks"] = list(self.attacks)
+        adversary = AutoAttack(model, device="cpu", version=self.version, **kwargs)
+        if self.n_iter is not None:
+            for attack in (adversary.apgd, adversary.apgd_targeted, adversary.fab):
+                attack.n_iter = self.n_iter
+        if self.n_queries is not None:
+            adversary.square.n_queries = self.n_queries
+        logger = logging.getLogger("auto-attack")
+        capture = _Capture()
+        logger.addHandler(capture)
+        propagate, logger.propagate = logger.propagate, False
+        try:
+            x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=self.batch_size)
+        finally:
+            logger.removeHandler(capture)
+            logger.propagate = propagate
+        for message in capture.messages:
+            for needle, flag in AUTOATTACK_FLAGS.items():
+                if needle in message and flag not in self.flags:
+                    self.flags.append(flag)
+        return x_adv
+
+
+@ATTACKS.register("autoattack")
+def make_autoattack(threat: ThreatModel, table: Table, seed: int, batch_size: int) -> Attack:
+    attack = AutoAttackSuite(
+        threat,
+        seed,
+        batch_size,
+        version=table.text("version", "standard"),
+        attacks=tuple(table.texts("attacks")),
+        n_iter=table.integer("n_iter", None),
+        n_queries=table.integer("n_queries", None),
+    )
+    table.done()
+    return attack

@@ -1,0 +1,62 @@
+"""One JSON file per entry under ``<root>/<protocol>/<defense>.json``, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from robustdeq.errors import RobustdeqError
+from robustdeq.leaderboard.schema import validate_entry
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def entry_path(root: Path, protocol: str, defense: str) -> Path:
+    return root / protocol / f"{defense}.json"
+
+
+def write_entry(root: Path, entry: dict[str, Any]) -> Path:
+    """Validate and write ``entry``; returns its path."""
+    validate_entry(entry, f"entry {entry.get('defense')!r}")
+    path = entry_path(root, entry["protocol"], entry["defense"])
+    atomic_write_text(path, json.dumps(entry, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_entry(path: Path) -> dict[str, Any]:
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RobustdeqError(f"{path}: not a readable JSON entry: {exc}") from None
+    validate_entry(entry, str(path))
+    return entry
+
+
+def read_entries(folder: Path) -> list[dict[str, Any]]:
+    """Every entry of one protocol folder (validated), sorted by defense id."""
+    if not folder.is_dir():
+        raise RobustdeqError(f"{folder}: no such leaderboard folder")
+    return [read_entry(p) for p in sorted(folder.glob("*.json"))]
+
+
+def protocol_folders(root: Path) -> list[Path]:
+    """Sub-folders of ``root`` that hold entries."""
+    if not root.is_dir():
+        raise RobustdeqError(f"{root}: no such leaderboard folder")
+    return sorted(p for p in root.iterdir() if p.is_dir() and any(p.glob("*.json")))

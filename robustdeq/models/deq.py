@@ -1,0 +1,67 @@
+"""The reference DEQ classifier (Bai, Kolter, Koltun 2019) on the shared equilibrium layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from robustdeq.deq import Equilibrium, SolverSpec
+from robustdeq.models.blocks import ContractiveConv, Head, stem_stride
+from robustdeq.models.registry import MODELS
+
+
+class DEQClassifier(nn.Module):
+    """x (B, C, H, W) in [0, 1] -> logits (B, classes) through z* = relu(W z* + U x).
+
+    ``U`` is a 3x3 input-injection convolution (stride 2 for 28/32 px images), ``W`` a
+    :class:`ContractiveConv` with operator norm at most ``bound``, so z* is unique and the
+    solver converges. The head pools z* to 4x4 and applies a linear layer.
+    """
+
+    family = "deq"
+
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        num_classes: int,
+        solver: SolverSpec | None = None,
+        channels: int = 16,
+        bound: float = 0.9,
+    ) -> None:
+        super().__init__()
+        c, h, w = in_shape
+        s = stem_stride(h)
+        self.inject = nn.Conv2d(c, channels, 3, stride=s, padding=1)
+        self.state_shape = (channels, (h - 1) // s + 1, (w - 1) // s + 1)
+        self.cell = ContractiveConv(channels, self.state_shape[1:], bound)
+        self.equilibrium = Equilibrium(solver)
+        self.head = Head(channels, num_classes)
+        self.last_state: Tensor | None = None
+
+    def f(self, z: Tensor, u: Tensor, weight: Tensor) -> Tensor:
+        """One application of the cell: relu(W z + u), with W = ``weight``."""
+        return torch.relu(self.cell(z, weight) + u)
+
+    def forward(self, x: Tensor, z_init: Tensor | None = None) -> Tensor:
+        """Logits; the solve starts from ``z_init`` (a warm start) or zeros.
+
+        The fixed point (detached) is left in :attr:`last_state` for reuse as a warm start,
+        and the solver statistics in ``self.equilibrium.last_stats``.
+        """
+        u = self.inject(x)
+        weight = self.cell.effective_weight()  # once per forward: the norm estimate is not free
+        z0 = torch.zeros(x.shape[0], *self.state_shape, dtype=x.dtype) if z_init is None else z_init
+        z = self.equilibrium(lambda z: self.f(z, u, weight), z0)
+        self.last_state = z.detach()
+        return self.head(z)
+
+
+@MODELS.register("deq")
+def make_deq(
+    in_shape: tuple[int, int, int],
+    num_classes: int,
+    solver: SolverSpec | None = None,
+    channels: int = 16,
+    bound: float = 0.9,
+) -> nn.Module:
+    return DEQClassifier(in_shape, num_classes, solver, channels=channels, bound=bound)

@@ -1,0 +1,214 @@
+"""The straight path from a defense and a protocol to a leaderboard entry.
+
+spec -> model (trained, or loaded from a checkpoint) -> per-example results -> entry -> tables.
+The CLI commands ``bench``, ``train``, ``evaluate`` and ``submit`` are thin wrappers around
+these functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import robustdeq
+from robustdeq.checkpoint import load_weights, read_meta, save_checkpoint
+from robustdeq.data import Split, load
+from robustdeq.deq import equilibria
+from robustdeq.evaluation import EvalResult, evaluate
+from robustdeq.leaderboard import read_entries, render, write_entry
+from robustdeq.leaderboard.schema import SCHEMA_VERSION
+from robustdeq.progress import Progress
+from robustdeq.specs import DefenseSpec, ProtocolSpec, find_defense
+from robustdeq.training import TrainResult, build_model, train_model
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Optional reductions of the manifest's training budget and the protocol's test subset."""
+
+    epochs: int | None = None
+    train_subset: int | None = None
+    n_examples: int | None = None
+
+    def reduced(self, defense: DefenseSpec, protocol: ProtocolSpec) -> bool:
+        return (
+            (self.epochs is not None and self.epochs < defense.train.epochs)
+            or (self.train_subset is not None)
+            or (self.n_examples is not None and self.n_examples < protocol.n_examples)
+        )
+
+
+@dataclass
+class TrainedModel:
+    model: nn.Module
+    train_info: dict[str, Any]
+    train_seconds: float
+
+
+def load_splits(protocol: ProtocolSpec, data_dir: Path | None, download: bool) -> tuple[Split, Split]:
+    return load(protocol.dataset, "train", data_dir, download), load(protocol.dataset, "test", data_dir, download)
+
+
+def train_defense(
+    defense: DefenseSpec,
+    protocol: ProtocolSpec,
+    train: Split,
+    budget: Budget = Budget(),
+    progress: Progress | None = None,
+) -> tuple[TrainResult, dict[str, Any]]:
+    """Train ``defense`` for ``protocol``'s data set; returns the result and the training record."""
+    spec = defense.train
+    if budget.epochs is not None:
+        spec = dataclasses.replace(spec, epochs=budget.epochs)
+    if budget.train_subset is not None:
+        spec = dataclasses.replace(spec, train_subset=budget.train_subset)
+    result = train_model(defense, protocol.dataset, train, protocol.threat, spec, progress)
+    record = spec.to_dict()
+    record["recipe_settings"] = result.recipe_settings
+    return result, record
+
+
+def checkpoint_meta(
+    defense: DefenseSpec, protocol: ProtocolSpec, record: dict[str, Any], seconds: float
+) -> dict[str, Any]:
+    return {
+        "defense": defense.id,
+        "defense_path": str(defense.path) if defense.path else None,
+        "protocol": protocol.id,
+        "dataset": protocol.dataset,
+        "training": record,
+        "train_seconds": seconds,
+        "robustdeq_version": robustdeq.__version__,
+    }
+
+
+def load_trained(folder: Path) -> tuple[DefenseSpec, TrainedModel, str]:
+    """A model saved by ``robustdeq train``: its defense spec, weights and data set."""
+    meta = read_meta(folder)
+    defense = find_defense(meta["defense_path"] or meta["defense"])
+    model = build_model(defense, meta["dataset"])
+    load_weights(model, folder / "model.safetensors")
+    return defense, TrainedModel(model, meta["training"], float(meta["train_seconds"])), meta["dataset"]
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def hardware() -> str:
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA"
+    return f"{platform.machine()}, {torch.get_num_threads()} torch threads, {cuda}"
+
+
+def make_entry(
+    defense: DefenseSpec,
+    protocol: ProtocolSpec,
+    model: nn.Module,
+    result: EvalResult,
+    training: dict[str, Any],
+    train_seconds: float,
+    budget: Budget,
+) -> dict[str, Any]:
+    """The leaderboard entry (see ``robustdeq.leaderboard.schema``) for one evaluation."""
+    flags = list(result.flags)
+    reduced = budget.reduced(defense, protocol)
+    if reduced:
+        flags.append("reduced_budget")
+    layers = equilibria(model)
+    solver = None
+    if layers and result.solver is not None:
+        settings = layers[0].spec.to_dict()
+        solver = {
+            "settings": settings,
+            "attack_grad_modes": [settings["attack_grad"]],
+            **dataclasses.asdict(result.solver),
+        }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "defense": defense.id,
+        "defense_name": defense.name,
+        "paper": defense.paper,
+        "model_family": defense.model.family,
+        "protocol": protocol.id,
+        "protocol_version": protocol.version,
+        "protocol_hash": protocol.hash,
+        "dataset": protocol.dataset,
+        "threat_model": {"norm": protocol.threat.norm, "eps": protocol.threat.eps},
+        "n_examples": len(result.indices),
+        "clean_accuracy": result.clean_accuracy,
+        "robust_accuracy": result.robust_accuracy,
+        "attacks": result.attack_accuracies(),
+        "flags": flags,
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "forward_cost": result.forward_cost,
+        "solver": solver,
+        "provenance": {
+            "robustdeq_version": robustdeq.__version__,
+            "torch_version": torch.__version__,
+            "python_version": sys.version.split()[0],
+            "git_commit": git_commit(),
+            "hardware": hardware(),
+            "seed": protocol.seed,
+            "training": training,
+            "attack_settings": result.attack_settings,
+            "reduced_budget": reduced,
+            "train_seconds": round(train_seconds, 3),
+            "eval_seconds": round(result.seconds, 3),
+        },
+    }
+
+
+def evaluate_and_write(
+    defense: DefenseSpec,
+    protocol: ProtocolSpec,
+    trained: TrainedModel,
+    test: Split,
+    out: Path,
+    budget: Budget = Budget(),
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Evaluate a trained model, write its entry under ``out`` and re-render the tables."""
+    result = evaluate(trained.model, protocol, test, budget.n_examples, progress)
+    entry = make_entry(defense, protocol, trained.model, result, trained.train_info, trained.train_seconds, budget)
+    write_entry(out, entry)
+    folder = out / protocol.id
+    render(read_entries(folder), folder)
+    return entry
+
+
+def run_defense(
+    defense: DefenseSpec,
+    protocol: ProtocolSpec,
+    splits: tuple[Split, Split],
+    out: Path,
+    budget: Budget = Budget(),
+    checkpoints: Path | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train ``defense``, optionally save the checkpoint, evaluate it and write its entry."""
+    train, test = splits
+    result, record = train_defense(defense, protocol, train, budget, progress)
+    if checkpoints is not None:
+        meta = checkpoint_meta(defense, protocol, record, result.seconds)
+        save_checkpoint(result.model, checkpoints / protocol.id / defense.id, meta)
+    trained = TrainedModel(result.model, record, result.seconds)
+    return evaluate_and_write(defense, protocol, trained, test, out, budget, progress)

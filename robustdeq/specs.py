@@ -1,0 +1,268 @@
+"""Typed, frozen specs read from TOML: a defense manifest and an evaluation protocol.
+
+A defense is a folder ``defenses/<id>/`` with ``defense.toml``::
+
+    name = "DEQ, PGD adversarial training"
+    paper = "https://arxiv.org/abs/1909.01377"
+    authors = ["..."]
+    description = "..."
+    [model]            # family = a registered model family; other keys are its settings
+    family = "deq"
+    channels = 16
+    [solver]           # DEQ families only: SolverSpec fields (f_*, b_*, gradient modes)
+    f_solver = "anderson"
+    [train]            # recipe + common training settings
+    recipe = "pgd_at"
+    epochs = 20
+    [train.pgd_at]     # the recipe's own settings
+    steps = 7
+
+A protocol is ``attacks/<id>.toml``: threat model, test subset and the attack suite. Its
+content hash goes into every leaderboard entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustdeq.config import Table, read_toml
+from robustdeq.deq import SolverSpec
+from robustdeq.errors import RobustdeqError
+from robustdeq.threat import ThreatModel
+
+MANIFEST = "defense.toml"
+
+
+def _data_dir(name: str) -> Path:
+    """``./<name>`` when run from a checkout, else the checkout this package was installed from."""
+    here = Path(name)
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parent.parent / name
+
+
+DEFENSES_DIR = _data_dir("defenses")
+ATTACKS_DIR = _data_dir("attacks")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    recipe: str = "standard"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    train_subset: int | None = None
+    recipe_settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "seed": self.seed,
+            "train_subset": self.train_subset,
+            "recipe_settings": dict(self.recipe_settings),
+        }
+
+
+@dataclass(frozen=True)
+class DefenseSpec:
+    id: str
+    name: str
+    model: ModelSpec
+    train: TrainSpec
+    solver: SolverSpec | None = None
+    paper: str = ""
+    authors: tuple[str, ...] = ()
+    description: str = ""
+    path: Path | None = None
+
+
+def _solver_spec(table: Table) -> SolverSpec:
+    defaults = SolverSpec()
+    kwargs: dict[str, Any] = {}
+    for name, value in defaults.to_dict().items():
+        if isinstance(value, bool):
+            kwargs[name] = table.flag(name, value)
+        elif isinstance(value, int):
+            kwargs[name] = table.integer(name, value)
+        elif isinstance(value, float):
+            kwargs[name] = table.number(name, value)
+        else:
+            kwargs[name] = table.text(name, value)
+    table.done()
+    return SolverSpec(**kwargs)
+
+
+def load_defense(path: Path) -> DefenseSpec:
+    """Read ``<path>/defense.toml`` (``path`` may also be the manifest itself)."""
+    folder = path.parent if path.name == MANIFEST else path
+    manifest = folder / MANIFEST
+    if not folder.is_dir():
+        raise RobustdeqError(f"{folder}: no such defense folder")
+    if not manifest.is_file():
+        raise RobustdeqError(f"{folder}: missing manifest {MANIFEST}")
+    data, _ = read_toml(manifest)
+    top = Table(data, str(manifest))
+    name = top.text("name", required=True)
+    paper = top.text("paper", "")
+    description = top.text("description", "")
+    authors = top.texts("authors")
+
+    model_table = top.table("model", required=True)
+    family = model_table.text("family", required=True)
+    model = ModelSpec(family, model_table.rest())
+
+    solver = _solver_spec(top.table("solver")) if "solver" in data else None
+
+    train_table = top.table("train", required=True)
+    recipe = train_table.text("recipe", "standard")
+    recipe_settings = train_table.table(recipe).data if recipe in train_table.data else {}
+    train = TrainSpec(
+        recipe=recipe,
+        epochs=train_table.integer("epochs", TrainSpec.epochs),
+        batch_size=train_table.integer("batch_size", TrainSpec.batch_size),
+        lr=train_table.number("lr", TrainSpec.lr),
+        weight_decay=train_table.number("weight_decay", TrainSpec.weight_decay),
+        seed=train_table.integer("seed", TrainSpec.seed),
+        train_subset=train_table.integer("train_subset", None),
+        recipe_settings=recipe_settings,
+    )
+    train_table.done()
+    if train.epochs < 0 or train.batch_size < 1 or train.lr <= 0:
+        raise RobustdeqError(f"{manifest} [train]: epochs >= 0, batch_size >= 1 and lr > 0 are required")
+    top.done()
+    return DefenseSpec(
+        id=folder.name,
+        name=name,
+        model=model,
+        train=train,
+        solver=solver,
+        paper=paper,
+        authors=tuple(authors),
+        description=description,
+        path=folder,
+    )
+
+
+def list_defenses(root: Path = DEFENSES_DIR) -> list[str]:
+    """Ids of the defense folders under ``root`` (those holding a manifest), sorted."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file())
+
+
+def find_defense(name_or_path: str, root: Path = DEFENSES_DIR) -> DefenseSpec:
+    """A defense by id (a folder under ``root``) or by path to its folder."""
+    candidate = Path(name_or_path)
+    if (root / name_or_path / MANIFEST).is_file():
+        return load_defense(root / name_or_path)
+    if candidate.is_dir() or candidate.name == MANIFEST:
+        return load_defense(candidate)
+    known = ", ".join(list_defenses(root)) or "none"
+    raise RobustdeqError(f"unknown defense {name_or_path!r} (known: {known})")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    id: str
+    version: int
+    dataset: str
+    threat: ThreatModel
+    n_examples: int
+    attacks: tuple[AttackSpec, ...]
+    subset_seed: int | None = None
+    batch_size: int = 250
+    seed: int = 0
+    description: str = ""
+    hash: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "version": self.version,
+            "hash": self.hash,
+            "dataset": self.dataset,
+            "threat_model": {"norm": self.threat.norm, "eps": self.threat.eps},
+            "n_examples": self.n_examples,
+            "subset_seed": self.subset_seed,
+            "attacks": [{"name": a.name, **a.settings} for a in self.attacks],
+        }
+
+
+def load_protocol(path: Path) -> ProtocolSpec:
+    from robustdeq.data import DATASETS
+
+    data, digest = read_toml(path)
+    top = Table(data, str(path))
+    pid = top.text("id", path.stem)
+    version = top.integer("version", required=True)
+    dataset = top.text("dataset", required=True)
+    if dataset not in DATASETS:
+        raise RobustdeqError(f"{path}: unknown data set {dataset!r} (known: {', '.join(DATASETS.names())})")
+    description = top.text("description", "")
+    tm = top.table("threat_model", required=True)
+    threat = ThreatModel(tm.text("norm", required=True), tm.number("eps", required=True))
+    tm.done()
+    subset = top.table("subset", required=True)
+    n_examples = subset.integer("n_examples", required=True)
+    subset_seed = subset.integer("seed", None)
+    subset.done()
+    evaluation = top.table("evaluation")
+    batch_size = evaluation.integer("batch_size", 250)
+    seed = evaluation.integer("seed", 0)
+    evaluation.done()
+    attacks = []
+    for t in top.tables("attacks"):
+        attacks.append(AttackSpec(t.text("name", required=True), t.rest()))
+    if not attacks:
+        raise RobustdeqError(f"{path}: the protocol lists no [[attacks]]")
+    top.done()
+    if n_examples < 1 or batch_size < 1:
+        raise RobustdeqError(f"{path}: n_examples and batch_size must be >= 1")
+    return ProtocolSpec(
+        id=pid,
+        version=version,
+        dataset=dataset,
+        threat=threat,
+        n_examples=n_examples,
+        attacks=tuple(attacks),
+        subset_seed=subset_seed,
+        batch_size=batch_size,
+        seed=seed,
+        description=description,
+        hash=digest,
+    )
+
+
+def list_protocols(root: Path = ATTACKS_DIR) -> list[str]:
+    return sorted(p.stem for p in root.glob("*.toml")) if root.is_dir() else []
+
+
+def find_protocol(name_or_path: str, root: Path = ATTACKS_DIR) -> ProtocolSpec:
+    """A protocol by id (``attacks/<id>.toml``) or by path to a TOML file."""
+    if (root / f"{name_or_path}.toml").is_file():
+        return load_protocol(root / f"{name_or_path}.toml")
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" and candidate.is_file():
+        return load_protocol(candidate)
+    known = ", ".join(list_protocols(root)) or "none"
+    raise RobustdeqError(f"unknown protocol {name_or_path!r} (known: {known})")

@@ -1,0 +1,89 @@
+"""The training loop shared by every recipe and model family."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustdeq.config import Table
+from robustdeq.data import DATASETS, Split
+from robustdeq.deq import equilibria
+from robustdeq.models import create_model
+from robustdeq.progress import Progress
+from robustdeq.specs import DefenseSpec, TrainSpec
+from robustdeq.threat import ThreatModel
+from robustdeq.training.recipes import RECIPES
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    seconds: float
+    recipe_settings: dict[str, Any]
+    final_loss: float
+    forward_evals: int
+    backward_evals: int
+
+
+def build_model(defense: DefenseSpec, dataset: str) -> nn.Module:
+    info = DATASETS.get(dataset)
+    return create_model(defense.model.family, info.shape, info.num_classes, defense.solver, **defense.model.settings)
+
+
+def make_recipe(train: TrainSpec, threat: ThreatModel, where: str) -> Any:
+    factory = RECIPES.get(train.recipe)
+    return factory(Table(train.recipe_settings, f"{where} [train.{train.recipe}]"), threat)
+
+
+def train_model(
+    defense: DefenseSpec,
+    dataset: str,
+    data: Split,
+    threat: ThreatModel,
+    train: TrainSpec | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train a fresh model of ``defense`` on ``data``; the seed fixes init, shuffling and attacks.
+
+    ``train`` overrides the manifest's training spec (e.g. a smaller budget).
+    """
+    spec = train or defense.train
+    recipe = make_recipe(spec, threat, str(defense.path or defense.id))
+    torch.manual_seed(spec.seed)
+    model = build_model(defense, dataset)
+    x, y = data.x, data.y
+    if spec.train_subset is not None:
+        x, y = x[: spec.train_subset], y[: spec.train_subset]
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    shuffle = torch.Generator().manual_seed(spec.seed)
+    attack_rng = torch.Generator().manual_seed(spec.seed + 1)
+    n_batches = (len(y) + spec.batch_size - 1) // spec.batch_size
+    progress = progress or Progress.quiet()
+    start = time.perf_counter()
+    final_loss = float("nan")
+    model.train()
+    with progress.task(f"train {defense.id}", total=spec.epochs * n_batches) as advance:
+        for _ in range(spec.epochs):
+            order = torch.randperm(len(y), generator=shuffle)
+            for b in range(n_batches):
+                idx = order[b * spec.batch_size : (b + 1) * spec.batch_size]
+                loss = recipe.loss(model, x[idx], y[idx], attack_rng)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                final_loss = float(loss.detach())
+                advance(1)
+    model.eval()
+    layers = equilibria(model)
+    return TrainResult(
+        model=model,
+        seconds=time.perf_counter() - start,
+        recipe_settings=recipe.settings(),
+        final_loss=final_loss,
+        forward_evals=sum(layer.counters.forward_evals for layer in layers),
+        backward_evals=sum(layer.counters.backward_evals for layer in layers),
+    )

@@ -1,0 +1,37 @@
+"""Checks a model must pass before robustdeq spends any time training or attacking it."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robustdeq.data import DATASETS
+from robustdeq.errors import RobustdeqError
+
+
+def check_model(model: nn.Module, dataset: str, n: int = 4) -> None:
+    """Output shape (batch, classes), finite logits (not probabilities), inputs in [0, 1] accepted."""
+    info = DATASETS.get(dataset)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(n, *info.shape, generator=generator)
+    x[0] = 0.0
+    x[1] = 1.0
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:  # a submitted model may raise anything
+        raise RobustdeqError(f"model check: forward on inputs in [0, 1] raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(out, torch.Tensor):
+        raise RobustdeqError(f"model check: output must be a tensor of logits, got {type(out).__name__}")
+    if tuple(out.shape) != (n, info.num_classes):
+        raise RobustdeqError(
+            f"model check: output shape {tuple(out.shape)}, expected (batch, classes) = ({n}, {info.num_classes})"
+        )
+    if not bool(torch.isfinite(out).all()):
+        raise RobustdeqError("model check: outputs are not finite (NaN or inf)")
+    rows = out.sum(1)
+    if bool(((out >= 0) & (out <= 1)).all()) and bool(torch.allclose(rows, torch.ones_like(rows), atol=1e-4)):
+        raise RobustdeqError(
+            "model check: outputs look like probabilities (rows in [0, 1] summing to 1); return logits"
+        )

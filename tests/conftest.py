@@ -1,0 +1,60 @@
+"""Shared fixtures: a tiny protocol and tiny budgets so the suite runs in minutes on 2 cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+TINY_PROTOCOL = """
+id = "tiny-digits"
+version = 1
+dataset = "digits"
+description = "Test protocol: few examples, short attacks."
+
+[threat_model]
+norm = "Linf"
+eps = 0.2
+
+[subset]
+n_examples = 24
+
+[evaluation]
+batch_size = 16
+seed = 0
+
+[[attacks]]
+name = "pgd"
+steps = 5
+step_size = 0.05
+
+[[attacks]]
+name = "autoattack"
+version = "custom"
+attacks = ["apgd-ce", "apgd-t", "square"]
+n_iter = 10
+n_queries = 30
+"""
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(2)
+
+
+@pytest.fixture
+def tiny_protocol(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny-digits.toml"
+    path.write_text(TINY_PROTOCOL)
+    return path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip("../shared/data (MNIST) is not beside this checkout")
+    return SHARED_DATA

@@ -1,0 +1,109 @@
+"""The protocol runner: worst case over attacks, verification, and the zero-gradient check."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from robustdeq.config import Table
+from robustdeq.data import load
+from robustdeq.deq import SolverSpec
+from robustdeq.evaluation import ATTACKS, Attack, evaluate
+from robustdeq.evaluation.runner import zero_gradient_fraction
+from robustdeq.models.deq import DEQClassifier
+from robustdeq.specs import DefenseSpec, ModelSpec, TrainSpec, load_protocol
+from robustdeq.threat import ThreatModel
+from robustdeq.training import train_model
+
+
+def trained(family: str, epochs: int = 3) -> nn.Module:
+    solver = SolverSpec() if family == "deq" else None
+    spec = DefenseSpec(
+        id=family, name=family, model=ModelSpec(family, {}), solver=solver,
+        train=TrainSpec(epochs=epochs, lr=3e-3, train_subset=600),
+    )  # fmt: skip
+    return train_model(spec, "digits", load("digits", "train"), ThreatModel("Linf", 0.2)).model
+
+
+class OutOfBall(Attack):
+    """A broken attack: it 'succeeds' by leaving the eps-ball and the [0, 1] box."""
+
+    name = "out-of-ball"
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        return (1.0 - x) * 3.0
+
+
+@ATTACKS.register("test-out-of-ball")
+def _make(threat: ThreatModel, table: Table, seed: int, batch_size: int) -> Attack:
+    return OutOfBall(threat, seed, batch_size)
+
+
+class DetachedDEQ(DEQClassifier):
+    """What a naive wrapper around torchdeq gives in eval mode: a fixed point cut off from x."""
+
+    def forward(self, x: Tensor, z_init: Tensor | None = None) -> Tensor:
+        with torch.no_grad():
+            u = self.inject(x)
+            weight = self.cell.effective_weight()
+            z = self.equilibrium(lambda z: self.f(z, u, weight), torch.zeros(x.shape[0], *self.state_shape))
+        return self.head(z)
+
+
+def test_worst_case_over_attacks_on_a_deq(tiny_protocol: Path) -> None:
+    torch.manual_seed(0)
+    model = trained("deq")
+    result = evaluate(model, load_protocol(tiny_protocol), load("digits", "test"))
+    accs = result.attack_accuracies()
+    assert set(accs) == {"pgd", "autoattack"}
+    assert result.robust_accuracy <= min(accs.values()) <= max(accs.values()) <= result.clean_accuracy
+    # Per example: robust means correct clean and after every attack.
+    expected = result.clean_correct & result.attack_correct["pgd"] & result.attack_correct["autoattack"]
+    assert torch.equal(result.robust, expected)
+    assert result.robust_accuracy < result.clean_accuracy
+    assert result.zero_gradient_fraction == 0.0 and "zero_gradients" not in result.flags
+    assert result.solver is not None and result.solver.nonconverged_clean <= 0.01
+    assert result.forward_cost is not None and result.forward_cost > 1
+
+
+def test_invalid_adversarial_examples_never_count(tiny_protocol: Path, tmp_path: Path) -> None:
+    text = tiny_protocol.read_text().split("[[attacks]]")[0] + '[[attacks]]\nname = "test-out-of-ball"\n'
+    path = tmp_path / "broken.toml"
+    path.write_text(text)
+    model = trained("explicit", epochs=2)
+    result = evaluate(model, load_protocol(path), load("digits", "test"))
+    assert "invalid_adversarial_examples" in result.flags
+    assert result.robust_accuracy == result.clean_accuracy  # the broken attack broke nothing
+
+
+def test_detached_fixed_point_is_caught(tiny_protocol: Path) -> None:
+    torch.manual_seed(0)
+    model = DetachedDEQ((1, 8, 8), 10, SolverSpec()).eval()
+    x, y = load("digits", "test").x[:8], load("digits", "test").y[:8]
+    assert zero_gradient_fraction(model, x, y) == 1.0
+    honest = DEQClassifier((1, 8, 8), 10, SolverSpec()).eval()
+    honest.load_state_dict(model.state_dict())
+    assert zero_gradient_fraction(honest, x, y) == 0.0
+
+
+@pytest.mark.parametrize("norm, eps", [("Linf", 0.2), ("L2", 1.0)])
+def test_verification(norm: str, eps: float) -> None:
+    threat = ThreatModel(norm, eps)
+    x = torch.full((3, 1, 2, 2), 0.5)
+    ok = threat.project(x + 10 * torch.randn_like(x), x)
+    assert bool(threat.verify(ok, x).all())
+    bad = ok.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    bad[1] = x[1] + 0.9  # outside the ball
+    bad[2, 0, 0, 0] = -0.01  # outside [0, 1]
+    assert threat.verify(bad, x).tolist() == [False, False, False]
+
+
+def test_detached_deq_is_flagged_by_the_runner(tiny_protocol: Path) -> None:
+    torch.manual_seed(0)
+    model = DetachedDEQ((1, 8, 8), 10, SolverSpec()).eval()
+    result = evaluate(model, load_protocol(tiny_protocol), load("digits", "test"))
+    assert result.zero_gradient_fraction == 1.0
+    assert "zero_gradients" in result.flags
+    assert "autoattack_zero_gradients" in result.flags

@@ -1,0 +1,120 @@
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from robustdeq.errors import RobustdeqError
+from robustdeq.leaderboard import read_entry, validate_entry, write_entry
+from robustdeq.leaderboard.render import render, table
+
+
+def entry(defense: str = "d", clean: float = 0.9, robust: float = 0.5) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "defense": defense,
+        "defense_name": "A defense",
+        "paper": "",
+        "model_family": "explicit",
+        "protocol": "p",
+        "protocol_version": 1,
+        "protocol_hash": "ab" * 32,
+        "dataset": "digits",
+        "threat_model": {"norm": "Linf", "eps": 0.2},
+        "n_examples": 10,
+        "clean_accuracy": clean,
+        "robust_accuracy": robust,
+        "attacks": {"pgd": robust + 0.1, "autoattack": robust},
+        "flags": [],
+        "n_parameters": 100,
+        "forward_cost": 2.0,
+        "solver": None,
+        "provenance": {
+            "robustdeq_version": "0.1.0",
+            "torch_version": "2",
+            "python_version": "3.11",
+            "git_commit": None,
+            "hardware": "cpu",
+            "seed": 0,
+            "training": {
+                "recipe": "standard",
+                "epochs": 1,
+                "batch_size": 8,
+                "lr": 0.001,
+                "weight_decay": 0.0,
+                "seed": 0,
+                "train_subset": None,
+                "recipe_settings": {},
+            },
+            "attack_settings": {"pgd": {"steps": 5}},
+            "reduced_budget": False,
+            "train_seconds": 1.0,
+            "eval_seconds": 1.0,
+        },
+    }
+
+
+def test_valid_entry_round_trips(tmp_path: Path) -> None:
+    path = write_entry(tmp_path, entry())
+    assert path == tmp_path / "p" / "d.json"
+    assert read_entry(path) == entry()
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda e: e.update(extra=1), "unknown key 'extra'"),
+        (lambda e: e.pop("flags"), "missing key 'flags'"),
+        (lambda e: e.update(clean_accuracy="0.9"), "entry.clean_accuracy: expected number"),
+        (lambda e: e.update(n_examples=True), "entry.n_examples: expected integer"),
+        (lambda e: e.update(n_examples=10.0), "entry.n_examples: expected integer"),
+        (lambda e: e["threat_model"].update(eps=None), "entry.threat_model.eps"),
+        (lambda e: e["attacks"].update(pgd="x"), "entry.attacks.pgd"),
+        (lambda e: e["provenance"].update(when="now"), "unknown key 'when'"),
+        (lambda e: e.update(robust_accuracy=0.95), "above clean_accuracy"),
+        (lambda e: e.update(clean_accuracy=float("nan")), "expected number"),
+        (lambda e: e["attacks"].update(pgd=0.2), "between robust and clean"),
+    ],
+)
+def test_schema_rejects(mutate: Any, message: str) -> None:
+    bad = copy.deepcopy(entry())
+    mutate(bad)
+    with pytest.raises(RobustdeqError, match=message):
+        validate_entry(bad)
+
+
+def test_invalid_entry_is_never_written(tmp_path: Path) -> None:
+    bad = entry()
+    bad["flags"] = "oops"
+    with pytest.raises(RobustdeqError):
+        write_entry(tmp_path, bad)
+    assert not (tmp_path / "p").exists()
+
+
+def test_corrupt_file_is_an_error_on_read(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"defense": "x"}))
+    with pytest.raises(RobustdeqError, match="missing key"):
+        read_entry(path)
+
+
+def test_render_ranks_by_worst_case_and_refuses_mixed_protocol_versions(tmp_path: Path) -> None:
+    entries = [entry("weak", 0.95, 0.1), entry("strong", 0.9, 0.6)]
+    frame = table(entries)
+    assert frame["defense"].tolist() == ["strong", "weak"]
+    assert frame["rank"].tolist() == [1, 2]
+    md, csv = render(entries, tmp_path)
+    assert "| strong" in md.read_text() and csv.read_text().startswith("rank,defense")
+    other = entry("other")
+    other["protocol_hash"] = "cd" * 32
+    with pytest.raises(RobustdeqError, match="different protocol versions"):
+        table([*entries, other])
+
+
+def test_flagged_entry_renders_as_potentially_unreliable() -> None:
+    flagged = entry("f")
+    flagged["flags"] = ["zero_gradients"]
+    frame = table([flagged])
+    assert frame["status"][0] == "potentially unreliable: zero_gradients"

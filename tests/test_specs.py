@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from robustdeq.errors import RobustdeqError
+from robustdeq.models import MODELS
+from robustdeq.specs import DEFENSES_DIR, find_protocol, list_defenses, list_protocols, load_defense, load_protocol
+from robustdeq.training import RECIPES
+
+
+def test_reference_defenses_load() -> None:
+    names = list_defenses(DEFENSES_DIR)
+    assert {"deq-standard", "deq-pgd-at", "cnn-standard", "cnn-pgd-at"} <= set(names)
+    for name in names:
+        spec = load_defense(DEFENSES_DIR / name)
+        assert spec.model.family in MODELS
+        assert spec.train.recipe in RECIPES
+
+
+def test_shipped_protocols_load() -> None:
+    assert {"digits-linf", "mnist-linf-0.3", "mnist-l2-2.0", "cifar10-linf-8-255", "cifar10-l2-0.5"} <= set(
+        list_protocols()
+    )
+    for name in list_protocols():
+        spec = find_protocol(name)
+        assert spec.hash and spec.attacks
+    mnist = find_protocol("mnist-l2-2.0")
+    assert (mnist.threat.norm, mnist.threat.eps) == ("L2", 2.0)
+    cifar = find_protocol("cifar10-linf-8-255")
+    assert cifar.threat.eps == pytest.approx(8 / 255)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    folder = tmp_path / "d"
+    folder.mkdir(exist_ok=True)
+    (folder / "defense.toml").write_text(text)
+    return folder
+
+
+def test_manifest_errors_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(RobustdeqError, match="missing manifest"):
+        load_defense(tmp_path)
+    with pytest.raises(RobustdeqError, match="malformed TOML"):
+        load_defense(write(tmp_path, "name = "))
+    with pytest.raises(RobustdeqError, match="missing field 'name'"):
+        load_defense(write(tmp_path, "[model]\nfamily='deq'\n[train]\n"))
+    base = 'name = "x"\n[model]\nfamily = "deq"\n[train]\nepochs = 1\n'
+    with pytest.raises(RobustdeqError, match="unknown field 'colour'"):
+        load_defense(write(tmp_path, 'colour = "red"\n' + base))
+    with pytest.raises(RobustdeqError, match="'epochs' must be int"):
+        load_defense(write(tmp_path, base.replace("epochs = 1", 'epochs = "1"')))
+    with pytest.raises(RobustdeqError, match="f_solver must be one of"):
+        load_defense(write(tmp_path, base + '[solver]\nf_solver = "newton"\n'))
+
+
+def test_protocol_errors(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        'version = 1\ndataset = "digits"\n[threat_model]\nnorm = "L3"\neps = 0.1\n[subset]\nn_examples = 5\n'
+    )
+    with pytest.raises(RobustdeqError, match="norm must be one of"):
+        load_protocol(path)
+    with pytest.raises(RobustdeqError, match="unknown protocol 'nope'"):
+        find_protocol("nope")
