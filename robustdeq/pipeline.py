@@ -130,16 +130,18 @@ def make_entry(
 ) -> dict[str, Any]:
     """The leaderboard entry (see ``robustdeq.leaderboard.schema``) for one evaluation."""
     flags = list(result.flags)
+    layers = equilibria(model)
+    modes = sorted({layer.spec.attack_grad for layer in layers})
+    if "phantom" in modes:
+        flags.append("approximate_attack_gradient")
     reduced = budget.reduced(defense, protocol)
     if reduced:
         flags.append("reduced_budget")
-    layers = equilibria(model)
     solver = None
     if layers and result.solver is not None:
-        settings = layers[0].spec.to_dict()
         solver = {
-            "settings": settings,
-            "attack_grad_modes": [settings["attack_grad"]],
+            "settings": layers[0].spec.to_dict(),
+            "attack_grad_modes": modes,
             **dataclasses.asdict(result.solver),
         }
     return {

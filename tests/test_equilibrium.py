@@ -1,11 +1,17 @@
 """The equilibrium layer gives true input gradients in eval mode, in every gradient mode."""
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustdeq.deq import Equilibrium, SolverSpec, grad_mode
+from robustdeq.data import load
+from robustdeq.deq import Equilibrium, SolverSpec, grad_mode, regularisation
 from robustdeq.models import create_model
+from robustdeq.specs import DefenseSpec, ModelSpec, TrainSpec
+from robustdeq.threat import ThreatModel
+from robustdeq.training import train_model
 
 TIGHT = SolverSpec(
     f_solver="anderson", f_max_iter=200, f_tol=1e-12, f_stop_mode="abs",
@@ -112,11 +118,13 @@ def test_backward_solve_converges_for_tiny_loss_gradients() -> None:
 
 
 def test_warm_start_reaches_the_same_fixed_point_in_fewer_steps() -> None:
-    torch.manual_seed(0)
-    spec = SolverSpec(f_tol=1e-5)
-    model = create_model("deq", (1, 8, 8), 10, spec).eval()
-    x = torch.rand(16, 1, 8, 8)
-    x_near = (x + 0.01 * torch.randn_like(x)).clamp(0, 1)
+    defense = DefenseSpec(
+        id="deq", name="deq", model=ModelSpec("deq", {}), solver=SolverSpec(f_tol=1e-5),
+        train=TrainSpec(epochs=2, lr=3e-3, train_subset=400),
+    )  # fmt: skip
+    model = train_model(defense, "digits", load("digits", "train"), ThreatModel("Linf", 0.2)).model.eval()
+    x = load("digits", "test").x[:32]
+    x_near = (x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     counters = model.equilibrium.counters
     with torch.no_grad():
         model(x)
@@ -129,3 +137,46 @@ def test_warm_start_reaches_the_same_fixed_point_in_fewer_steps() -> None:
         warm_state, warm_steps = model.last_state, counters.forward_evals
     assert warm_steps < cold_steps
     assert rel_err(warm_state, cold_state) < 1e-3
+
+
+def test_per_example_solver_statistics() -> None:
+    model = TinyDEQ(dataclasses.replace(TIGHT, f_tol=1e-8)).eval()
+    with torch.no_grad():
+        model(torch.randn(5, 4, dtype=torch.float64))
+    stats = model.eq.last_stats
+    assert stats is not None
+    for tensor in (stats.nstep, stats.abs_residual, stats.rel_residual, stats.converged):
+        assert tensor.shape == (5,)
+    assert bool(stats.converged.all()) and float(stats.abs_residual.max()) < 1e-8
+    assert stats.rel_trace.shape[0] == 5 and float(stats.rel_trace[:, -1].max()) < float(stats.rel_trace[:, 0].min())
+
+
+def test_spectral_radius_estimate_respects_the_contraction() -> None:
+    model = TinyDEQ(TIGHT).eval()
+    with model.eq.measure_spectral_radius(), torch.no_grad():
+        model(torch.randn(4, 4, dtype=torch.float64))
+    stats = model.eq.last_stats
+    assert stats is not None and stats.spectral_radius is not None
+    # J = diag(tanh') W with |W| = 0.5 and 0 < tanh' <= 1.
+    assert bool((stats.spectral_radius > 0).all()) and bool((stats.spectral_radius <= 0.5 + 1e-6).all())
+    with torch.no_grad():
+        model(torch.randn(4, 4, dtype=torch.float64))
+    assert model.eq.last_stats is not None and model.eq.last_stats.spectral_radius is None
+
+
+def test_jacobian_regularisation_enters_the_training_loss_only_when_asked() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 8, 8)
+    plain = create_model("deq", (1, 8, 8), 10, SolverSpec()).train()
+    plain(x).sum().backward()
+    assert regularisation(plain) is None
+    regular = create_model("deq", (1, 8, 8), 10, SolverSpec(jac_reg=2.0)).train()
+    regular(x)
+    penalty = regularisation(regular)
+    assert penalty is not None and penalty.requires_grad and float(penalty.detach()) > 0
+    penalty.backward()
+    assert regular.cell.weight.grad is not None and float(regular.cell.weight.grad.abs().sum()) > 0
+    assert regularisation(regular) is None  # consumed once
+    regular.eval()
+    regular(x)
+    assert regularisation(regular) is None  # never in eval mode

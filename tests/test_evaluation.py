@@ -64,6 +64,7 @@ def test_worst_case_over_attacks_on_a_deq(tiny_protocol: Path) -> None:
     assert result.robust_accuracy < result.clean_accuracy
     assert result.zero_gradient_fraction == 0.0 and "zero_gradients" not in result.flags
     assert result.solver is not None and result.solver.nonconverged_clean <= 0.01
+    assert 0.0 < result.solver.spectral_radius < 1.0  # the cell is a contraction
     assert result.forward_cost is not None and result.forward_cost > 1
 
 

@@ -7,3 +7,4 @@ from robustdeq.deq.equilibrium import SolverSpec as SolverSpec
 from robustdeq.deq.equilibrium import SolverStats as SolverStats
 from robustdeq.deq.equilibrium import equilibria as equilibria
 from robustdeq.deq.equilibrium import grad_mode as grad_mode
+from robustdeq.deq.equilibrium import regularisation as regularisation

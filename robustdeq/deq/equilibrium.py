@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchdeq.loss import jac_reg, power_method
 from torchdeq.solver import get_solver
 
 from robustdeq.errors import RobustdeqError
@@ -47,6 +48,8 @@ class SolverSpec:
 
     ``anderson_lam`` is Anderson's Tikhonov regulariser; torchdeq's default 1e-4 is absolute
     and stalls the solve once residuals are small (about 1e-2 of the state), so we use 1e-8.
+    ``jac_reg`` is the weight of torchdeq's Jacobian penalty |J_f(z*)|_F^2 (Hutchinson
+    estimate, Bai et al. 2021) added to the training loss; 0 disables it.
     """
 
     f_solver: str = "anderson"
@@ -62,6 +65,7 @@ class SolverSpec:
     phantom_steps: int = 5
     phantom_tau: float = 0.5
     anderson_lam: float = 1e-8
+    jac_reg: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -78,6 +82,8 @@ class SolverSpec:
             raise RobustdeqError("solver: f_max_iter, b_max_iter and phantom_steps must be >= 1")
         if not 0.0 < self.phantom_tau <= 1.0:
             raise RobustdeqError("solver: phantom_tau must be in (0, 1]")
+        if self.jac_reg < 0:
+            raise RobustdeqError("solver: jac_reg must be >= 0")
         if self.f_tol <= 0 or self.b_tol <= 0:
             raise RobustdeqError("solver: f_tol and b_tol must be positive")
 
@@ -92,7 +98,9 @@ class SolverStats:
     ``nstep``: solver step at which the reported (lowest-residual) state was reached;
     ``abs_residual`` = |f(z) - z|, ``rel_residual`` = |f(z) - z| / |f(z)|;
     ``converged``: the stop-mode residual is within ``f_tol``;
-    ``rel_trace``: relative residual after each solver step, shape (B, steps).
+    ``rel_trace``: relative residual after each solver step, shape (B, steps);
+    ``spectral_radius``: |largest eigenvalue| of J_f(z*) per example, only inside
+    :meth:`Equilibrium.measure_spectral_radius` (else None).
     """
 
     nstep: Tensor
@@ -100,6 +108,7 @@ class SolverStats:
     rel_residual: Tensor
     converged: Tensor
     rel_trace: Tensor
+    spectral_radius: Tensor | None = None
 
 
 @dataclass
@@ -124,6 +133,8 @@ class Equilibrium(nn.Module):
         self.spec = spec or SolverSpec()
         self.last_stats: SolverStats | None = None
         self.last_backward_converged: Tensor | None = None
+        self.jac_loss: Tensor | None = None
+        self._measure_sradius = False
         self.counters = Counters()
         self._override: str | None = None
 
@@ -137,6 +148,15 @@ class Equilibrium(nn.Module):
             yield
         finally:
             self._override = previous
+
+    @contextmanager
+    def measure_spectral_radius(self) -> Iterator[None]:
+        """Inside the block, every forward also estimates the spectral radius of J_f(z*)."""
+        previous, self._measure_sradius = self._measure_sradius, True
+        try:
+            yield
+        finally:
+            self._measure_sradius = previous
 
     @property
     def active_grad_mode(self) -> str:
@@ -172,7 +192,11 @@ class Equilibrium(nn.Module):
             rel_residual=info["rel_lowest"].detach(),
             converged=(residual <= spec.f_tol).detach(),
             rel_trace=info["rel_trace"].detach(),
+            spectral_radius=self._spectral_radius(f, z_star) if self._measure_sradius else None,
         )
+        if self.training and spec.jac_reg > 0 and torch.is_grad_enabled():
+            z = z_star.detach().requires_grad_(True)
+            self.jac_loss = jac_reg(counted(z), z, vecs=1, create_graph=True)
         if not torch.is_grad_enabled():
             return z_star
 
@@ -189,6 +213,14 @@ class Equilibrium(nn.Module):
         for _ in range(spec.f_max_iter):
             z = counted(z)
         return z
+
+    @staticmethod
+    def _spectral_radius(f: Callable[[Tensor], Tensor], z_star: Tensor) -> Tensor:
+        with torch.enable_grad(), torch.random.fork_rng():
+            torch.manual_seed(0)
+            z = z_star.detach().requires_grad_(True)
+            _, radius = power_method(f(z), z, n_iters=50)
+        return radius.detach()
 
     def _ift(self, f: Callable[[Tensor], Tensor], z_star: Tensor) -> Tensor:
         z_star = z_star.detach()
@@ -238,6 +270,14 @@ class _ImplicitGrad(torch.autograd.Function):
         residual = info["rel_lowest"] if spec.b_stop_mode == "rel" else info["abs_lowest"]
         layer.last_backward_converged = (residual <= spec.b_tol).detach()
         return None, None, g * scale
+
+
+def regularisation(model: nn.Module) -> Tensor | None:
+    """Sum of the weighted Jacobian penalties of the last training forward (None if none)."""
+    terms = [layer.spec.jac_reg * layer.jac_loss for layer in equilibria(model) if layer.jac_loss is not None]
+    for layer in equilibria(model):
+        layer.jac_loss = None
+    return torch.stack(terms).sum() if terms else None
 
 
 def equilibria(model: nn.Module) -> list[Equilibrium]:

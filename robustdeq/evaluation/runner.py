@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ class SolverReport:
     nonconverged_adversarial: float
     mean_steps_clean: float
     mean_steps_adversarial: float
+    spectral_radius: float
 
 
 @dataclass
@@ -108,7 +110,7 @@ def _predict(model: nn.Module, x: Tensor, batch_size: int) -> tuple[Tensor, Tens
     return torch.cat(preds), torch.cat(converged), torch.cat(steps)
 
 
-def zero_gradient_fraction(model: nn.Module, x: Tensor, y: Tensor) -> float:
+def zero_gradient_fraction(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 250) -> float:
     """Fraction of examples whose eval-mode input gradient of the cross-entropy is exactly zero.
 
     A DEQ whose fixed point is detached from its input (torchdeq in eval mode, used naively)
@@ -117,15 +119,26 @@ def zero_gradient_fraction(model: nn.Module, x: Tensor, y: Tensor) -> float:
     if len(y) == 0:
         return 0.0
     model.eval()
-    x = x.clone().requires_grad_(True)
-    with torch.enable_grad():
-        loss = F.cross_entropy(model(x), y, reduction="sum")
-        if not loss.requires_grad:
-            return 1.0
-        (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
-    if grad is None:
-        return 1.0
-    return float((grad.flatten(1).abs().amax(1) == 0).float().mean())
+    zero = 0
+    for start in range(0, len(y), batch_size):
+        xb = x[start : start + batch_size].clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(xb), y[start : start + batch_size], reduction="sum")
+            grad = torch.autograd.grad(loss, xb, allow_unused=True)[0] if loss.requires_grad else None
+        zero += len(xb) if grad is None else int((grad.flatten(1).abs().amax(1) == 0).sum())
+    return zero / len(y)
+
+
+def spectral_radius(model: nn.Module, x: Tensor) -> float:
+    """Mean over ``x`` of the largest |eigenvalue| of J_f(z*), summed over equilibrium layers."""
+    layers = equilibria(model)
+    with ExitStack() as stack:
+        for layer in layers:
+            stack.enter_context(layer.measure_spectral_radius())
+        with torch.no_grad():
+            model(x)
+    radii = [layer.last_stats.spectral_radius for layer in layers if layer.last_stats is not None]
+    return float(torch.stack([r for r in radii if r is not None]).sum(0).mean()) if radii else 0.0
 
 
 def evaluate(
@@ -161,7 +174,7 @@ def evaluate(
     clean_correct = pred == y
     correct_idx = torch.nonzero(clean_correct).flatten()
 
-    zero_frac = zero_gradient_fraction(model, x[correct_idx][:bs], y[correct_idx][:bs])
+    zero_frac = zero_gradient_fraction(model, x[correct_idx], y[correct_idx], bs)
     if zero_frac > 0:
         flags.append("zero_gradients")
 
@@ -196,6 +209,7 @@ def evaluate(
             nonconverged_adversarial=fraction(~adv_c),
             mean_steps_clean=float(steps_clean.float().mean()),
             mean_steps_adversarial=float(adv_s.float().mean()) if len(adv_s) else 0.0,
+            spectral_radius=spectral_radius(model, x[:bs]),
         )
         if max(solver.nonconverged_clean, solver.nonconverged_adversarial) > NONCONVERGENCE_THRESHOLD:
             flags.append("solver_nonconvergence")

@@ -48,6 +48,7 @@ SOLVER_SETTINGS = {
     "phantom_steps": int,
     "phantom_tau": float,
     "anderson_lam": float,
+    "jac_reg": float,
 }
 
 ENTRY_SCHEMA: dict[str, Any] = {
@@ -76,6 +77,7 @@ ENTRY_SCHEMA: dict[str, Any] = {
             "nonconverged_adversarial": float,
             "mean_steps_clean": float,
             "mean_steps_adversarial": float,
+            "spectral_radius": float,
         }
     ),
     "provenance": {

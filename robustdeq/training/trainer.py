@@ -11,7 +11,7 @@ from torch import nn
 
 from robustdeq.config import Table
 from robustdeq.data import DATASETS, Split
-from robustdeq.deq import equilibria
+from robustdeq.deq import equilibria, regularisation
 from robustdeq.models import create_model
 from robustdeq.progress import Progress
 from robustdeq.specs import DefenseSpec, TrainSpec
@@ -72,6 +72,9 @@ def train_model(
             for b in range(n_batches):
                 idx = order[b * spec.batch_size : (b + 1) * spec.batch_size]
                 loss = recipe.loss(model, x[idx], y[idx], attack_rng)
+                penalty = regularisation(model)
+                if penalty is not None:
+                    loss = loss + penalty
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
