@@ -72,6 +72,6 @@ def render(entries: list[dict[str, Any]], folder: Path) -> list[Path]:
     )
     md = folder / "leaderboard.md"
     csv = folder / "leaderboard.csv"
-    atomic_write_text(md, header + frame.to_markdown(index=False) + "\n")
+    atomic_write_text(md, header + frame.to_markdown(index=False, missingval="-") + "\n")
     atomic_write_text(csv, frame.to_csv(index=False))
     return [md, csv]
