@@ -57,6 +57,11 @@ def table(entries: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def markdown(frame: pd.DataFrame) -> str:
+    """A Markdown table; missing values (not applicable, e.g. solver columns of a CNN) show as '-'."""
+    return str(frame.astype(object).where(frame.notna(), "-").to_markdown(index=False))
+
+
 def render(entries: list[dict[str, Any]], folder: Path) -> list[Path]:
     """Write ``leaderboard.md`` and ``leaderboard.csv`` into ``folder``; returns their paths."""
     frame = table(entries)
@@ -72,6 +77,6 @@ def render(entries: list[dict[str, Any]], folder: Path) -> list[Path]:
     )
     md = folder / "leaderboard.md"
     csv = folder / "leaderboard.csv"
-    atomic_write_text(md, header + frame.to_markdown(index=False, missingval="-") + "\n")
+    atomic_write_text(md, header + markdown(frame) + "\n")
     atomic_write_text(csv, frame.to_csv(index=False))
     return [md, csv]
