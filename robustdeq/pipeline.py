@@ -150,6 +150,7 @@ def make_entry(
         "defense_name": defense.name,
         "paper": defense.paper,
         "model_family": defense.model.family,
+        "model_settings": dict(defense.model.settings),
         "protocol": protocol.id,
         "protocol_version": protocol.version,
         "protocol_hash": protocol.hash,

@@ -121,3 +121,31 @@ def test_submit_validates_before_training(tmp_path: Path) -> None:
 def test_data_list_shows_embedded_digits() -> None:
     code, out = run("data", "list")
     assert code == 0 and "digits" in out and "embedded" in out
+
+
+def test_sweep_writes_one_entry_per_point_and_the_report_plots_each_knob(tiny_protocol: Path, tmp_path: Path) -> None:
+    code, out = run(
+        "sweep", "wtm-pgd-at", "--depth", "2,3", "--density", "0.5,1.0", "--width", "8",
+        "--protocol", str(tiny_protocol), "--out", str(tmp_path / "sweeps"), *TINY,
+    )  # fmt: skip
+    assert code == 0, out
+    folder = tmp_path / "sweeps" / "tiny-digits"
+    ids = sorted(p.stem for p in folder.glob("*.json"))
+    assert ids == [
+        "wtm-pgd-at-L2-w8-d0.5", "wtm-pgd-at-L2-w8-d1", "wtm-pgd-at-L3-w8-d0.5", "wtm-pgd-at-L3-w8-d1",
+    ]  # fmt: skip
+    entry = json.loads((folder / "wtm-pgd-at-L3-w8-d0.5.json").read_text())
+    assert entry["model_settings"]["depth"] == 3 and entry["model_settings"]["density"] == 0.5
+    assert entry["forward_cost"] == 3.0
+    code, out = run("report", str(tmp_path / "sweeps"), "--out", str(tmp_path / "report"))
+    assert code == 0, out
+    assert (tmp_path / "report" / "tiny-digits-knobs.png").stat().st_size > 1000
+    assert "tiny-digits-knobs.png" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_sweep_rejects_bad_values_before_training(tmp_path: Path) -> None:
+    code, out = run("sweep", "wtm-pgd-at", "--density", "0.5,2.0", "--out", str(tmp_path))
+    assert code == 1 and "density must be in (0, 1]" in out
+    code, out = run("sweep", "wtm-pgd-at", "--depth", "two", "--out", str(tmp_path))
+    assert code == 1 and "--depth must be comma-separated ints" in out
+    assert not any(tmp_path.iterdir())

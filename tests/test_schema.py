@@ -17,6 +17,7 @@ def entry(defense: str = "d", clean: float = 0.9, robust: float = 0.5) -> dict[s
         "defense_name": "A defense",
         "paper": "",
         "model_family": "explicit",
+        "model_settings": {"channels": 16},
         "protocol": "p",
         "protocol_version": 1,
         "protocol_hash": "ab" * 32,

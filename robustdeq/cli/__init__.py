@@ -10,6 +10,7 @@ from robustdeq.cli.evaluate import evaluate
 from robustdeq.cli.leaderboard import leaderboard
 from robustdeq.cli.report import report
 from robustdeq.cli.submit import submit
+from robustdeq.cli.sweep import sweep
 from robustdeq.cli.train import train
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app.command()(evaluate)
 app.command()(leaderboard)
 app.command()(report)
 app.command()(submit)
+app.command()(sweep)
 app.add_typer(data.app, name="data")
 
 

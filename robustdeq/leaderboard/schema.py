@@ -57,6 +57,7 @@ ENTRY_SCHEMA: dict[str, Any] = {
     "defense_name": str,
     "paper": str,
     "model_family": str,
+    "model_settings": FreeTable,
     "protocol": str,
     "protocol_version": int,
     "protocol_hash": str,

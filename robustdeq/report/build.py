@@ -39,6 +39,43 @@ def accuracy_figure(entries: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+KNOB_SETTINGS = ("depth", "channels", "density")
+
+
+def knob_figure(entries: list[dict[str, Any]], path: Path) -> Path | None:
+    """Clean and robust accuracy against each model setting that varies within a family (sweeps).
+
+    Each point averages the entries that share that knob value; None when nothing varies.
+    """
+    panels = []
+    for family in sorted({e["model_family"] for e in entries}):
+        group = [e for e in entries if e["model_family"] == family]
+        for knob in KNOB_SETTINGS:
+            values = sorted({e["model_settings"].get(knob) for e in group if knob in e["model_settings"]})
+            if len(values) >= 2:
+                panels.append((family, knob, values, group))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4), squeeze=False)
+    for ax, (family, knob, values, group) in zip(axes[0], panels, strict=True):
+        for key, label in (("clean_accuracy", "clean"), ("robust_accuracy", "robust (worst case)")):
+            means = []
+            for value in values:
+                picked = [e[key] for e in group if e["model_settings"].get(knob) == value]
+                means.append(100 * sum(picked) / len(picked))
+            ax.plot(values, means, marker="o", label=label)
+        ax.set_xlabel(f"{knob} ({family})")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{entries[0]['protocol']}: accuracy against each knob (mean over the other knobs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_report(root: Path, out: Path, protocols: list[str] | None = None) -> list[Path]:
     """Write ``report.md``, ``report.html`` and one PNG per protocol into ``out``."""
     folders = [root / p for p in protocols] if protocols else protocol_folders(root)
@@ -49,21 +86,24 @@ def write_report(root: Path, out: Path, protocols: list[str] | None = None) -> l
         entries = read_entries(folder)
         frame = table(entries)
         png = accuracy_figure(entries, out / f"{folder.name}-accuracy.png")
-        written.append(png)
+        figures = [png]
+        knobs = knob_figure(entries, out / f"{folder.name}-knobs.png")
+        if knobs is not None:
+            figures.append(knobs)
+        written.extend(figures)
         first = entries[0]
         tm = first["threat_model"]
         caption = (
             f"{len(entries)} defenses, data set {first['dataset']}, {tm['norm']} eps = {tm['eps']}, "
             f"{first['n_examples']} examples, protocol version {first['protocol_version']}."
         )
-        md += [f"## {folder.name}", "", caption, "", markdown(frame), "", f"![accuracy]({png.name})", ""]
-        encoded = base64.b64encode(png.read_bytes()).decode("ascii")
-        body += [
-            f"<h2>{html.escape(folder.name)}</h2>",
-            f"<p>{html.escape(caption)}</p>",
-            frame.to_html(index=False, border=0),
-            f'<img alt="accuracy" src="data:image/png;base64,{encoded}">',
-        ]
+        md += [f"## {folder.name}", "", caption, "", markdown(frame), ""]
+        md += [f"![{figure.stem}]({figure.name})\n" for figure in figures]
+        body += [f"<h2>{html.escape(folder.name)}</h2>", f"<p>{html.escape(caption)}</p>"]
+        body.append(frame.to_html(index=False, border=0))
+        for figure in figures:
+            encoded = base64.b64encode(figure.read_bytes()).decode("ascii")
+            body.append(f'<p><img alt="{figure.stem}" src="data:image/png;base64,{encoded}"></p>')
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>robustdeq report</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
