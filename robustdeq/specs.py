@@ -192,6 +192,7 @@ class ProtocolSpec:
     subset_seed: int | None = None
     batch_size: int = 250
     seed: int = 0
+    warm_start: bool = False
     description: str = ""
     hash: str = ""
 
@@ -204,6 +205,7 @@ class ProtocolSpec:
             "threat_model": {"norm": self.threat.norm, "eps": self.threat.eps},
             "n_examples": self.n_examples,
             "subset_seed": self.subset_seed,
+            "warm_start": self.warm_start,
             "attacks": [{"name": a.name, **a.settings} for a in self.attacks],
         }
 
@@ -229,6 +231,7 @@ def load_protocol(path: Path) -> ProtocolSpec:
     evaluation = top.table("evaluation")
     batch_size = evaluation.integer("batch_size", 250)
     seed = evaluation.integer("seed", 0)
+    warm_start = evaluation.flag("warm_start", False)
     evaluation.done()
     attacks = []
     for t in top.tables("attacks"):
@@ -248,6 +251,7 @@ def load_protocol(path: Path) -> ProtocolSpec:
         subset_seed=subset_seed,
         batch_size=batch_size,
         seed=seed,
+        warm_start=warm_start,
         description=description,
         hash=digest,
     )

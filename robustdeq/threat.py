@@ -54,6 +54,13 @@ class ThreatModel:
         return finite & in_box & within
 
 
+def steepest_direction(grad: Tensor, norm: str) -> Tensor:
+    """Steepest-ascent direction of unit size in ``norm``: sign (Linf) or grad / |grad|_2 (L2)."""
+    if norm == "Linf":
+        return grad.sign()
+    return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
+
+
 def pgd(
     model: nn.Module,
     x: Tensor,
@@ -85,9 +92,5 @@ def pgd(
         loss = F.cross_entropy(model(x_adv), y)
         (grad,) = torch.autograd.grad(loss, x_adv)
         with torch.no_grad():
-            if threat.norm == "Linf":
-                step = grad.sign()
-            else:
-                step = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
-            x_adv = threat.project(x_adv + step_size * step, x)
+            x_adv = threat.project(x_adv + step_size * steepest_direction(grad, threat.norm), x)
     return x_adv.detach()

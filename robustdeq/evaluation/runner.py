@@ -15,6 +15,7 @@ from robustdeq.config import Table
 from robustdeq.data import Split
 from robustdeq.deq import equilibria
 from robustdeq.evaluation.attacks import ATTACKS
+from robustdeq.evaluation.view import AttackView
 from robustdeq.progress import Progress
 from robustdeq.specs import ProtocolSpec
 
@@ -64,26 +65,6 @@ class EvalResult:
 def fraction(mask: Tensor) -> float:
     """Share of True in a bool mask, as an exact Python ratio (no float32 round-off in entries)."""
     return int(mask.sum()) / len(mask) if len(mask) else 0.0
-
-
-class _AttackView(nn.Module):
-    """The model as attacks see it: same logits, but always part of the input's autograd graph.
-
-    A model whose output does not depend on its input through autograd (e.g. a DEQ with a
-    detached fixed point) would crash gradient attacks; here it gets an all-zero gradient
-    instead, the attacks run (and fail), and the zero-gradient check flags the entry.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        logits: Tensor = self.model(x)
-        if torch.is_grad_enabled() and x.requires_grad:
-            # Adds exactly zero to the logits and to any true input gradient.
-            logits = logits + 0.0 * x.flatten(1).sum(1, keepdim=True)
-        return logits
 
 
 def select_subset(protocol: ProtocolSpec, test: Split, n_examples: int | None = None) -> Tensor:
@@ -189,7 +170,8 @@ def evaluate(
         attack = ATTACKS.get(spec.name)(protocol.threat, table, protocol.seed, bs)
         survived = clean_correct.clone()
         if len(correct_idx):
-            out = attack(_AttackView(model), x[correct_idx], y[correct_idx], progress)
+            view = AttackView(model, x[correct_idx], protocol.threat, protocol.warm_start)
+            out = attack(view, x[correct_idx], y[correct_idx], progress)
             adv_pred, adv_conv, adv_steps = _predict(model, out.x_adv, bs)
             survived[correct_idx] = adv_pred == y[correct_idx]
             if adv_conv is not None and adv_steps is not None:

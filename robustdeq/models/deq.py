@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -41,6 +43,11 @@ class DEQClassifier(nn.Module):
     def f(self, z: Tensor, u: Tensor, weight: Tensor) -> Tensor:
         """One application of the cell: relu(W z + u), with W = ``weight``."""
         return torch.relu(self.cell(z, weight) + u)
+
+    def cell_function(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """(z, x) -> f(z, x), with the normalised weight computed once (for JIIO's joint solve)."""
+        weight = self.cell.effective_weight()
+        return lambda z, x: self.f(z, self.inject(x), weight)
 
     def forward(self, x: Tensor, z_init: Tensor | None = None) -> Tensor:
         """Logits; the solve starts from ``z_init`` (a warm start) or zeros.

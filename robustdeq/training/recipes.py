@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from robustdeq.config import Table
 from robustdeq.registry import Registry
-from robustdeq.threat import ThreatModel, pgd
+from robustdeq.threat import ThreatModel, pgd, steepest_direction
 
 
 class Recipe(Protocol):
@@ -65,6 +65,51 @@ class PGDAT:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class TRADES:
+    """TRADES (Zhang et al. 2019): CE(f(x), y) + beta * KL(f(x) || f(x')).
+
+    x' maximises KL(f(x) || f(x')) by ``steps`` sign (Linf) or normalised (L2) steps of
+    ``step_size`` from x + 0.001 * N(0, I), projected onto the ball and [0, 1], with the model
+    in eval mode (for a DEQ: its attack-time gradient). ``beta = 0`` skips the search: the
+    loss is then exactly the standard cross-entropy.
+    """
+
+    norm: str
+    eps: float
+    steps: int
+    step_size: float
+    beta: float
+
+    def perturb(self, model: nn.Module, x: Tensor, generator: torch.Generator) -> Tensor:
+        threat = ThreatModel(self.norm, self.eps)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            target = F.softmax(model(x), dim=1)
+        x_adv = threat.project(x + 0.001 * torch.randn(x.shape, generator=generator, dtype=x.dtype), x)
+        for _ in range(self.steps):
+            x_adv.requires_grad_(True)
+            kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), target, reduction="sum")
+            (grad,) = torch.autograd.grad(kl, x_adv)
+            with torch.no_grad():
+                x_adv = threat.project(x_adv + self.step_size * steepest_direction(grad, self.norm), x)
+        model.train(was_training)
+        return x_adv.detach()
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
+        x_adv = self.perturb(model, x, generator) if self.beta > 0 else None
+        logits = model(x)
+        natural = F.cross_entropy(logits, y)
+        if x_adv is None:
+            return natural
+        robust = F.kl_div(F.log_softmax(model(x_adv), dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+        return natural + self.beta * robust
+
+    def settings(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @RECIPES.register("standard")
 def make_standard(table: Table, threat: ThreatModel) -> Recipe:
     table.done()
@@ -85,3 +130,42 @@ def make_pgd_at(table: Table, threat: ThreatModel) -> Recipe:
     if steps < 1 or step_size <= 0:
         raise RobustdeqError(f"{table.where}: steps >= 1 and step_size > 0 are required")
     return PGDAT(norm, eps, steps, step_size, random_start)
+
+
+@RECIPES.register("trades")
+def make_trades(table: Table, threat: ThreatModel) -> Recipe:
+    from robustdeq.errors import RobustdeqError
+
+    norm = table.text("norm", threat.norm)
+    eps = table.number("eps", threat.eps)
+    steps = table.integer("steps", 7)
+    step_size = table.number("step_size", 2.5 * eps / max(steps, 1))
+    beta = table.number("beta", 6.0)
+    table.done()
+    ThreatModel(norm, eps)
+    if steps < 1 or step_size <= 0 or beta < 0:
+        raise RobustdeqError(f"{table.where}: steps >= 1, step_size > 0 and beta >= 0 are required")
+    return TRADES(norm, eps, steps, step_size, beta)
+
+
+@RECIPES.register("jiio")
+def make_jiio(table: Table, threat: ThreatModel) -> Recipe:
+    from robustdeq.errors import RobustdeqError
+    from robustdeq.training.jiio import JIIO
+
+    norm = table.text("norm", threat.norm)
+    eps = table.number("eps", threat.eps)
+    recipe = JIIO(
+        norm=norm,
+        eps=eps,
+        iterations=table.integer("iterations", 30),
+        step_size=table.number("step_size", eps / 4),
+        b1=table.number("b1", 0.8),
+        b2=table.number("b2", 0.6),
+        anderson_m=table.integer("anderson_m", 5),
+    )
+    table.done()
+    ThreatModel(norm, eps)
+    if recipe.iterations < 2 or recipe.step_size <= 0 or not (0 < recipe.b1 <= 1 and 0 < recipe.b2 <= 1):
+        raise RobustdeqError(f"{table.where}: iterations >= 2, step_size > 0, b1 and b2 in (0, 1] are required")
+    return recipe
