@@ -49,8 +49,12 @@ ATTACKS_DIR = _data_dir("attacks")
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A registered ``family`` with its settings, or ``factory = "model.py:function"`` in the
+    defense folder (then ``family`` is ``"model.py"``); settings are passed as keyword arguments."""
+
     family: str
     settings: dict[str, Any] = field(default_factory=dict)
+    factory: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,21 @@ class TrainSpec:
     seed: int = 0
     train_subset: int | None = None
     recipe_settings: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None  # a safetensors file in the defense folder: load it, do not train
 
     def to_dict(self) -> dict[str, Any]:
+        """The training record of an entry (a shipped checkpoint records no training budget)."""
+        if self.checkpoint is not None:
+            return {
+                "recipe": "checkpoint",
+                "epochs": 0,
+                "batch_size": 0,
+                "lr": 0.0,
+                "weight_decay": 0.0,
+                "seed": self.seed,
+                "train_subset": None,
+                "recipe_settings": {"checkpoint": self.checkpoint},
+            }
         return {
             "recipe": self.recipe,
             "epochs": self.epochs,
@@ -88,6 +105,7 @@ class DefenseSpec:
     authors: tuple[str, ...] = ()
     description: str = ""
     path: Path | None = None
+    protocols: tuple[str, ...] = ()
 
 
 def _solver_spec(table: Table) -> SolverSpec:
@@ -122,14 +140,22 @@ def load_defense(path: Path) -> DefenseSpec:
     authors = top.texts("authors")
 
     model_table = top.table("model", required=True)
-    family = model_table.text("family", required=True)
-    model = ModelSpec(family, model_table.rest())
+    family = model_table.text("family", None)
+    factory = model_table.text("factory", None)
+    if (family is None) == (factory is None):
+        raise RobustdeqError(f"{manifest} [model]: give exactly one of 'family' (registered) or 'factory' (model.py)")
+    if factory is not None and (":" not in factory or not factory.split(":")[0].endswith(".py")):
+        raise RobustdeqError(f'{manifest} [model]: factory must look like "model.py:make_model", got {factory!r}')
+    model = ModelSpec(family or "model.py", model_table.rest(), factory)
+    protocols = tuple(top.texts("protocols"))
 
     solver = _solver_spec(top.table("solver")) if "solver" in data else None
 
     train_table = top.table("train", required=True)
-    recipe = train_table.text("recipe", "standard")
-    recipe_settings = train_table.table(recipe).data if recipe in train_table.data else {}
+    checkpoint = train_table.text("checkpoint", None)
+    recipe = train_table.text("recipe", "checkpoint" if checkpoint else "standard")
+    has_settings = checkpoint is None and recipe in train_table.data
+    recipe_settings = train_table.table(recipe).data if has_settings else {}
     train = TrainSpec(
         recipe=recipe,
         epochs=train_table.integer("epochs", TrainSpec.epochs),
@@ -139,6 +165,7 @@ def load_defense(path: Path) -> DefenseSpec:
         seed=train_table.integer("seed", TrainSpec.seed),
         train_subset=train_table.integer("train_subset", None),
         recipe_settings=recipe_settings,
+        checkpoint=checkpoint,
     )
     train_table.done()
     if train.epochs < 0 or train.batch_size < 1 or train.lr <= 0:
@@ -154,6 +181,7 @@ def load_defense(path: Path) -> DefenseSpec:
         authors=tuple(authors),
         description=description,
         path=folder,
+        protocols=protocols,
     )
 
 

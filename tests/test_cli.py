@@ -43,7 +43,7 @@ def test_bench_writes_entries_and_tables_and_is_deterministic(tiny_protocol: Pat
     assert code == 0, out
     folder = tmp_path / "a" / "tiny-digits"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "cnn-standard.json", "deq-pgd-at.json", "leaderboard.csv", "leaderboard.md",
+        "cnn-standard.json", "deq-pgd-at.json", "leaderboard.csv", "leaderboard.html", "leaderboard.md",
     ]  # fmt: skip
     entry = json.loads((folder / "deq-pgd-at.json").read_text())
     assert entry["provenance"]["training"]["recipe"] == "pgd_at"

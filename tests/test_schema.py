@@ -106,8 +106,9 @@ def test_render_ranks_by_worst_case_and_refuses_mixed_protocol_versions(tmp_path
     frame = table(entries)
     assert frame["defense"].tolist() == ["strong", "weak"]
     assert frame["rank"].tolist() == [1, 2]
-    md, csv = render(entries, tmp_path)
+    md, csv, page = render(entries, tmp_path)
     assert "| strong" in md.read_text() and csv.read_text().startswith("rank,defense")
+    assert page.read_text().startswith("<!doctype html>") and "<td>strong</td>" in page.read_text()
     other = entry("other")
     other["protocol_hash"] = "cd" * 32
     with pytest.raises(RobustdeqError, match="different protocol versions"):

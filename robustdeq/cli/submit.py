@@ -1,4 +1,4 @@
-"""``robustdeq submit``: validate a defense folder, then train, evaluate and add it to a leaderboard."""
+"""``robustdeq submit``: validate a defense folder, then train (or load), evaluate and add it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from robustdeq.cli.common import DATA_DIR_HELP, console, one_line_errors
+from robustdeq.checkpoint import load_weights
+from robustdeq.cli.common import DATA_DIR_HELP, console, one_line_errors, split_names
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard.store import entry_path
 from robustdeq.pipeline import Budget, load_splits, run_defense
@@ -20,27 +21,37 @@ from robustdeq.validate import check_model
 
 @one_line_errors
 def submit(
-    path: Annotated[Path, typer.Argument(help="Defense folder holding defense.toml.")],
-    protocol: Annotated[str, typer.Option(help="Protocol to evaluate under.")] = "digits-linf",
-    out: Annotated[Path, typer.Option(help="Leaderboard root; the entry goes to OUT/<protocol>/.")] = Path(
-        "leaderboards"
-    ),
+    path: Annotated[Path, typer.Argument(help="Defense folder holding defense.toml (and model.py / weights).")],
+    protocol: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated protocols (default: the manifest's `protocols`, else digits-linf)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Leaderboard root; entries go to OUT/<protocol>/.")] = Path("leaderboards"),
     force: Annotated[bool, typer.Option(help="Replace an existing entry of the same defense id.")] = False,
     data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
     download: Annotated[bool, typer.Option(help="Download a missing torchvision data set into --data-dir.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Check the manifest and the model before any training; then train, evaluate and write the entry."""
+    """Check the manifest, the model and any checkpoint before any training; then train (or load the
+    checkpoint), evaluate under each protocol and write the entries."""
     defense = load_defense(path)
-    spec = find_protocol(protocol)
-    target = entry_path(out, spec.id, defense.id)
-    if target.exists() and not force:
-        raise RobustdeqError(f"{target} exists; pass --force to replace it")
-    make_recipe(defense.train, spec.threat, str(defense.path))
-    check_model(build_model(defense, spec.dataset), spec.dataset)
-    splits = load_splits(spec, data_dir, download)
-    entry = run_defense(defense, spec, splits, out, Budget(), None, Progress(enabled=not quiet))
-    console.print(
-        f"submitted {defense.id}: clean {100 * entry['clean_accuracy']:.2f}%, "
-        f"robust {100 * entry['robust_accuracy']:.2f}%; entry {target}"
-    )
+    names = split_names(protocol) or list(defense.protocols) or ["digits-linf"]
+    specs = [find_protocol(name) for name in names]
+    for spec in specs:
+        target = entry_path(out, spec.id, defense.id)
+        if target.exists() and not force:
+            raise RobustdeqError(f"{target} exists; pass --force to replace it")
+        if defense.train.checkpoint is None:
+            make_recipe(defense.train, spec.threat, str(defense.path))
+        model = build_model(defense, spec.dataset)
+        check_model(model, spec.dataset)
+        if defense.train.checkpoint is not None:
+            load_weights(model, path / defense.train.checkpoint)
+    splits = {spec.id: load_splits(spec, data_dir, download) for spec in specs}  # a missing data set fails here
+    progress = Progress(enabled=not quiet)
+    for spec in specs:
+        entry = run_defense(defense, spec, splits[spec.id], out, Budget(), None, progress)
+        console.print(
+            f"submitted {defense.id} under {spec.id}: clean {100 * entry['clean_accuracy']:.2f}%, "
+            f"robust {100 * entry['robust_accuracy']:.2f}%; entry {entry_path(out, spec.id, defense.id)}"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def markdown(frame: pd.DataFrame) -> str:
 
 
 def render(entries: list[dict[str, Any]], folder: Path) -> list[Path]:
-    """Write ``leaderboard.md`` and ``leaderboard.csv`` into ``folder``; returns their paths."""
+    """Write ``leaderboard.md``, ``leaderboard.csv`` and a self-contained ``leaderboard.html``."""
     frame = table(entries)
     first = entries[0]
     tm = first["threat_model"]
@@ -77,6 +78,18 @@ def render(entries: list[dict[str, Any]], folder: Path) -> list[Path]:
     )
     md = folder / "leaderboard.md"
     csv = folder / "leaderboard.csv"
+    page = folder / "leaderboard.html"
     atomic_write_text(md, header + markdown(frame) + "\n")
     atomic_write_text(csv, frame.to_csv(index=False))
-    return [md, csv]
+    intro = "".join(f"<p>{html.escape(line)}</p>" for line in header.replace("# ", "").strip().split("\n") if line)
+    atomic_write_text(
+        page,
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(first['protocol'])} leaderboard</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}</style></head><body>"
+        + intro
+        + frame.to_html(index=False, border=0, na_rep="-")
+        + "</body></html>\n",
+    )
+    return [md, csv, page]

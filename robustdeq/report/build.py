@@ -11,14 +11,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from robustdeq.leaderboard import read_entries, table  # noqa: E402
 from robustdeq.leaderboard.render import markdown  # noqa: E402
 from robustdeq.leaderboard.store import atomic_write_text, protocol_folders  # noqa: E402
 
 
-def accuracy_figure(entries: list[dict[str, Any]], path: Path) -> Path:
-    """Grouped bars per defense: clean, each attack's own accuracy, and the worst case."""
+def accuracy_figure(entries: list[dict[str, Any]]) -> Figure:
+    """Grouped bars per defense (one x tick each): clean, each attack's own accuracy, the worst case."""
     frame = table(entries)
     attack_cols = [c for c in frame.columns if c.endswith(" %") and c not in ("clean %", "robust %")]
     series = ["clean %", *attack_cols, "robust %"]
@@ -33,16 +34,39 @@ def accuracy_figure(entries: list[dict[str, Any]], path: Path) -> Path:
     ax.set_title(f"{entries[0]['protocol']}: accuracy after each attack (robust = worst case)")
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
+def cost_figure(entries: list[dict[str, Any]]) -> Figure:
+    """Robust accuracy against forward cost (block evaluations) and against parameter count;
+    one series (a labelled point) per defense."""
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    for e in sorted(entries, key=lambda e: e["defense"]):
+        robust = 100 * e["robust_accuracy"]
+        axes[0].scatter([e["forward_cost"] or 0.0], [robust], label=e["defense"])
+        axes[1].scatter([e["n_parameters"]], [robust], label=e["defense"])
+    axes[0].set_xlabel("forward cost (block evaluations per example)")
+    axes[1].set_xlabel("parameters")
+    for ax in axes:
+        ax.set_ylabel("robust accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{entries[0]['protocol']}: robustness against cost")
+    fig.tight_layout()
+    return fig
+
+
 KNOB_SETTINGS = ("depth", "channels", "density")
 
 
-def knob_figure(entries: list[dict[str, Any]], path: Path) -> Path | None:
+def knob_figure(entries: list[dict[str, Any]]) -> Figure | None:
     """Clean and robust accuracy against each model setting that varies within a family (sweeps).
 
     Each point averages the entries that share that knob value; None when nothing varies.
@@ -71,9 +95,7 @@ def knob_figure(entries: list[dict[str, Any]], path: Path) -> Path | None:
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{entries[0]['protocol']}: accuracy against each knob (mean over the other knobs)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def write_report(root: Path, out: Path, protocols: list[str] | None = None) -> list[Path]:
@@ -85,11 +107,13 @@ def write_report(root: Path, out: Path, protocols: list[str] | None = None) -> l
     for folder in folders:
         entries = read_entries(folder)
         frame = table(entries)
-        png = accuracy_figure(entries, out / f"{folder.name}-accuracy.png")
-        figures = [png]
-        knobs = knob_figure(entries, out / f"{folder.name}-knobs.png")
+        figures = [
+            save(accuracy_figure(entries), out / f"{folder.name}-accuracy.png"),
+            save(cost_figure(entries), out / f"{folder.name}-cost.png"),
+        ]
+        knobs = knob_figure(entries)
         if knobs is not None:
-            figures.append(knobs)
+            figures.append(save(knobs, out / f"{folder.name}-knobs.png"))
         written.extend(figures)
         first = entries[0]
         tm = first["threat_model"]

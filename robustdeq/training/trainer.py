@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from robustdeq.config import Table
 from robustdeq.data import DATASETS, Split
 from robustdeq.deq import equilibria, regularisation
+from robustdeq.errors import RobustdeqError
 from robustdeq.models import create_model
 from robustdeq.progress import Progress
 from robustdeq.specs import DefenseSpec, TrainSpec
@@ -30,8 +32,50 @@ class TrainResult:
 
 
 def build_model(defense: DefenseSpec, dataset: str) -> nn.Module:
+    """The defense's model for ``dataset``: a registered family, or the factory in its model.py."""
     info = DATASETS.get(dataset)
-    return create_model(defense.model.family, info.shape, info.num_classes, defense.solver, **defense.model.settings)
+    if defense.model.factory is None:
+        return create_model(
+            defense.model.family, info.shape, info.num_classes, defense.solver, **defense.model.settings
+        )
+    return _from_factory(defense, info.shape, info.num_classes)
+
+
+def _from_factory(defense: DefenseSpec, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    import importlib.util
+
+    assert defense.model.factory is not None
+    filename, function = defense.model.factory.split(":", 1)
+    path = (defense.path or Path(".")) / filename
+    if not path.is_file():
+        raise RobustdeqError(f"{path}: model file not found")
+    module_spec = importlib.util.spec_from_file_location(f"robustdeq_submission_{defense.id.replace('-', '_')}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise RobustdeqError(f"{path}: cannot be imported")
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # the submitted file may raise anything
+        raise RobustdeqError(f"{path}: importing it raised {type(exc).__name__}: {exc}") from None
+    factory = getattr(module, function, None)
+    if not callable(factory):
+        raise RobustdeqError(f"{path}: no function {function!r}")
+    try:
+        model = factory(in_shape=in_shape, num_classes=num_classes, **defense.model.settings)
+    except Exception as exc:
+        raise RobustdeqError(f"{path}: {function}() raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise RobustdeqError(f"{path}: {function}() must return a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def _load_checkpoint(defense: DefenseSpec, dataset: str, checkpoint: str) -> TrainResult:
+    """A submission that ships trained weights: build the model and load them; nothing is trained."""
+    from robustdeq.checkpoint import load_weights
+
+    model = build_model(defense, dataset)
+    load_weights(model, (defense.path or Path(".")) / checkpoint)
+    return TrainResult(model, 0.0, {"checkpoint": checkpoint}, float("nan"), 0, 0)
 
 
 def make_recipe(train: TrainSpec, threat: ThreatModel, where: str) -> Any:
@@ -52,6 +96,8 @@ def train_model(
     ``train`` overrides the manifest's training spec (e.g. a smaller budget).
     """
     spec = train or defense.train
+    if spec.checkpoint is not None:
+        return _load_checkpoint(defense, dataset, spec.checkpoint)
     recipe = make_recipe(spec, threat, str(defense.path or defense.id))
     torch.manual_seed(spec.seed)
     model = build_model(defense, dataset)
