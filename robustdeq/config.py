@@ -66,6 +66,12 @@ class Table:
     def flag(self, key: str, default: bool | None = None, required: bool = False) -> Any:
         return self._get(key, bool, default, required)
 
+    def numbers(self, key: str) -> list[float]:
+        value = self._get(key, list, [], False)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise RobustdeqError(f"{self.where}: field {key!r} must be a list of numbers")
+        return [float(v) for v in value]
+
     def texts(self, key: str) -> list[str]:
         value = self._get(key, list, [], False)
         if not all(isinstance(v, str) for v in value):

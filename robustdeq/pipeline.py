@@ -161,6 +161,12 @@ def make_entry(
         "robust_accuracy": result.robust_accuracy,
         "attacks": result.attack_accuracies(),
         "flags": flags,
+        "eps_sweep": {
+            "attacks": list(protocol.eps_sweep_attacks),
+            "points": [{"eps": eps, "robust_accuracy": acc} for eps, acc in result.eps_sweep],
+        }
+        if result.eps_sweep
+        else None,
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "forward_cost": result.forward_cost,
         "solver": solver,

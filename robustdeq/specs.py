@@ -221,6 +221,8 @@ class ProtocolSpec:
     batch_size: int = 250
     seed: int = 0
     warm_start: bool = False
+    eps_sweep: tuple[float, ...] = ()
+    eps_sweep_attacks: tuple[str, ...] = ("pgd",)
     description: str = ""
     hash: str = ""
 
@@ -235,6 +237,7 @@ class ProtocolSpec:
             "subset_seed": self.subset_seed,
             "warm_start": self.warm_start,
             "attacks": [{"name": a.name, **a.settings} for a in self.attacks],
+            "eps_sweep": {"eps": list(self.eps_sweep), "attacks": list(self.eps_sweep_attacks)},
         }
 
 
@@ -266,6 +269,17 @@ def load_protocol(path: Path) -> ProtocolSpec:
         attacks.append(AttackSpec(t.text("name", required=True), t.rest()))
     if not attacks:
         raise RobustdeqError(f"{path}: the protocol lists no [[attacks]]")
+    sweep = top.table("eps_sweep")
+    sweep_eps = tuple(sweep.numbers("eps"))
+    sweep_attacks = tuple(sweep.texts("attacks")) or ("pgd",)
+    sweep.done()
+    names = {a.name for a in attacks}
+    if sweep_eps and not set(sweep_attacks) <= names:
+        raise RobustdeqError(
+            f"{path} [eps_sweep]: attacks must be among the protocol's attacks ({', '.join(sorted(names))})"
+        )
+    if any(e <= 0 for e in sweep_eps) or list(sweep_eps) != sorted(sweep_eps):
+        raise RobustdeqError(f"{path} [eps_sweep]: eps must be positive and increasing")
     top.done()
     if n_examples < 1 or batch_size < 1:
         raise RobustdeqError(f"{path}: n_examples and batch_size must be >= 1")
@@ -276,6 +290,8 @@ def load_protocol(path: Path) -> ProtocolSpec:
         threat=threat,
         n_examples=n_examples,
         attacks=tuple(attacks),
+        eps_sweep=sweep_eps,
+        eps_sweep_attacks=sweep_attacks,
         subset_seed=subset_seed,
         batch_size=batch_size,
         seed=seed,

@@ -27,6 +27,10 @@ n_examples = 24
 batch_size = 16
 seed = 0
 
+[eps_sweep]
+eps = [0.1, 1.0]
+attacks = ["pgd"]
+
 [[attacks]]
 name = "pgd"
 steps = 5

@@ -65,11 +65,13 @@ def test_worst_case_over_attacks_on_a_deq(tiny_protocol: Path) -> None:
     assert result.zero_gradient_fraction == 0.0 and "zero_gradients" not in result.flags
     assert result.solver is not None and result.solver.nonconverged_clean <= 0.01
     assert 0.0 < result.solver.spectral_radius < 1.0  # the cell is a contraction
+    clean_trace, adv_trace = result.solver.residual_trace_clean, result.solver.residual_trace_adversarial
+    assert clean_trace[-1] <= 1e-3 < clean_trace[0] and adv_trace and adv_trace[-1] <= 1e-3
     assert result.forward_cost is not None and result.forward_cost > 1
 
 
 def test_invalid_adversarial_examples_never_count(tiny_protocol: Path, tmp_path: Path) -> None:
-    text = tiny_protocol.read_text().split("[[attacks]]")[0] + '[[attacks]]\nname = "test-out-of-ball"\n'
+    text = tiny_protocol.read_text().split("[eps_sweep]")[0] + '[[attacks]]\nname = "test-out-of-ball"\n'
     path = tmp_path / "broken.toml"
     path.write_text(text)
     model = trained("explicit", epochs=2)
@@ -108,3 +110,23 @@ def test_detached_deq_is_flagged_by_the_runner(tiny_protocol: Path) -> None:
     assert result.zero_gradient_fraction == 1.0
     assert "zero_gradients" in result.flags
     assert "autoattack_zero_gradients" in result.flags
+
+
+def test_eps_sweep_is_recorded_and_checked(tiny_protocol: Path) -> None:
+    torch.manual_seed(0)
+    model = trained("explicit", epochs=3)
+    result = evaluate(model, load_protocol(tiny_protocol), load("digits", "test"))
+    (eps_small, acc_small), (eps_box, acc_box) = result.eps_sweep
+    assert (eps_small, eps_box) == (0.1, 1.0)
+    assert acc_box <= acc_small and acc_box <= 0.15
+    assert "eps_sweep_not_monotone" not in result.flags and "large_eps_above_chance" not in result.flags
+
+
+def test_sweep_flags() -> None:
+    from robustdeq.evaluation.runner import sweep_flags
+
+    protocol = load_protocol(Path(__file__).resolve().parent.parent / "attacks" / "digits-linf.toml")
+    assert sweep_flags([(0.1, 0.5), (0.2, 0.3), (1.0, 0.0)], 100, 64, protocol) == []
+    assert sweep_flags([(0.1, 0.3), (0.2, 0.5)], 100, 64, protocol) == ["eps_sweep_not_monotone"]
+    assert sweep_flags([(0.1, 0.3), (0.2, 0.31)], 100, 64, protocol) == []  # one example: noise
+    assert sweep_flags([(0.2, 0.5), (1.0, 0.5)], 100, 64, protocol) == ["large_eps_above_chance"]

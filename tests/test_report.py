@@ -4,7 +4,14 @@ import copy
 from pathlib import Path
 
 from robustdeq.leaderboard import write_entry
-from robustdeq.report.build import accuracy_figure, cost_figure, knob_figure, write_report
+from robustdeq.report.build import (
+    accuracy_figure,
+    cost_figure,
+    eps_figure,
+    knob_figure,
+    residual_figure,
+    write_report,
+)
 from tests.test_schema import entry
 
 
@@ -47,3 +54,54 @@ def test_write_report_writes_markdown_html_and_pngs(tmp_path: Path) -> None:
         assert path.stat().st_size > 500
     md = (tmp_path / "report" / "report.md").read_text()
     assert "![p-knobs](p-knobs.png)" in md and "| wtm-3" in md
+
+
+def deq_entry(defense: str, scale: float) -> dict:  # type: ignore[type-arg]
+    e = copy.deepcopy(entry(defense))
+    e["model_family"] = "deq"
+    e["solver"] = {
+        "settings": {
+            "f_solver": "anderson", "f_max_iter": 5, "f_tol": 1e-3, "f_stop_mode": "rel", "b_solver": "anderson",
+            "b_max_iter": 5, "b_tol": 1e-3, "b_stop_mode": "rel", "train_grad": "ift", "attack_grad": "ift",
+            "phantom_steps": 5, "phantom_tau": 0.5, "anderson_lam": 1e-8, "jac_reg": 0.0,
+        },
+        "attack_grad_modes": ["ift"],
+        "nonconverged_clean": 0.0,
+        "nonconverged_adversarial": 0.0,
+        "mean_steps_clean": 3.0,
+        "mean_steps_adversarial": 4.0,
+        "spectral_radius": 0.8,
+        "residual_trace_clean": [scale * 0.1**k for k in range(5)],
+        "residual_trace_adversarial": [scale * 0.2**k for k in range(5)],
+    }  # fmt: skip
+    return e
+
+
+def test_residual_figure_has_one_line_per_deq_in_each_panel(tmp_path: Path) -> None:
+    data = [deq_entry("deq-a", 1.0), deq_entry("deq-b", 2.0), entry("cnn")]
+    figure = residual_figure(data)
+    assert figure is not None
+    for ax in figure.axes:
+        labels = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+        assert labels == ["deq-a", "deq-b"]
+    assert residual_figure([entry("cnn")]) is None
+    for e in data:
+        write_entry(tmp_path / "lb", e)
+    paths = write_report(tmp_path / "lb", tmp_path / "report")
+    assert (tmp_path / "report" / "p-residual.png") in paths
+
+
+def test_eps_figure_has_one_line_per_defense_with_a_sweep() -> None:
+    swept = []
+    for name, accs in (("a", [0.9, 0.5, 0.0]), ("b", [0.8, 0.6, 0.1])):
+        e = copy.deepcopy(entry(name))
+        e["eps_sweep"] = {
+            "attacks": ["pgd"],
+            "points": [{"eps": eps, "robust_accuracy": a} for eps, a in zip([0.1, 0.2, 1.0], accs, strict=True)],
+        }
+        swept.append(e)
+    figure = eps_figure([*swept, entry("no-sweep")])
+    assert figure is not None
+    assert [line.get_label() for line in figure.axes[0].get_lines() if not line.get_label().startswith("_")] == [
+        "a", "b"]  # fmt: skip
+    assert eps_figure([entry("no-sweep")]) is None

@@ -17,7 +17,8 @@ from robustdeq.deq import equilibria
 from robustdeq.evaluation.attacks import ATTACKS
 from robustdeq.evaluation.view import AttackView
 from robustdeq.progress import Progress
-from robustdeq.specs import ProtocolSpec
+from robustdeq.specs import AttackSpec, ProtocolSpec
+from robustdeq.threat import ThreatModel
 
 # A DEQ whose solver misses its tolerance on more than this fraction of inputs is flagged.
 NONCONVERGENCE_THRESHOLD = 0.01
@@ -32,6 +33,8 @@ class SolverReport:
     mean_steps_clean: float
     mean_steps_adversarial: float
     spectral_radius: float
+    residual_trace_clean: list[float]
+    residual_trace_adversarial: list[float]
 
 
 @dataclass
@@ -48,7 +51,7 @@ class EvalResult:
     solver: SolverReport | None
     seconds: float
     zero_gradient_fraction: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    eps_sweep: list[tuple[float, float]] = field(default_factory=list)  # (eps, robust accuracy)
 
     @property
     def clean_accuracy(self) -> float:
@@ -75,20 +78,47 @@ def select_subset(protocol: ProtocolSpec, test: Split, n_examples: int | None = 
     return torch.randperm(len(test), generator=torch.Generator().manual_seed(protocol.subset_seed))[:n]
 
 
-def _predict(model: nn.Module, x: Tensor, batch_size: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Cold-start eval-mode predictions, per-example solver convergence and steps (None if explicit)."""
-    preds, converged, steps = [], [], []
+@dataclass
+class Prediction:
+    """Cold-start eval-mode predictions (N,), with per-example solver outcomes for DEQs.
+
+    ``converged`` (N,) bool, ``steps`` (N,) solver steps, ``trace`` (N, T) relative residual
+    after each solver step; all None for explicit models.
+    """
+
+    labels: Tensor
+    converged: Tensor | None = None
+    steps: Tensor | None = None
+    trace: Tensor | None = None
+
+    def select(self, mask: Tensor) -> Prediction:
+        pick = lambda t: None if t is None else t[mask]  # noqa: E731
+        return Prediction(self.labels[mask], pick(self.converged), pick(self.steps), pick(self.trace))
+
+
+def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Prediction:
+    labels, converged, steps, traces = [], [], [], []
     layers = equilibria(model)
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            preds.append(model(x[start : start + batch_size]).argmax(1))
+            labels.append(model(x[start : start + batch_size]).argmax(1))
             stats = [layer.last_stats for layer in layers if layer.last_stats is not None]
             if stats:
                 converged.append(torch.stack([s.converged for s in stats]).all(0))
                 steps.append(torch.stack([s.nstep for s in stats]).sum(0))
-    if not layers or not converged:
-        return torch.cat(preds), None, None
-    return torch.cat(preds), torch.cat(converged), torch.cat(steps)
+                # torchdeq's column 0 is a placeholder before the first step; traces of several
+                # layers are added up.
+                traces.append(torch.stack([s.rel_trace[:, 1:] for s in stats]).sum(0))
+    if not converged:
+        return Prediction(torch.cat(labels))
+    return Prediction(torch.cat(labels), torch.cat(converged), torch.cat(steps), torch.cat(traces))
+
+
+def _mean_trace(traces: list[Tensor]) -> list[float]:
+    """Mean relative residual per solver step over every example, rounded for the entry."""
+    if not traces:
+        return []
+    return [float(f"{v:.4g}") for v in torch.cat(traces).mean(0).tolist()]
 
 
 def zero_gradient_fraction(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 250) -> float:
@@ -122,6 +152,72 @@ def spectral_radius(model: nn.Module, x: Tensor) -> float:
     return float(torch.stack([r for r in radii if r is not None]).sum(0).mean()) if radii else 0.0
 
 
+@dataclass
+class SuiteResult:
+    robust: Tensor
+    attack_correct: dict[str, Tensor]
+    attack_settings: dict[str, dict[str, Any]]
+    adversarial: list[Prediction]
+    flags: list[str]
+
+
+def run_suite(
+    model: nn.Module,
+    protocol: ProtocolSpec,
+    threat: ThreatModel,
+    attacks: tuple[AttackSpec, ...],
+    x: Tensor,
+    y: Tensor,
+    clean_correct: Tensor,
+    progress: Progress,
+) -> SuiteResult:
+    """Run each attack on the clean-correct examples; verify, re-classify cold, take the worst case."""
+    correct_idx = torch.nonzero(clean_correct).flatten()
+    robust = clean_correct.clone()
+    result = SuiteResult(robust, {}, {}, [], [])
+    for spec in attacks:
+        label = spec.name if spec.name not in result.attack_correct else f"{spec.name}-{len(result.attack_correct) + 1}"
+        table = Table(spec.settings, f"protocol {protocol.id} attack {label}")
+        attack = ATTACKS.get(spec.name)(threat, table, protocol.seed, protocol.batch_size)
+        survived = clean_correct.clone()
+        if len(correct_idx):
+            view = AttackView(model, x[correct_idx], threat, protocol.warm_start)
+            out = attack(view, x[correct_idx], y[correct_idx], progress)
+            adv = _predict(model, out.x_adv, protocol.batch_size)
+            survived[correct_idx] = adv.labels == y[correct_idx]
+            result.adversarial.append(adv.select(out.valid))
+            result.flags.extend(f for f in out.flags if f not in result.flags)
+        result.attack_correct[label] = survived
+        result.attack_settings[label] = {"name": spec.name, **attack.settings()}
+        robust &= survived
+    return result
+
+
+def scaled(spec: AttackSpec, factor: float) -> AttackSpec:
+    """The attack at another eps: an absolute ``step_size`` scales with eps."""
+    if "step_size" not in spec.settings:
+        return spec
+    return AttackSpec(spec.name, {**spec.settings, "step_size": spec.settings["step_size"] * factor})
+
+
+def sweep_flags(points: list[tuple[float, float]], n: int, numel: int, protocol: ProtocolSpec) -> list[str]:
+    """Checks on the robust-accuracy-versus-eps curve (Carlini et al. 2019).
+
+    ``eps_sweep_not_monotone``: accuracy rises with eps by more than one example;
+    ``large_eps_above_chance``: at an eps that covers the whole [0, 1] box (Linf >= 1, L2 >=
+    sqrt(#pixels)) accuracy stays above chance (10%) by more than 5 points.
+    """
+    flags = []
+    for (_, low), (_, high) in zip(points, points[1:], strict=False):
+        if high > low + 1.0 / n + 1e-12:
+            flags.append("eps_sweep_not_monotone")
+            break
+    whole_box = 1.0 if protocol.threat.norm == "Linf" else numel**0.5
+    if any(eps >= whole_box and acc > 0.15 for eps, acc in points):
+        flags.append("large_eps_above_chance")
+    return flags
+
+
 def evaluate(
     model: nn.Module,
     protocol: ProtocolSpec,
@@ -146,52 +242,48 @@ def evaluate(
     layers = equilibria(model)
     for layer in layers:
         layer.counters.reset()
-    pred, conv_clean, steps_clean = _predict(model, x, bs)
+    clean = _predict(model, x, bs)
     forward_cost: float | None
     if layers:
         forward_cost = sum(layer.counters.forward_example_evals for layer in layers) / len(y)
     else:
         forward_cost = float(getattr(model, "block_evaluations", 0)) or None
-    clean_correct = pred == y
+    clean_correct = clean.labels == y
     correct_idx = torch.nonzero(clean_correct).flatten()
 
     zero_frac = zero_gradient_fraction(model, x[correct_idx], y[correct_idx], bs)
     if zero_frac > 0:
         flags.append("zero_gradients")
 
-    robust = clean_correct.clone()
-    attack_correct: dict[str, Tensor] = {}
-    attack_settings: dict[str, dict[str, Any]] = {}
-    conv_adv: list[Tensor] = []
-    steps_adv: list[Tensor] = []
-    for spec in protocol.attacks:
-        label = spec.name if spec.name not in attack_correct else f"{spec.name}-{len(attack_correct) + 1}"
-        table = Table(spec.settings, f"protocol {protocol.id} attack {label}")
-        attack = ATTACKS.get(spec.name)(protocol.threat, table, protocol.seed, bs)
-        survived = clean_correct.clone()
-        if len(correct_idx):
-            view = AttackView(model, x[correct_idx], protocol.threat, protocol.warm_start)
-            out = attack(view, x[correct_idx], y[correct_idx], progress)
-            adv_pred, adv_conv, adv_steps = _predict(model, out.x_adv, bs)
-            survived[correct_idx] = adv_pred == y[correct_idx]
-            if adv_conv is not None and adv_steps is not None:
-                conv_adv.append(adv_conv[out.valid])
-                steps_adv.append(adv_steps[out.valid])
-            flags.extend(f for f in out.flags if f not in flags)
-        attack_correct[label] = survived
-        attack_settings[label] = {"name": spec.name, **attack.settings()}
-        robust &= survived
+    suite = run_suite(model, protocol, protocol.threat, protocol.attacks, x, y, clean_correct, progress)
+    flags.extend(f for f in suite.flags if f not in flags)
+    adversarial = suite.adversarial
+
+    sweep_points: list[tuple[float, float]] = []
+    if protocol.eps_sweep:
+        for eps in protocol.eps_sweep:
+            threat = ThreatModel(protocol.threat.norm, eps)
+            specs = tuple(
+                scaled(a, eps / protocol.threat.eps) for a in protocol.attacks if a.name in protocol.eps_sweep_attacks
+            )
+            point = run_suite(model, protocol, threat, specs, x, y, clean_correct, progress)
+            sweep_points.append((eps, fraction(point.robust)))
+        flags.extend(f for f in sweep_flags(sweep_points, len(y), x[0].numel(), protocol) if f not in flags)
 
     solver = None
-    if conv_clean is not None and steps_clean is not None:
-        adv_c = torch.cat(conv_adv) if conv_adv else torch.ones(0, dtype=torch.bool)
-        adv_s = torch.cat(steps_adv) if steps_adv else torch.zeros(0)
+    if clean.converged is not None and clean.steps is not None and clean.trace is not None:
+        adv_c = torch.cat(
+            [a.converged for a in adversarial if a.converged is not None] or [torch.ones(0, dtype=torch.bool)]
+        )
+        adv_s = torch.cat([a.steps for a in adversarial if a.steps is not None] or [torch.zeros(0)])
         solver = SolverReport(
-            nonconverged_clean=fraction(~conv_clean),
+            nonconverged_clean=fraction(~clean.converged),
             nonconverged_adversarial=fraction(~adv_c),
-            mean_steps_clean=float(steps_clean.float().mean()),
+            mean_steps_clean=float(clean.steps.float().mean()),
             mean_steps_adversarial=float(adv_s.float().mean()) if len(adv_s) else 0.0,
             spectral_radius=spectral_radius(model, x[:bs]),
+            residual_trace_clean=_mean_trace([clean.trace]),
+            residual_trace_adversarial=_mean_trace([a.trace for a in adversarial if a.trace is not None]),
         )
         if max(solver.nonconverged_clean, solver.nonconverged_adversarial) > NONCONVERGENCE_THRESHOLD:
             flags.append("solver_nonconvergence")
@@ -199,12 +291,13 @@ def evaluate(
     return EvalResult(
         indices=idx,
         clean_correct=clean_correct,
-        attack_correct=attack_correct,
-        robust=robust,
-        attack_settings=attack_settings,
+        attack_correct=suite.attack_correct,
+        robust=suite.robust,
+        attack_settings=suite.attack_settings,
         flags=flags,
         forward_cost=forward_cost,
         solver=solver,
         seconds=time.perf_counter() - start_time,
         zero_gradient_fraction=zero_frac,
+        eps_sweep=sweep_points,
     )

@@ -68,6 +68,7 @@ ENTRY_SCHEMA: dict[str, Any] = {
     "robust_accuracy": float,
     "attacks": DictOf(float),
     "flags": ListOf(str),
+    "eps_sweep": Optional({"attacks": ListOf(str), "points": ListOf({"eps": float, "robust_accuracy": float})}),
     "n_parameters": int,
     "forward_cost": Optional(float),
     "solver": Optional(
@@ -79,6 +80,8 @@ ENTRY_SCHEMA: dict[str, Any] = {
             "mean_steps_clean": float,
             "mean_steps_adversarial": float,
             "spectral_radius": float,
+            "residual_trace_clean": ListOf(float),
+            "residual_trace_adversarial": ListOf(float),
         }
     ),
     "provenance": {

@@ -63,6 +63,54 @@ def cost_figure(entries: list[dict[str, Any]]) -> Figure:
     return fig
 
 
+def eps_figure(entries: list[dict[str, Any]]) -> Figure | None:
+    """Robust accuracy against eps (the protocol's eps sweep), one line per defense."""
+    swept = [e for e in entries if e["eps_sweep"] and len(e["eps_sweep"]["points"]) >= 2]
+    if not swept:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    for e in sorted(swept, key=lambda e: e["defense"]):
+        points = e["eps_sweep"]["points"]
+        ax.plot(
+            [p["eps"] for p in points], [100 * p["robust_accuracy"] for p in points], marker="o", label=e["defense"]
+        )
+    ax.axvline(entries[0]["threat_model"]["eps"], color="grey", linestyle=":", linewidth=1)
+    attacks = ", ".join(swept[0]["eps_sweep"]["attacks"])
+    ax.set_xlabel(f"eps ({entries[0]['threat_model']['norm']}; dotted: the protocol's eps)")
+    ax.set_ylabel(f"robust accuracy under {attacks} (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{entries[0]['protocol']}: robust accuracy against eps")
+    fig.tight_layout()
+    return fig
+
+
+def residual_figure(entries: list[dict[str, Any]]) -> Figure | None:
+    """Mean relative solver residual against solver step, clean versus adversarial inputs; one
+    line per DEQ entry in each panel (None when no entry has a solver)."""
+    deqs = [e for e in entries if e["solver"] is not None and e["solver"]["residual_trace_clean"]]
+    if not deqs:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8), sharey=True)
+    for ax, key, title in (
+        (axes[0], "residual_trace_clean", "clean inputs"),
+        (axes[1], "residual_trace_adversarial", "adversarial inputs"),
+    ):
+        for e in sorted(deqs, key=lambda e: e["defense"]):
+            trace = e["solver"][key]
+            ax.semilogy(range(1, len(trace) + 1), trace, label=e["defense"])
+        ax.axhline(deqs[0]["solver"]["settings"]["f_tol"], color="grey", linestyle=":", linewidth=1)
+        ax.set_title(title)
+        ax.set_xlabel("solver step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean relative residual |f(z) - z| / |f(z)|")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"{entries[0]['protocol']}: forward solver convergence (dotted: f_tol)")
+    fig.tight_layout()
+    return fig
+
+
 KNOB_SETTINGS = ("depth", "channels", "density")
 
 
@@ -111,9 +159,14 @@ def write_report(root: Path, out: Path, protocols: list[str] | None = None) -> l
             save(accuracy_figure(entries), out / f"{folder.name}-accuracy.png"),
             save(cost_figure(entries), out / f"{folder.name}-cost.png"),
         ]
-        knobs = knob_figure(entries)
-        if knobs is not None:
-            figures.append(save(knobs, out / f"{folder.name}-knobs.png"))
+        optional_figures = (
+            ("eps", eps_figure(entries)),
+            ("residual", residual_figure(entries)),
+            ("knobs", knob_figure(entries)),
+        )
+        for name, optional in optional_figures:
+            if optional is not None:
+                figures.append(save(optional, out / f"{folder.name}-{name}.png"))
         written.extend(figures)
         first = entries[0]
         tm = first["threat_model"]
