@@ -51,6 +51,8 @@ class TrainedModel:
     model: nn.Module
     train_info: dict[str, Any]
     train_seconds: float
+    dataset: str = ""
+    protocol: str = ""  # the protocol it was trained for
 
 
 def load_splits(protocol: ProtocolSpec, data_dir: Path | None, download: bool) -> tuple[Split, Split]:
@@ -90,13 +92,14 @@ def checkpoint_meta(
     }
 
 
-def load_trained(folder: Path) -> tuple[DefenseSpec, TrainedModel, str]:
-    """A model saved by ``robustdeq train``: its defense spec, weights and data set."""
+def load_trained(folder: Path) -> tuple[DefenseSpec, TrainedModel]:
+    """A model saved by ``robustdeq train``: its defense spec and the trained model."""
     meta = read_meta(folder)
     defense = find_defense(meta["defense_path"] or meta["defense"])
     model = build_model(defense, meta["dataset"])
     load_weights(model, folder / "model.safetensors")
-    return defense, TrainedModel(model, meta["training"], float(meta["train_seconds"])), meta["dataset"]
+    trained = TrainedModel(model, meta["training"], float(meta["train_seconds"]), meta["dataset"], meta["protocol"])
+    return defense, trained
 
 
 def git_commit() -> str | None:

@@ -29,12 +29,10 @@ def evaluate(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Evaluate a trained model under a protocol (clean, every attack, worst case, checks) and write the entry."""
-    defense, trained, dataset = load_trained(checkpoint)
-    from robustdeq.checkpoint import read_meta
-
-    spec = find_protocol(protocol or read_meta(checkpoint)["protocol"])
-    if spec.dataset != dataset:
-        raise RobustdeqError(f"checkpoint was trained on {dataset!r}, protocol {spec.id} uses {spec.dataset!r}")
+    defense, trained = load_trained(checkpoint)
+    spec = find_protocol(protocol or trained.protocol)
+    if spec.dataset != trained.dataset:
+        raise RobustdeqError(f"checkpoint was trained on {trained.dataset!r}, protocol {spec.id} uses {spec.dataset!r}")
     _, test = load_splits(spec, data_dir, download)
     entry = evaluate_and_write(
         defense, spec, trained, test, out, Budget(n_examples=n_examples), Progress(enabled=not quiet)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustdeq.config import Table
+from robustdeq.errors import RobustdeqError
 from robustdeq.registry import Registry
 from robustdeq.threat import ThreatModel, pgd, steepest_direction
 
@@ -116,56 +117,55 @@ def make_standard(table: Table, threat: ThreatModel) -> Recipe:
     return Standard()
 
 
-@RECIPES.register("pgd_at")
-def make_pgd_at(table: Table, threat: ThreatModel) -> Recipe:
-    from robustdeq.errors import RobustdeqError
+def _ball(table: Table, threat: ThreatModel) -> ThreatModel:
+    """The training ball: ``norm`` and ``eps`` default to the protocol's threat model."""
+    return ThreatModel(table.text("norm", threat.norm), table.number("eps", threat.eps))
 
-    norm = table.text("norm", threat.norm)
-    eps = table.number("eps", threat.eps)
+
+def _steps(table: Table, ball: ThreatModel) -> tuple[int, float]:
+    """``steps`` (default 7) and ``step_size`` (default 2.5 * eps / steps) of an inner attack."""
     steps = table.integer("steps", 7)
-    step_size = table.number("step_size", 2.5 * eps / max(steps, 1))
-    random_start = table.flag("random_start", True)
-    table.done()
-    ThreatModel(norm, eps)  # validates norm and eps
+    step_size = table.number("step_size", 2.5 * ball.eps / max(steps, 1))
     if steps < 1 or step_size <= 0:
         raise RobustdeqError(f"{table.where}: steps >= 1 and step_size > 0 are required")
-    return PGDAT(norm, eps, steps, step_size, random_start)
+    return steps, step_size
+
+
+@RECIPES.register("pgd_at")
+def make_pgd_at(table: Table, threat: ThreatModel) -> Recipe:
+    ball = _ball(table, threat)
+    steps, step_size = _steps(table, ball)
+    recipe = PGDAT(ball.norm, ball.eps, steps, step_size, table.flag("random_start", True))
+    table.done()
+    return recipe
 
 
 @RECIPES.register("trades")
 def make_trades(table: Table, threat: ThreatModel) -> Recipe:
-    from robustdeq.errors import RobustdeqError
-
-    norm = table.text("norm", threat.norm)
-    eps = table.number("eps", threat.eps)
-    steps = table.integer("steps", 7)
-    step_size = table.number("step_size", 2.5 * eps / max(steps, 1))
+    ball = _ball(table, threat)
+    steps, step_size = _steps(table, ball)
     beta = table.number("beta", 6.0)
     table.done()
-    ThreatModel(norm, eps)
-    if steps < 1 or step_size <= 0 or beta < 0:
-        raise RobustdeqError(f"{table.where}: steps >= 1, step_size > 0 and beta >= 0 are required")
-    return TRADES(norm, eps, steps, step_size, beta)
+    if beta < 0:
+        raise RobustdeqError(f"{table.where}: beta >= 0 is required")
+    return TRADES(ball.norm, ball.eps, steps, step_size, beta)
 
 
 @RECIPES.register("jiio")
 def make_jiio(table: Table, threat: ThreatModel) -> Recipe:
-    from robustdeq.errors import RobustdeqError
     from robustdeq.training.jiio import JIIO
 
-    norm = table.text("norm", threat.norm)
-    eps = table.number("eps", threat.eps)
+    ball = _ball(table, threat)
     recipe = JIIO(
-        norm=norm,
-        eps=eps,
+        norm=ball.norm,
+        eps=ball.eps,
         iterations=table.integer("iterations", 30),
-        step_size=table.number("step_size", eps / 4),
+        step_size=table.number("step_size", ball.eps / 4),
         b1=table.number("b1", 0.8),
         b2=table.number("b2", 0.6),
         anderson_m=table.integer("anderson_m", 5),
     )
     table.done()
-    ThreatModel(norm, eps)
     if recipe.iterations < 2 or recipe.step_size <= 0 or not (0 < recipe.b1 <= 1 and 0 < recipe.b2 <= 1):
         raise RobustdeqError(f"{table.where}: iterations >= 2, step_size > 0, b1 and b2 in (0, 1] are required")
     return recipe
