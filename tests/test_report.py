@@ -105,3 +105,9 @@ def test_eps_figure_has_one_line_per_defense_with_a_sweep() -> None:
     assert [line.get_label() for line in figure.axes[0].get_lines() if not line.get_label().startswith("_")] == [
         "a", "b"]  # fmt: skip
     assert eps_figure([entry("no-sweep")]) is None
+
+
+def test_accuracy_figure_has_clean_each_attack_and_robust_bars_only() -> None:
+    figure = accuracy_figure([deq_entry("deq-a", 1.0), entry("cnn")])
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert labels == ["clean", "pgd", "autoattack", "robust"]

@@ -21,7 +21,10 @@ from robustdeq.leaderboard.store import atomic_write_text, protocol_folders  # n
 def accuracy_figure(entries: list[dict[str, Any]]) -> Figure:
     """Grouped bars per defense (one x tick each): clean, each attack's own accuracy, the worst case."""
     frame = table(entries)
-    attack_cols = [c for c in frame.columns if c.endswith(" %") and c not in ("clean %", "robust %")]
+    names: list[str] = []
+    for e in entries:
+        names.extend(name for name in e["attacks"] if name not in names)
+    attack_cols = [f"{name} %" for name in names]
     series = ["clean %", *attack_cols, "robust %"]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(frame)), 4.0))
     width = 0.8 / len(series)
