@@ -48,7 +48,9 @@ class Attack:
     def settings(self) -> dict[str, Any]:
         return {}
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, progress: Progress | None = None) -> AttackOutput:
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, progress: Progress | None = None, label: str | None = None
+    ) -> AttackOutput:
         """Attack ``x`` (B, C, H, W) with labels ``y`` in eval mode, batch by batch, and verify."""
         self.flags = []
         progress = progress or Progress.quiet()
@@ -56,7 +58,7 @@ class Attack:
         model.eval()
         pieces = []
         try:
-            with progress.task(f"  {self.name}", total=len(y)) as advance:
+            with progress.task(f"  {label or self.name}", total=len(y)) as advance:
                 for start in range(0, len(y), self.batch_size):
                     xb, yb = x[start : start + self.batch_size], y[start : start + self.batch_size]
                     torch.manual_seed(self.seed + start)

@@ -182,7 +182,8 @@ def run_suite(
         survived = clean_correct.clone()
         if len(correct_idx):
             view = AttackView(model, x[correct_idx], threat, protocol.warm_start)
-            out = attack(view, x[correct_idx], y[correct_idx], progress)
+            shown = label if threat == protocol.threat else f"{label} @ eps={threat.eps:g}"
+            out = attack(view, x[correct_idx], y[correct_idx], progress, shown)
             adv = _predict(model, out.x_adv, protocol.batch_size)
             survived[correct_idx] = adv.labels == y[correct_idx]
             result.adversarial.append(adv.select(out.valid))
