@@ -198,10 +198,19 @@ def evaluate_and_write(
     budget: Budget = Budget(),
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a trained model, write its entry under ``out`` and re-render the tables."""
-    result = evaluate(trained.model, protocol, test, budget.n_examples, progress)
+    """Evaluate a trained model, write its entry under ``out`` and re-render the tables.
+
+    Attack progress is saved beside the entry (``.<defense>.state.json``) after every batch, so
+    a killed run started again resumes; the state file goes once the entry is written.
+    """
+    state_path = out / protocol.id / f".{defense.id}.state.json"
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    result = evaluate(trained.model, protocol, test, budget.n_examples, progress, state_path)
     entry = make_entry(defense, protocol, trained.model, result, trained.train_info, trained.train_seconds, budget)
     write_entry(out, entry)
+    state_path.unlink(missing_ok=True)
+    if result.resumed_batches and progress is not None:
+        progress.console.print(f"resumed {result.resumed_batches} attack batches from {state_path.name}")
     folder = out / protocol.id
     render(read_entries(folder), folder)
     return entry

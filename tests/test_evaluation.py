@@ -130,3 +130,14 @@ def test_sweep_flags() -> None:
     assert sweep_flags([(0.1, 0.3), (0.2, 0.5)], 100, 64, protocol) == ["eps_sweep_not_monotone"]
     assert sweep_flags([(0.1, 0.3), (0.2, 0.31)], 100, 64, protocol) == []  # one example: noise
     assert sweep_flags([(0.2, 0.5), (1.0, 0.5)], 100, 64, protocol) == ["large_eps_above_chance"]
+
+
+def test_evaluation_leaves_the_model_untouched(tiny_protocol: Path) -> None:
+    """No attack may leave the model in training mode (which would refine its norm estimate)."""
+    torch.manual_seed(0)
+    model = trained("deq", epochs=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    evaluate(model, load_protocol(tiny_protocol), load("digits", "test"))
+    assert not model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key

@@ -49,9 +49,20 @@ class Attack:
         return {}
 
     def __call__(
-        self, model: nn.Module, x: Tensor, y: Tensor, progress: Progress | None = None, label: str | None = None
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        progress: Progress | None = None,
+        label: str | None = None,
+        offset: int = 0,
     ) -> AttackOutput:
-        """Attack ``x`` (B, C, H, W) with labels ``y`` in eval mode, batch by batch, and verify."""
+        """Attack ``x`` (B, C, H, W) with labels ``y`` in eval mode, batch by batch, and verify.
+
+        Each batch is seeded with ``seed + offset + its start``: an example's attack randomness
+        depends only on its position in the attacked set, so attacking the set in pieces (as a
+        resumed evaluation does) gives the same result as attacking it at once.
+        """
         self.flags = []
         progress = progress or Progress.quiet()
         was_training = model.training
@@ -61,7 +72,7 @@ class Attack:
             with progress.task(f"  {label or self.name}", total=len(y)) as advance:
                 for start in range(0, len(y), self.batch_size):
                     xb, yb = x[start : start + self.batch_size], y[start : start + self.batch_size]
-                    torch.manual_seed(self.seed + start)
+                    torch.manual_seed(self.seed + offset + start)
                     pieces.append(self.perturb(model, xb, yb).detach())
                     advance(len(yb))
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from robustdeq.config import Table
 from robustdeq.data import Split
 from robustdeq.deq import equilibria
 from robustdeq.evaluation.attacks import ATTACKS
+from robustdeq.evaluation.state import EvalState, evaluation_key
 from robustdeq.evaluation.view import AttackView
 from robustdeq.progress import Progress
 from robustdeq.specs import AttackSpec, ProtocolSpec
@@ -52,6 +54,7 @@ class EvalResult:
     seconds: float
     zero_gradient_fraction: float = 0.0
     eps_sweep: list[tuple[float, float]] = field(default_factory=list)  # (eps, robust accuracy)
+    resumed_batches: int = 0  # attack batches taken from a saved state instead of re-run
 
     @property
     def clean_accuracy(self) -> float:
@@ -97,6 +100,9 @@ class Prediction:
 
 
 def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Prediction:
+    # Always in eval mode: a training-mode forward would also refine the spectral-norm estimate,
+    # so later predictions would come from a slightly different model.
+    model.eval()
     labels, converged, steps, traces = [], [], [], []
     layers = equilibria(model)
     with torch.no_grad():
@@ -170,28 +176,65 @@ def run_suite(
     y: Tensor,
     clean_correct: Tensor,
     progress: Progress,
+    state: EvalState | None = None,
 ) -> SuiteResult:
-    """Run each attack on the clean-correct examples; verify, re-classify cold, take the worst case."""
+    """Run each attack on the clean-correct examples, batch by batch; verify, re-classify cold, take
+    the worst case. Each batch's outcome is recorded in ``state`` and reused when resuming."""
+    state = state or EvalState(None, "")
+    bs = protocol.batch_size
     correct_idx = torch.nonzero(clean_correct).flatten()
     robust = clean_correct.clone()
     result = SuiteResult(robust, {}, {}, [], [])
     for spec in attacks:
         label = spec.name if spec.name not in result.attack_correct else f"{spec.name}-{len(result.attack_correct) + 1}"
         table = Table(spec.settings, f"protocol {protocol.id} attack {label}")
-        attack = ATTACKS.get(spec.name)(threat, table, protocol.seed, protocol.batch_size)
+        attack = ATTACKS.get(spec.name)(threat, table, protocol.seed, bs)
+        shown = label if threat == protocol.threat else f"{label} @ eps={threat.eps:g}"
         survived = clean_correct.clone()
-        if len(correct_idx):
-            view = AttackView(model, x[correct_idx], threat, protocol.warm_start)
-            shown = label if threat == protocol.threat else f"{label} @ eps={threat.eps:g}"
-            out = attack(view, x[correct_idx], y[correct_idx], progress, shown)
-            adv = _predict(model, out.x_adv, protocol.batch_size)
-            survived[correct_idx] = adv.labels == y[correct_idx]
-            result.adversarial.append(adv.select(out.valid))
-            result.flags.extend(f for f in out.flags if f not in result.flags)
+        with progress.task(f"  {shown}", total=len(correct_idx)) as advance:
+            for start in range(0, len(correct_idx), bs):
+                batch = correct_idx[start : start + bs]
+                name = f"{threat.norm}:{threat.eps!r}/{label}/{start}"
+                record = state.get(name)
+                if record is None:
+                    view = AttackView(model, x[batch], threat, protocol.warm_start)
+                    out = attack(view, x[batch], y[batch], None, shown, offset=start)
+                    adv = _predict(model, out.x_adv, bs)
+                    record = _record(adv, y[batch], out.valid, out.flags)
+                    state.put(name, record)
+                survived[batch] = torch.tensor(record["survived"], dtype=torch.bool)
+                result.adversarial.append(_prediction(record).select(torch.tensor(record["valid"], dtype=torch.bool)))
+                result.flags.extend(f for f in record["flags"] if f not in result.flags)
+                advance(len(batch))
         result.attack_correct[label] = survived
         result.attack_settings[label] = {"name": spec.name, **attack.settings()}
         robust &= survived
     return result
+
+
+def _record(adv: Prediction, y: Tensor, valid: Tensor, flags: list[str]) -> dict[str, Any]:
+    """One attack batch as JSON data (exact: float32 values survive the round trip)."""
+    return {
+        "survived": (adv.labels == y).tolist(),
+        "labels": adv.labels.tolist(),
+        "valid": valid.tolist(),
+        "converged": None if adv.converged is None else adv.converged.tolist(),
+        "steps": None if adv.steps is None else adv.steps.tolist(),
+        "trace": None if adv.trace is None else adv.trace.tolist(),
+        "flags": list(flags),
+    }
+
+
+def _prediction(record: dict[str, Any]) -> Prediction:
+    def tensor(key: str, dtype: torch.dtype) -> Tensor | None:
+        return None if record[key] is None else torch.tensor(record[key], dtype=dtype)
+
+    return Prediction(
+        torch.tensor(record["labels"], dtype=torch.int64),
+        tensor("converged", torch.bool),
+        tensor("steps", torch.int64),
+        tensor("trace", torch.float32),
+    )
 
 
 def scaled(spec: AttackSpec, factor: float) -> AttackSpec:
@@ -225,12 +268,14 @@ def evaluate(
     test: Split,
     n_examples: int | None = None,
     progress: Progress | None = None,
+    state_path: Path | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` under ``protocol`` on its test subset.
 
     Each attack runs on every clean-correct example; its adversarial examples are verified
     and re-classified with a cold-start forward. An example is robust only if it is correct
-    clean and after every attack.
+    clean and after every attack. With ``state_path``, every attack batch's outcome is saved
+    there and a later call with the same model, protocol and subset resumes from it.
     """
     progress = progress or Progress.quiet()
     start_time = time.perf_counter()
@@ -239,6 +284,7 @@ def evaluate(
     x, y = test.x[idx], test.y[idx]
     bs = protocol.batch_size
     flags: list[str] = []
+    state = EvalState(state_path, evaluation_key(model, protocol.hash, idx)) if state_path else None
 
     layers = equilibria(model)
     for layer in layers:
@@ -256,7 +302,7 @@ def evaluate(
     if zero_frac > 0:
         flags.append("zero_gradients")
 
-    suite = run_suite(model, protocol, protocol.threat, protocol.attacks, x, y, clean_correct, progress)
+    suite = run_suite(model, protocol, protocol.threat, protocol.attacks, x, y, clean_correct, progress, state)
     flags.extend(f for f in suite.flags if f not in flags)
     adversarial = suite.adversarial
 
@@ -267,7 +313,7 @@ def evaluate(
             specs = tuple(
                 scaled(a, eps / protocol.threat.eps) for a in protocol.attacks if a.name in protocol.eps_sweep_attacks
             )
-            point = run_suite(model, protocol, threat, specs, x, y, clean_correct, progress)
+            point = run_suite(model, protocol, threat, specs, x, y, clean_correct, progress, state)
             sweep_points.append((eps, fraction(point.robust)))
         flags.extend(f for f in sweep_flags(sweep_points, len(y), x[0].numel(), protocol) if f not in flags)
 
@@ -301,4 +347,5 @@ def evaluate(
         seconds=time.perf_counter() - start_time,
         zero_gradient_fraction=zero_frac,
         eps_sweep=sweep_points,
+        resumed_batches=state.resumed if state else 0,
     )

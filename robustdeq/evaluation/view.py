@@ -36,6 +36,9 @@ class AttackView(nn.Module):
     def __init__(self, model: nn.Module, anchors: Tensor, threat: ThreatModel, warm_start: bool = True) -> None:
         super().__init__()
         self.model = model
+        # Mirror the model's mode: attack libraries restore the mode they found on the view, and a
+        # fresh nn.Module says "training", which would leave the model in training mode afterwards.
+        self.train(model.training)
         self.threat = threat
         self.anchors = anchors.flatten(1)
         self.warm_start = warm_start and supports_warm_start(model)

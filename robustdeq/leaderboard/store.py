@@ -48,15 +48,20 @@ def read_entry(path: Path) -> dict[str, Any]:
     return entry
 
 
+def entry_files(folder: Path) -> list[Path]:
+    """The entry files of a protocol folder: ``*.json`` but not hidden files (resumable states)."""
+    return sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
+
+
 def read_entries(folder: Path) -> list[dict[str, Any]]:
     """Every entry of one protocol folder (validated), sorted by defense id."""
     if not folder.is_dir():
         raise RobustdeqError(f"{folder}: no such leaderboard folder")
-    return [read_entry(p) for p in sorted(folder.glob("*.json"))]
+    return [read_entry(p) for p in entry_files(folder)]
 
 
 def protocol_folders(root: Path) -> list[Path]:
     """Sub-folders of ``root`` that hold entries."""
     if not root.is_dir():
         raise RobustdeqError(f"{root}: no such leaderboard folder")
-    return sorted(p for p in root.iterdir() if p.is_dir() and any(p.glob("*.json")))
+    return sorted(p for p in root.iterdir() if p.is_dir() and entry_files(p))

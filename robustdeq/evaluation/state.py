@@ -1,0 +1,62 @@
+"""Resumable evaluation: per-batch attack outcomes saved atomically after every attack batch.
+
+The state file is keyed by the model's weights, the protocol's content hash and the test subset.
+A run that finds a state with the same key skips every batch already recorded; each batch's
+attack is seeded by its position, so the resumed run ends with exactly the numbers of an
+uninterrupted one. A state with another key is ignored and overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from robustdeq.leaderboard.store import atomic_write_text
+
+
+def evaluation_key(model: nn.Module, protocol_hash: str, indices: Tensor) -> str:
+    """Hash of the weights (names, shapes, bytes), the protocol and the evaluated examples."""
+    digest = hashlib.sha256(protocol_hash.encode())
+    digest.update(indices.to(torch.int64).numpy().tobytes())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class EvalState:
+    """Batch records under string keys; ``path`` None keeps them in memory only."""
+
+    def __init__(self, path: Path | None, key: str) -> None:
+        self.path = path
+        self.key = key
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.resumed = 0
+        if path is not None and path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                data = {}
+            if data.get("key") == key:
+                self.batches = data["batches"]
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        record = self.batches.get(name)
+        if record is not None:
+            self.resumed += 1
+        return record
+
+    def put(self, name: str, record: dict[str, Any]) -> None:
+        self.batches[name] = record
+        if self.path is not None:
+            atomic_write_text(self.path, json.dumps({"key": self.key, "batches": self.batches}))
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
