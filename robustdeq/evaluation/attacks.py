@@ -54,7 +54,6 @@ class Attack:
         x: Tensor,
         y: Tensor,
         progress: Progress | None = None,
-        label: str | None = None,
         offset: int = 0,
     ) -> AttackOutput:
         """Attack ``x`` (B, C, H, W) with labels ``y`` in eval mode, batch by batch, and verify.
@@ -69,7 +68,7 @@ class Attack:
         model.eval()
         pieces = []
         try:
-            with progress.task(f"  {label or self.name}", total=len(y)) as advance:
+            with progress.task(f"  {self.name}", total=len(y)) as advance:
                 for start in range(0, len(y), self.batch_size):
                     xb, yb = x[start : start + self.batch_size], y[start : start + self.batch_size]
                     torch.manual_seed(self.seed + offset + start)

@@ -95,7 +95,9 @@ class Prediction:
     trace: Tensor | None = None
 
     def select(self, mask: Tensor) -> Prediction:
-        pick = lambda t: None if t is None else t[mask]  # noqa: E731
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[mask]
+
         return Prediction(self.labels[mask], pick(self.converged), pick(self.steps), pick(self.trace))
 
 
@@ -198,7 +200,7 @@ def run_suite(
                 record = state.get(name)
                 if record is None:
                     view = AttackView(model, x[batch], threat, protocol.warm_start)
-                    out = attack(view, x[batch], y[batch], None, shown, offset=start)
+                    out = attack(view, x[batch], y[batch], offset=start)
                     adv = _predict(model, out.x_adv, bs)
                     record = _record(adv, y[batch], out.valid, out.flags)
                     state.put(name, record)
@@ -307,15 +309,14 @@ def evaluate(
     adversarial = suite.adversarial
 
     sweep_points: list[tuple[float, float]] = []
-    if protocol.eps_sweep:
-        for eps in protocol.eps_sweep:
-            threat = ThreatModel(protocol.threat.norm, eps)
-            specs = tuple(
-                scaled(a, eps / protocol.threat.eps) for a in protocol.attacks if a.name in protocol.eps_sweep_attacks
-            )
-            point = run_suite(model, protocol, threat, specs, x, y, clean_correct, progress, state)
-            sweep_points.append((eps, fraction(point.robust)))
-        flags.extend(f for f in sweep_flags(sweep_points, len(y), x[0].numel(), protocol) if f not in flags)
+    for eps in protocol.eps_sweep:
+        threat = ThreatModel(protocol.threat.norm, eps)
+        specs = tuple(
+            scaled(a, eps / protocol.threat.eps) for a in protocol.attacks if a.name in protocol.eps_sweep_attacks
+        )
+        point = run_suite(model, protocol, threat, specs, x, y, clean_correct, progress, state)
+        sweep_points.append((eps, fraction(point.robust)))
+    flags.extend(f for f in sweep_flags(sweep_points, len(y), x[0].numel(), protocol) if f not in flags)
 
     solver = None
     if clean.converged is not None and clean.steps is not None and clean.trace is not None:
