@@ -46,7 +46,7 @@ def submit(
         model = build_model(defense, spec.dataset)
         check_model(model, spec.dataset)
         if defense.train.checkpoint is not None:
-            load_weights(model, path / defense.train.checkpoint)
+            load_weights(model, (defense.path or path) / defense.train.checkpoint)
     splits = {spec.id: load_splits(spec, data_dir, download) for spec in specs}  # a missing data set fails here
     progress = Progress(enabled=not quiet)
     for spec in specs:
