@@ -1,6 +1,7 @@
 """The shared equilibrium layer: solvers, gradient modes, warm starts, solver statistics."""
 
 from robustdeq.deq.equilibrium import GRAD_MODES as GRAD_MODES
+from robustdeq.deq.equilibrium import AttackSession as AttackSession
 from robustdeq.deq.equilibrium import Counters as Counters
 from robustdeq.deq.equilibrium import Equilibrium as Equilibrium
 from robustdeq.deq.equilibrium import SolverSpec as SolverSpec

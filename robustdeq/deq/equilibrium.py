@@ -21,6 +21,14 @@ training, ``attack_grad`` in eval, and :meth:`Equilibrium.grad_mode` overrides b
 
 Every forward records per-example solver statistics in :attr:`Equilibrium.last_stats` and
 adds its function evaluations to :attr:`Equilibrium.counters`.
+
+Warm starts for attacks: inside :meth:`Equilibrium.attack_session` (opened by
+:class:`robustdeq.evaluation.view.AttackView` around each forward of an attack), the forward
+solve and the IFT adjoint solve use :func:`robustdeq.deq.anderson.anderson`, which stops each
+example at its own tolerance, the adjoint starts from the session's ``g0``, and the solved
+adjoint is handed back to the session's ``on_adjoint``. Per-example stopping needs a cell that
+can be evaluated on a subset of the batch: the model passes its per-example input (e.g. the
+injection U x) as ``inputs`` and a cell ``f(z, inputs)``. Outside a session nothing changes.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from torch import Tensor, nn
 from torchdeq.loss import jac_reg, power_method
 from torchdeq.solver import get_solver
 
+from robustdeq.deq.anderson import anderson
 from robustdeq.errors import RobustdeqError
 
 SOLVERS = ("anderson", "broyden", "fixed_point_iter")
@@ -119,10 +128,23 @@ class Counters:
     forward_evals: int = 0
     forward_example_evals: int = 0
     backward_evals: int = 0
+    backward_example_evals: int = 0
 
     def reset(self) -> None:
         self.forward_calls = self.forward_evals = self.forward_example_evals = 0
-        self.backward_evals = 0
+        self.backward_evals = self.backward_example_evals = 0
+
+
+@dataclass
+class AttackSession:
+    """Warm starts for the next forward(s): ``g0`` initialises the IFT adjoint solve (per example,
+    normalised as in :class:`_ImplicitGrad`; zeros = cold), ``on_adjoint`` receives the solved one."""
+
+    g0: Tensor | None = None
+    on_adjoint: Callable[[Tensor], None] | None = None
+
+
+Cell = Callable[..., Tensor]
 
 
 class Equilibrium(nn.Module):
@@ -137,6 +159,7 @@ class Equilibrium(nn.Module):
         self._measure_sradius = False
         self.counters = Counters()
         self._override: str | None = None
+        self._session: AttackSession | None = None
 
     @contextmanager
     def grad_mode(self, mode: str) -> Iterator[None]:
@@ -158,42 +181,44 @@ class Equilibrium(nn.Module):
         finally:
             self._measure_sradius = previous
 
+    @contextmanager
+    def attack_session(self, session: AttackSession) -> Iterator[None]:
+        """Forwards inside the block solve per example and warm-start the adjoint (module docstring)."""
+        previous, self._session = self._session, session
+        try:
+            yield
+        finally:
+            self._session = previous
+
     @property
     def active_grad_mode(self) -> str:
         if self._override is not None:
             return self._override
         return self.spec.train_grad if self.training else self.spec.attack_grad
 
-    def forward(self, f: Callable[[Tensor], Tensor], z0: Tensor) -> Tensor:
-        """Fixed point of ``f`` from ``z0`` (B, ...); differentiable when autograd is on."""
+    def forward(self, f: Cell, z0: Tensor, inputs: Tensor | None = None) -> Tensor:
+        """Fixed point of ``f`` from ``z0`` (B, ...); differentiable when autograd is on.
+
+        ``f(z)``, or ``f(z, inputs)`` when the per-example ``inputs`` (B, ...) are given, which
+        lets an attack session evaluate the cell on a subset of the rows.
+        """
         spec = self.spec
-        batch = z0.shape[0]
+        cell: Callable[[Tensor], Tensor] = f if inputs is None else (lambda z: f(z, inputs))
 
         def counted(z: Tensor) -> Tensor:
             self.counters.forward_evals += 1
-            self.counters.forward_example_evals += batch
-            return f(z)
+            self.counters.forward_example_evals += z.shape[0]
+            return cell(z)
 
-        solver = get_solver(spec.f_solver)
+        session = self._session if inputs is not None else None
         with torch.no_grad():
-            z_star, _, info = solver(
-                counted,
-                z0.detach(),
-                max_iter=spec.f_max_iter,
-                tol=spec.f_tol,
-                stop_mode=spec.f_stop_mode,
-                lam=spec.anderson_lam,
-            )
+            if session is not None and inputs is not None:
+                z_star = self._solve_per_example(f, z0, inputs)
+            else:
+                z_star = self._solve_batch(counted, z0)
         self.counters.forward_calls += 1
-        residual = info["rel_lowest"] if spec.f_stop_mode == "rel" else info["abs_lowest"]
-        self.last_stats = SolverStats(
-            nstep=info["nstep"].detach().to(torch.int64),
-            abs_residual=info["abs_lowest"].detach(),
-            rel_residual=info["rel_lowest"].detach(),
-            converged=(residual <= spec.f_tol).detach(),
-            rel_trace=info["rel_trace"].detach(),
-            spectral_radius=self._spectral_radius(f, z_star) if self._measure_sradius else None,
-        )
+        if self._measure_sradius and self.last_stats is not None:
+            self.last_stats.spectral_radius = self._spectral_radius(cell, z_star)
         if self.training and spec.jac_reg > 0 and torch.is_grad_enabled():
             z = z_star.detach().requires_grad_(True)
             self.jac_loss = jac_reg(counted(z), z, vecs=1, create_graph=True)
@@ -202,17 +227,52 @@ class Equilibrium(nn.Module):
 
         mode = self.active_grad_mode
         if mode == "ift":
-            return self._ift(counted, z_star)
+            return _ImplicitGrad.apply(self, counted, f, inputs, session, counted(z_star.detach()))
         if mode == "phantom":
             tau = spec.phantom_tau
             z = z_star
             for _ in range(spec.phantom_steps):
                 z = (1.0 - tau) * z + tau * counted(z)
             return z
-        z = z0
+        z = z0 if session is None else torch.zeros_like(z0)  # unrolling is always from a cold start
         for _ in range(spec.f_max_iter):
             z = counted(z)
         return z
+
+    def _solve_batch(self, f: Callable[[Tensor], Tensor], z0: Tensor) -> Tensor:
+        spec = self.spec
+        solver = get_solver(spec.f_solver)
+        z_star, _, info = solver(
+            f, z0.detach(), max_iter=spec.f_max_iter, tol=spec.f_tol, stop_mode=spec.f_stop_mode, lam=spec.anderson_lam
+        )
+        residual = info["rel_lowest"] if spec.f_stop_mode == "rel" else info["abs_lowest"]
+        self.last_stats = SolverStats(
+            nstep=info["nstep"].detach().to(torch.int64),
+            abs_residual=info["abs_lowest"].detach(),
+            rel_residual=info["rel_lowest"].detach(),
+            converged=(residual <= spec.f_tol).detach(),
+            rel_trace=info["rel_trace"].detach(),
+        )
+        return z_star
+
+    def _solve_per_example(self, f: Cell, z0: Tensor, inputs: Tensor) -> Tensor:
+        spec = self.spec
+
+        def rows_f(z: Tensor, rows: Tensor) -> Tensor:
+            self.counters.forward_evals += 1
+            self.counters.forward_example_evals += len(rows)
+            return f(z, inputs[rows])
+
+        result = anderson(rows_f, z0, spec.f_max_iter, spec.f_tol, spec.f_stop_mode, lam=spec.anderson_lam)
+        residual = result.rel_residual if spec.f_stop_mode == "rel" else result.abs_residual
+        self.last_stats = SolverStats(
+            nstep=result.nstep,
+            abs_residual=result.abs_residual,
+            rel_residual=result.rel_residual,
+            converged=residual <= spec.f_tol,
+            rel_trace=result.trace,
+        )
+        return result.z
 
     @staticmethod
     def _spectral_radius(f: Callable[[Tensor], Tensor], z_star: Tensor) -> Tensor:
@@ -222,10 +282,6 @@ class Equilibrium(nn.Module):
             _, radius = power_method(f(z), z, n_iters=50)
         return radius.detach()
 
-    def _ift(self, f: Callable[[Tensor], Tensor], z_star: Tensor) -> Tensor:
-        z_star = z_star.detach()
-        return _ImplicitGrad.apply(self, f, f(z_star))
-
 
 class _ImplicitGrad(torch.autograd.Function):
     """Identity on f(z*) whose backward solves g = J_f(z*)^T g + grad (the IFT adjoint).
@@ -234,42 +290,121 @@ class _ImplicitGrad(torch.autograd.Function):
     and rescaled. Without this, Anderson's absolute regulariser (lam = 1e-4) swamps the
     tiny residuals of confidently classified examples (|dL/dz*| ~ 1e-6) and the backward
     solve stalls at a 1% relative residual: the gradient an attacker gets would be wrong.
+    Inside an attack session the normalised adjoint is solved per example from the
+    session's ``g0`` and handed to its ``on_adjoint``.
     """
 
     @staticmethod
-    def forward(ctx: Any, layer: Equilibrium, f: Callable[[Tensor], Tensor], fz: Tensor) -> Tensor:
-        ctx.layer, ctx.f = layer, f
+    def forward(
+        ctx: Any,
+        layer: Equilibrium,
+        f: Callable[[Tensor], Tensor],
+        cell: Cell,
+        inputs: Tensor | None,
+        session: AttackSession | None,
+        fz: Tensor,
+    ) -> Tensor:
+        ctx.layer, ctx.f, ctx.cell, ctx.session = layer, f, cell, session
+        ctx.inputs = None if inputs is None else inputs.detach()
         ctx.save_for_backward(fz.detach())
         return fz.view_as(fz)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, Tensor]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, None, None, None, Tensor]:
         layer: Equilibrium = ctx.layer
-        spec = layer.spec
         (z,) = ctx.saved_tensors
-        h = z.clone().requires_grad_(True)
-        with torch.enable_grad():
-            fh = ctx.f(h)
         scale = grad.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *([1] * (grad.dim() - 1)))
         target = grad / scale
+        session: AttackSession | None = ctx.session
+        if session is None:
+            g, converged = _adjoint_batch(layer, ctx.f, z, target)
+        else:
+            g, converged = _adjoint_per_example(layer, ctx.cell, ctx.inputs, z, target, session.g0)
+            if session.on_adjoint is not None:
+                session.on_adjoint(g.detach())
+        layer.last_backward_converged = converged
+        return None, None, None, None, None, g * scale
 
-        def adjoint_step(v: Tensor) -> Tensor:
-            layer.counters.backward_evals += 1
-            (vjp,) = torch.autograd.grad(fh, h, v, retain_graph=True)
-            return vjp + target
 
-        solver = get_solver(spec.b_solver)
-        g, _, info = solver(
-            adjoint_step,
-            torch.zeros_like(grad),
-            max_iter=spec.b_max_iter,
-            tol=spec.b_tol,
-            stop_mode=spec.b_stop_mode,
-            lam=spec.anderson_lam,
-        )
-        residual = info["rel_lowest"] if spec.b_stop_mode == "rel" else info["abs_lowest"]
-        layer.last_backward_converged = (residual <= spec.b_tol).detach()
-        return None, None, g * scale
+def _adjoint_batch(
+    layer: Equilibrium, f: Callable[[Tensor], Tensor], z: Tensor, target: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Solve g = J_f(z)^T g + target with the backward torchdeq solver, from zeros."""
+    spec = layer.spec
+    h = z.clone().requires_grad_(True)
+    with torch.enable_grad():
+        fh = f(h)
+
+    def adjoint_step(v: Tensor) -> Tensor:
+        layer.counters.backward_evals += 1
+        layer.counters.backward_example_evals += v.shape[0]
+        (vjp,) = torch.autograd.grad(fh, h, v, retain_graph=True)
+        return vjp + target
+
+    solver = get_solver(spec.b_solver)
+    g, _, info = solver(
+        adjoint_step,
+        torch.zeros_like(target),
+        max_iter=spec.b_max_iter,
+        tol=spec.b_tol,
+        stop_mode=spec.b_stop_mode,
+        lam=spec.anderson_lam,
+    )
+    residual = info["rel_lowest"] if spec.b_stop_mode == "rel" else info["abs_lowest"]
+    return g, (residual <= spec.b_tol).detach()
+
+
+def _adjoint_per_example(
+    layer: Equilibrium, cell: Cell, inputs: Tensor, z: Tensor, target: Tensor, g0: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """The adjoint solve with per-example stopping from ``g0``.
+
+    The vector-Jacobian products need a graph of f at z* over the active rows; it is rebuilt on
+    the active rows (one more cell evaluation) whenever they have shrunk to half of the rows the
+    current graph covers, else the products run on the graph's rows with zeros for stopped ones.
+    """
+    spec = layer.spec
+    graph: dict[str, Tensor] = {}
+
+    def build(rows: Tensor) -> None:
+        h = z[rows].clone().requires_grad_(True)
+        with torch.enable_grad():
+            graph["fh"] = cell(h, inputs[rows])
+        graph["h"], graph["rows"] = h, rows
+        position = torch.full((len(z),), -1, dtype=torch.long)
+        position[rows] = torch.arange(len(rows))
+        graph["position"] = position
+
+    def adjoint_step(v: Tensor, rows: Tensor) -> Tensor:
+        if not graph or 2 * len(rows) <= len(graph["rows"]):
+            build(rows)
+        covered = len(graph["rows"])
+        layer.counters.backward_evals += 1
+        layer.counters.backward_example_evals += covered
+        if covered == len(rows):
+            padded = v
+        else:
+            padded = v.new_zeros(covered, *v.shape[1:])
+            padded[graph["position"][rows]] = v
+        (vjp,) = torch.autograd.grad(graph["fh"], graph["h"], padded, retain_graph=True)
+        if covered != len(rows):
+            vjp = vjp[graph["position"][rows]]
+        return vjp + target[rows]
+
+    # Rows with a zero output gradient (e.g. held by an attack view) have the adjoint 0.
+    live = target.flatten(1).abs().amax(1) > 0
+    g = torch.zeros_like(target)
+    converged = torch.ones(len(target), dtype=torch.bool)
+    if not bool(live.any()):
+        return g, converged
+    if not bool(live.all()):
+        z, inputs, target = z[live], inputs[live], target[live]
+        g0 = None if g0 is None else g0[live]
+    start = torch.zeros_like(target) if g0 is None else g0
+    result = anderson(adjoint_step, start, spec.b_max_iter, spec.b_tol, spec.b_stop_mode, lam=spec.anderson_lam)
+    residual = result.rel_residual if spec.b_stop_mode == "rel" else result.abs_residual
+    g[live], converged[live] = result.z, residual <= spec.b_tol
+    return g, converged
 
 
 def regularisation(model: nn.Module) -> Tensor | None:

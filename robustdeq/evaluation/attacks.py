@@ -35,6 +35,9 @@ class Attack:
     """Base attack: subclasses set ``name`` and implement ``perturb``; settings come from the protocol."""
 
     name = "attack"
+    # True when the attack's result per example is its last iterate and it moves along the
+    # gradient only, so an :class:`AttackView` may hold an example at its first adversarial point.
+    holds_broken = False
 
     def __init__(self, threat: ThreatModel, seed: int = 0, batch_size: int = 250) -> None:
         self.threat = threat
@@ -99,6 +102,7 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    holds_broken = True
 
     def __init__(
         self,

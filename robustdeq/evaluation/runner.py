@@ -199,7 +199,8 @@ def run_suite(
                 name = f"{threat.norm}:{threat.eps!r}/{label}/{start}"
                 record = state.get(name)
                 if record is None:
-                    view = AttackView(model, x[batch], threat, protocol.warm_start)
+                    labels = y[batch] if protocol.warm_start and attack.holds_broken else None
+                    view = AttackView(model, x[batch], threat, protocol.warm_start, labels)
                     out = attack(view, x[batch], y[batch], offset=start)
                     adv = _predict(model, out.x_adv, bs)
                     record = _record(adv, y[batch], out.valid, out.flags)

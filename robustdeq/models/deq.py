@@ -58,7 +58,7 @@ class DEQClassifier(nn.Module):
         u = self.inject(x)
         weight = self.cell.effective_weight()  # once per forward: the norm estimate is not free
         z0 = torch.zeros(x.shape[0], *self.state_shape, dtype=x.dtype) if z_init is None else z_init
-        z = self.equilibrium(lambda z: self.f(z, u, weight), z0)
+        z = self.equilibrium(lambda z, u: self.f(z, u, weight), z0, inputs=u)
         self.last_state = z.detach()
         return self.head(z)
 

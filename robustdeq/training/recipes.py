@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from robustdeq.config import Table
 from robustdeq.errors import RobustdeqError
+from robustdeq.evaluation.view import attack_model
 from robustdeq.registry import Registry
 from robustdeq.threat import ThreatModel, pgd, steepest_direction
 
@@ -44,8 +45,10 @@ class PGDAT:
     """Madry et al. (2018) PGD adversarial training: cross-entropy on PGD examples only.
 
     The perturbation is found with the model in eval mode (for a DEQ: its attack-time
-    gradient), then the loss is taken in training mode. ``eps`` and ``norm`` default to the
-    protocol's threat model; ``step_size`` defaults to 2.5 * eps / steps.
+    gradient, each example's solves warm-started across the PGD steps by
+    :func:`robustdeq.evaluation.view.attack_model`), then the loss is taken in training mode.
+    ``eps`` and ``norm`` default to the protocol's threat model; ``step_size`` defaults to
+    2.5 * eps / steps.
     """
 
     norm: str
@@ -58,7 +61,8 @@ class PGDAT:
         threat = ThreatModel(self.norm, self.eps)
         was_training = model.training
         model.eval()
-        x_adv = pgd(model, x, y, threat, self.steps, self.step_size, self.random_start, generator)
+        attacked = attack_model(model, x, threat)  # a DEQ's solves warm-start across the PGD steps
+        x_adv = pgd(attacked, x, y, threat, self.steps, self.step_size, self.random_start, generator)
         model.train(was_training)
         return F.cross_entropy(model(x_adv), y)
 
@@ -86,12 +90,13 @@ class TRADES:
         threat = ThreatModel(self.norm, self.eps)
         was_training = model.training
         model.eval()
+        attacked = attack_model(model, x, threat)  # a DEQ's solves warm-start across the steps
         with torch.no_grad():
-            target = F.softmax(model(x), dim=1)
+            target = F.softmax(attacked(x), dim=1)
         x_adv = threat.project(x + 0.001 * torch.randn(x.shape, generator=generator, dtype=x.dtype), x)
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
-            kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), target, reduction="sum")
+            kl = F.kl_div(F.log_softmax(attacked(x_adv), dim=1), target, reduction="sum")
             (grad,) = torch.autograd.grad(kl, x_adv)
             with torch.no_grad():
                 x_adv = threat.project(x_adv + self.step_size * steepest_direction(grad, self.norm), x)

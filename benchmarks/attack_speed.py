@@ -1,0 +1,160 @@
+"""Attacking a DEQ naively versus with robustdeq's warm starts: wall time, solver work, robust accuracy.
+
+On a trained reference DEQ (defenses/deq-pgd-at, trained here unless ``--checkpoint`` names a
+``robustdeq train`` folder), runs the same attack on the same test subset two ways:
+
+- ``naive``: every forward solve starts from zeros and stops when the whole batch has
+  converged, every IFT backward solve starts from zeros: what a plain torchattacks /
+  pyautoattack call on the model does;
+- ``warm``: through :class:`robustdeq.evaluation.view.AttackView` with warm starts: each
+  example's forward solve starts from its last fixed point, its adjoint solve from its last
+  adjoint, and each example stops at its own tolerance.
+
+Both runs verify their adversarial examples and re-classify them from a cold start with the
+protocol's solver settings (as the evaluation does), so the robust accuracies are comparable.
+Repetitions are interleaved (naive, warm, naive, warm, ...); wall times are medians. The floor
+is the explicit weight-tied model with the DEQ's own block (same weights) applied as many times
+as the DEQ's mean solver steps on clean inputs, attacked by plain backpropagation.
+
+    python benchmarks/attack_speed.py                         # PGD-20 x3 + AutoAttack x1, digits (~10 min)
+    python benchmarks/attack_speed.py --skip-autoattack --repeats 5
+    python benchmarks/attack_speed.py --mnist ../shared/data --n-examples 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from robustdeq.data import load
+from robustdeq.deq import equilibria
+from robustdeq.evaluation.attacks import PGD, Attack, AutoAttackSuite
+from robustdeq.evaluation.view import AttackView
+from robustdeq.models.weight_tied import WeightTiedClassifier
+from robustdeq.pipeline import load_trained
+from robustdeq.specs import ATTACKS_DIR, DEFENSES_DIR, find_protocol, load_defense
+from robustdeq.training import train_model
+
+
+def attack_once(model: nn.Module, attack: Attack, x: Tensor, y: Tensor, warm: bool) -> dict[str, Any]:
+    layers = equilibria(model)
+    for layer in layers:
+        layer.counters.reset()
+    labels = y if warm and attack.holds_broken else None
+    view = AttackView(model, x, attack.threat, warm_start=warm, labels=labels)
+    start = time.perf_counter()
+    out = attack(view, x, y)
+    seconds = time.perf_counter() - start
+    work = {
+        "forward_example_evals": sum(layer.counters.forward_example_evals for layer in layers),
+        "backward_example_evals": sum(layer.counters.backward_example_evals for layer in layers),
+        "forward_batch_evals": sum(layer.counters.forward_evals for layer in layers),
+        "backward_batch_evals": sum(layer.counters.backward_evals for layer in layers),
+    }
+    model.eval()
+    with torch.no_grad():  # verified examples, re-classified from a cold start
+        robust = (model(out.x_adv).argmax(1) == y) & (model(x).argmax(1) == y)
+    return {"seconds": seconds, "robust_accuracy": float(robust.float().mean()), **work}
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("forward_example_evals", "backward_example_evals", "forward_batch_evals", "backward_batch_evals")
+    return {
+        "median_seconds": statistics.median(r["seconds"] for r in runs),
+        "seconds": [round(r["seconds"], 3) for r in runs],
+        "robust_accuracy": [r["robust_accuracy"] for r in runs],
+        **{key: runs[-1][key] for key in keys},
+    }
+
+
+def floor_model(deq: nn.Module, depth: int, in_shape: tuple[int, int, int]) -> nn.Module:
+    """The weight-tied model with the DEQ's block (same weights) applied ``depth`` times."""
+    model = WeightTiedClassifier(in_shape, 10, channels=deq.state_shape[0], depth=depth, density=1.0)
+    missing, unexpected = model.load_state_dict(deq.state_dict(), strict=False)
+    if missing != ["masks"] or unexpected:
+        raise RuntimeError(f"block mismatch: missing {missing}, unexpected {unexpected}")
+    return model.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="a `robustdeq train` folder of deq-pgd-at")
+    parser.add_argument("--mnist", type=Path, default=None, help="data dir holding MNIST (uses mnist-linf-0.3)")
+    parser.add_argument("--n-examples", type=int, default=250)
+    parser.add_argument("--repeats", type=int, default=3, help="PGD-20 repetitions per mode")
+    parser.add_argument("--autoattack-repeats", type=int, default=1)
+    parser.add_argument("--skip-autoattack", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "attack_speed")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    protocol = find_protocol(str(ATTACKS_DIR / ("mnist-linf-0.3.toml" if args.mnist else "digits-linf.toml")))
+    if args.checkpoint is not None:
+        _, trained = load_trained(args.checkpoint)
+        model = trained.model
+    else:
+        defense = load_defense(DEFENSES_DIR / "deq-pgd-at")
+        train = load(protocol.dataset, "train", args.mnist)
+        model = train_model(defense, protocol.dataset, train, protocol.threat, defense.train).model
+    model.eval()
+    test = load(protocol.dataset, "test", args.mnist)
+    x, y = test.x[: args.n_examples], test.y[: args.n_examples]
+    threat = protocol.threat
+
+    with torch.no_grad():
+        model(x)
+    (layer,) = equilibria(model)
+    assert layer.last_stats is not None
+    mean_steps = float(layer.last_stats.nstep.float().mean())
+    floor = floor_model(model, max(1, round(mean_steps)), tuple(x.shape[1:]))  # type: ignore[arg-type]
+
+    pgd = PGD(threat, seed=protocol.seed, batch_size=len(y), steps=20, step_size=threat.eps / 4)
+    results: dict[str, Any] = {
+        "data": protocol.dataset,
+        "n_examples": len(y),
+        "threat": {"norm": threat.norm, "eps": threat.eps},
+        "solver": layer.spec.to_dict(),
+        "mean_clean_solver_steps": mean_steps,
+        "threads": torch.get_num_threads(),
+    }
+    suites: list[tuple[str, Attack, int]] = [("pgd20", pgd, args.repeats)]
+    if not args.skip_autoattack:
+        aa = AutoAttackSuite(threat, seed=protocol.seed, batch_size=len(y))
+        suites.append(("autoattack", aa, args.autoattack_repeats))
+    for name, attack, repeats in suites:
+        runs: dict[str, list[dict[str, Any]]] = {"naive": [], "warm": [], "floor": []}
+        for _ in range(repeats):
+            for mode in runs:
+                target = floor if mode == "floor" else model
+                runs[mode].append(attack_once(target, attack, x, y, warm=mode == "warm"))
+                print(name, mode, json.dumps(runs[mode][-1]), flush=True)
+        naive, warm, flat = (summarise(runs[m]) for m in ("naive", "warm", "floor"))
+        results[name] = {
+            "naive": naive,
+            "warm": warm,
+            f"explicit_floor_depth_{floor.depth}": {
+                "median_seconds": flat["median_seconds"],
+                "seconds": flat["seconds"],
+                "robust_accuracy": flat["robust_accuracy"],
+            },
+            "forward_evals_ratio": naive["forward_example_evals"] / max(1, warm["forward_example_evals"]),
+            "backward_evals_ratio": naive["backward_example_evals"] / max(1, warm["backward_example_evals"]),
+            "wall_ratio": naive["median_seconds"] / warm["median_seconds"],
+            "warm_over_floor_wall": warm["median_seconds"] / flat["median_seconds"],
+        }
+    text = json.dumps(results, indent=2)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Anderson acceleration with per-example stopping, for warm-started solves inside attacks.
+
+torchdeq's solvers evaluate ``f`` on the whole batch at every step and stop when the *last*
+example has converged, so warm starting the rows that are nearly converged saves nothing while
+one row still needs many steps. Here every row leaves the batch as soon as its own residual is
+within ``tol``: ``f`` is called on the rows still active only, as ``f(z_rows, rows)`` with
+``rows`` their indices in the batch, so a row costs the evaluations *it* needs.
+
+Per row the iteration is torchdeq's ``anderson_solver`` (history ``m``, mixing with tau = 1,
+Tikhonov regulariser ``lam``), with one difference: the residual is checked from the first
+evaluation on, so a row started at its fixed point stops after one evaluation. Like torchdeq,
+each row returns f(z) at its lowest-residual iterate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+RowFunction = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class AndersonResult:
+    """Per-row outcome: ``z`` has the shape of ``x0``, the rest leading size B.
+
+    ``nstep``: evaluations until the lowest-residual iterate; ``evals``: evaluations spent;
+    ``trace``: relative residual after each evaluation (B, max_iter), a finished row's lowest
+    repeated after it stopped.
+    """
+
+    z: Tensor
+    nstep: Tensor
+    evals: Tensor
+    abs_residual: Tensor
+    rel_residual: Tensor
+    trace: Tensor
+
+
+def anderson(
+    f: RowFunction,
+    x0: Tensor,
+    max_iter: int,
+    tol: float,
+    stop_mode: str = "rel",
+    m: int = 6,
+    lam: float = 1e-8,
+) -> AndersonResult:
+    """Fixed point of ``f`` from ``x0`` (B, ...), each row stopping at its own tolerance."""
+    shape = x0.shape
+    batch = shape[0]
+    cur = x0.detach().reshape(batch, -1)
+    dim = cur.shape[1]
+    rows = torch.arange(batch)
+    # History of f(x_i) and of the residuals g_i = f(x_i) - x_i, and the Gram matrix of the g_i,
+    # updated one row and column per step.
+    hist_f = cur.new_empty(batch, m, dim)  # slot i is written before it is read
+    hist_g = cur.new_empty(batch, m, dim)
+    gram = cur.new_zeros(batch, m, m)
+    eye = lam * torch.eye(m, dtype=cur.dtype)
+    out = cur.clone()
+    inf = torch.full((batch,), float("inf"), dtype=cur.dtype)
+    best_abs, best_rel = inf.clone(), inf.clone()
+    nstep = torch.zeros(batch, dtype=torch.int64)
+    evals = torch.zeros(batch, dtype=torch.int64)
+    trace = cur.new_zeros(batch, max_iter)
+    for k in range(max_iter):
+        fx = f(cur.view(len(rows), *shape[1:]), rows).reshape(len(rows), dim)
+        g = fx - cur
+        slot, n = k % m, min(k + 1, m)
+        hist_f[:, slot], hist_g[:, slot] = fx, g
+        products = (hist_g[:, :n] @ g[:, :, None])[:, :, 0]
+        gram[:, slot, :n] = products
+        gram[:, :n, slot] = products
+        abs_r = g.norm(dim=1)
+        rel_r = abs_r / (fx.norm(dim=1) + 1e-9)
+        evals[rows] = k + 1
+        residual, lowest = (rel_r, best_rel[rows]) if stop_mode == "rel" else (abs_r, best_abs[rows])
+        better = residual < lowest
+        improved = rows[better]
+        out[improved], best_abs[improved], best_rel[improved] = fx[better], abs_r[better], rel_r[better]
+        nstep[improved] = k + 1
+        trace[:, k] = best_rel
+        trace[rows, k] = rel_r
+        active = residual > tol
+        if k == max_iter - 1 or not bool(active.any()):
+            trace[:, k + 1 :] = best_rel[:, None]
+            break
+        if not bool(active.all()):
+            rows, hist_f, hist_g, gram = rows[active], hist_f[active], hist_g[active], gram[active]
+        h = gram.new_zeros(len(rows), n + 1, n + 1)
+        h[:, 0, 1:] = h[:, 1:, 0] = 1.0
+        h[:, 1:, 1:] = gram[:, :n, :n] + eye[:n, :n]
+        rhs = gram.new_zeros(len(rows), n + 1, 1)
+        rhs[:, 0] = 1.0
+        alpha = torch.linalg.solve(h, rhs)[:, 1:, 0]
+        cur = (alpha[:, None] @ hist_f[:, :n])[:, 0]
+    return AndersonResult(out.view(shape), nstep, evals, best_abs, best_rel, trace)
