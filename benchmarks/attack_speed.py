@@ -154,6 +154,35 @@ def main() -> None:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(text + "\n")
+    args.out.with_suffix(".md").write_text(table(results, [name for name, _, _ in suites]))
+
+
+def table(results: dict[str, Any], attacks: list[str]) -> str:
+    """The JSON's headline numbers as a Markdown table."""
+    rows = [
+        "| attack | mode | median s | fwd evals | bwd evals | robust % |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in attacks:
+        r = results[name]
+        for mode in ("naive", "warm"):
+            m = r[mode]
+            acc = ", ".join(f"{100 * a:.1f}" for a in m["robust_accuracy"])
+            cells = [name, mode, f"{m['median_seconds']:.2f}", str(m["forward_example_evals"])]
+            rows.append("| " + " | ".join([*cells, str(m["backward_example_evals"]), acc]) + " |")
+        (floor_key,) = [k for k in r if k.startswith("explicit_floor")]
+        f = r[floor_key]
+        acc = ", ".join(f"{100 * a:.1f}" for a in f["robust_accuracy"])
+        rows.append(f"| {name} | {floor_key} | {f['median_seconds']:.2f} | - | - | {acc} |")
+    lines = ["\n".join(rows), ""]
+    for name in attacks:
+        r = results[name]
+        lines.append(
+            f"{name}: forward evals {r['forward_evals_ratio']:.2f}x fewer, backward {r['backward_evals_ratio']:.2f}x"
+            f" fewer, wall {r['wall_ratio']:.2f}x faster; warm / explicit floor wall {r['warm_over_floor_wall']:.2f}x"
+        )
+    header = f"{results['data']}, {results['n_examples']} examples, {results['threads']} threads\n\n"
+    return header + "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

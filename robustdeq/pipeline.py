@@ -135,7 +135,8 @@ def make_entry(
     flags = list(result.flags)
     layers = equilibria(model)
     modes = sorted({layer.spec.attack_grad for layer in layers})
-    if "phantom" in modes:
+    exact = any(s.get("grad") in ("ift", "unroll") for s in result.attack_settings.values())
+    if "phantom" in modes and not exact:  # no attack of the protocol ran with an exact gradient
         flags.append("approximate_attack_gradient")
     reduced = budget.reduced(defense, protocol)
     if reduced:
@@ -164,6 +165,7 @@ def make_entry(
         "robust_accuracy": result.robust_accuracy,
         "attacks": result.attack_accuracies(),
         "flags": flags,
+        "checks": dict(result.checks),
         "eps_sweep": {
             "attacks": list(protocol.eps_sweep_attacks),
             "points": [{"eps": eps, "robust_accuracy": acc} for eps, acc in result.eps_sweep],

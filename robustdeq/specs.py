@@ -23,12 +23,12 @@ content hash goes into every leaderboard entry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from robustdeq.config import Table, read_toml
-from robustdeq.deq import SolverSpec
+from robustdeq.deq import GRAD_MODES, SolverSpec
 from robustdeq.errors import RobustdeqError
 from robustdeq.threat import ThreatModel
 
@@ -205,8 +205,39 @@ def find_defense(name_or_path: str, root: Path = DEFENSES_DIR) -> DefenseSpec:
 
 @dataclass(frozen=True)
 class AttackSpec:
+    """One attack of a protocol: its registered name, settings, and (for DEQs) gradient modes.
+
+    ``grad_modes``: run the attack once per mode on a DEQ (``ift``, ``unroll``, ``phantom``);
+    the run in the model's own attack-time mode keeps the plain name, the others are named
+    ``<name>@<mode>``. Models without an equilibrium layer run it once.
+    """
+
     name: str
     settings: dict[str, Any] = field(default_factory=dict)
+    grad_modes: tuple[str, ...] = ()
+    label: str = ""  # the name results are kept under; defaults to ``name``
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class Checks:
+    """The protocol's ``[checks]``: reliability re-runs, each ending in a flag when it fails.
+
+    ``more_iterations``: the named attack again with twice its ``steps``; part of the worst
+    case; flag ``more_iterations_stronger`` when it lowers accuracy by more than ``margin``.
+    ``solver_budget``: for DEQs, the clean prediction and the named attack again with twice the
+    forward and backward solver iterations; flag ``solver_budget_sensitive`` when either
+    accuracy moves by more than ``margin`` (a check only, not part of the worst case).
+    A ``transfer`` attack in the suite that beats every white-box attack by more than ``margin``
+    flags ``transfer_stronger_than_whitebox``; a ``square`` attack, ``square_stronger_than_whitebox``.
+    """
+
+    more_iterations: str | None = None
+    solver_budget: str | None = None
+    margin: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -221,6 +252,7 @@ class ProtocolSpec:
     batch_size: int = 250
     seed: int = 0
     warm_start: bool = False
+    checks: Checks = Checks()
     eps_sweep: tuple[float, ...] = ()
     eps_sweep_attacks: tuple[str, ...] = ("pgd",)
     description: str = ""
@@ -236,6 +268,7 @@ class ProtocolSpec:
             "n_examples": self.n_examples,
             "subset_seed": self.subset_seed,
             "warm_start": self.warm_start,
+            "checks": asdict(self.checks),
             "attacks": [{"name": a.name, **a.settings} for a in self.attacks],
             "eps_sweep": {"eps": list(self.eps_sweep), "attacks": list(self.eps_sweep_attacks)},
         }
@@ -266,14 +299,30 @@ def load_protocol(path: Path) -> ProtocolSpec:
     evaluation.done()
     attacks = []
     for t in top.tables("attacks"):
-        attacks.append(AttackSpec(t.text("name", required=True), t.rest()))
+        name = t.text("name", required=True)
+        modes = tuple(t.texts("grad_modes"))
+        unknown = [m for m in modes if m not in GRAD_MODES]
+        if unknown:
+            raise RobustdeqError(f"{path} attack {name}: unknown grad_modes {unknown} (known: {', '.join(GRAD_MODES)})")
+        attacks.append(AttackSpec(name, t.rest(), modes))
     if not attacks:
         raise RobustdeqError(f"{path}: the protocol lists no [[attacks]]")
+    names = {a.name for a in attacks}
+    checks_table = top.table("checks")
+    checks = Checks(
+        more_iterations=checks_table.text("more_iterations", None),
+        solver_budget=checks_table.text("solver_budget", None),
+        margin=checks_table.number("margin", 0.02),
+    )
+    checks_table.done()
+    for key in ("more_iterations", "solver_budget"):
+        target = getattr(checks, key)
+        if target is not None and target not in names:
+            raise RobustdeqError(f"{path} [checks] {key}: {target!r} is not one of the protocol's attacks")
     sweep = top.table("eps_sweep")
     sweep_eps = tuple(sweep.numbers("eps"))
     sweep_attacks = tuple(sweep.texts("attacks")) or ("pgd",)
     sweep.done()
-    names = {a.name for a in attacks}
     if sweep_eps and not set(sweep_attacks) <= names:
         raise RobustdeqError(
             f"{path} [eps_sweep]: attacks must be among the protocol's attacks ({', '.join(sorted(names))})"
@@ -296,6 +345,7 @@ def load_protocol(path: Path) -> ProtocolSpec:
         batch_size=batch_size,
         seed=seed,
         warm_start=warm_start,
+        checks=checks,
         description=description,
         hash=digest,
     )

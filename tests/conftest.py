@@ -35,6 +35,12 @@ attacks = ["pgd"]
 name = "pgd"
 steps = 5
 step_size = 0.05
+grad_modes = ["ift", "unroll"]
+
+[[attacks]]
+name = "transfer"
+steps = 5
+step_size = 0.05
 
 [[attacks]]
 name = "autoattack"
@@ -42,6 +48,10 @@ version = "custom"
 attacks = ["apgd-ce", "apgd-t", "square"]
 n_iter = 10
 n_queries = 30
+
+[checks]
+more_iterations = "pgd"
+solver_budget = "pgd"
 """
 
 

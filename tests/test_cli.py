@@ -96,6 +96,15 @@ def test_train_evaluate_leaderboard_report(tiny_protocol: Path, tmp_path: Path) 
     code, out = run("evaluate", str(ckpt), "--protocol", str(tiny_protocol), "--out", str(tmp_path / "lb"), "--quiet")
     assert code == 0, out
     assert (tmp_path / "lb" / "tiny-digits" / "deq-standard.json").is_file()
+    lb2 = str(tmp_path / "lb2")
+    code, out = run("evaluate", str(ckpt), "--protocol", str(tiny_protocol), "--out", lb2, "--eps-sweep", "0.3,0.1")
+    assert code == 1 and "--eps-sweep" in out and not (tmp_path / "lb2" / "tiny-digits" / "deq-standard.json").exists()
+    code, out = run(
+        "evaluate", str(ckpt), "--protocol", str(tiny_protocol), "--out", lb2, "--eps-sweep", "0.05,0.3", "--quiet"
+    )
+    assert code == 0, out
+    entry = json.loads((tmp_path / "lb2" / "tiny-digits" / "deq-standard.json").read_text())
+    assert [p["eps"] for p in entry["eps_sweep"]["points"]] == [0.05, 0.3]
     (tmp_path / "lb" / "tiny-digits" / "leaderboard.md").unlink()
     code, out = run("leaderboard", str(tmp_path / "lb"))
     assert code == 0 and (tmp_path / "lb" / "tiny-digits" / "leaderboard.md").is_file()

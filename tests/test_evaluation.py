@@ -56,11 +56,15 @@ def test_worst_case_over_attacks_on_a_deq(tiny_protocol: Path) -> None:
     model = trained("deq")
     result = evaluate(model, load_protocol(tiny_protocol), load("digits", "test"))
     accs = result.attack_accuracies()
-    assert set(accs) == {"pgd", "autoattack"}
+    assert set(accs) == {"pgd", "pgd@unroll", "transfer", "autoattack", "pgd-10steps"}
     assert result.robust_accuracy <= min(accs.values()) <= max(accs.values()) <= result.clean_accuracy
     # Per example: robust means correct clean and after every attack.
-    expected = result.clean_correct & result.attack_correct["pgd"] & result.attack_correct["autoattack"]
+    expected = result.clean_correct.clone()
+    for correct in result.attack_correct.values():
+        expected &= correct
     assert torch.equal(result.robust, expected)
+    assert set(result.checks) == {"pgd-10steps", "clean-solver-2x", "pgd-solver-2x"}
+    assert result.attack_settings["pgd@unroll"]["grad"] == "unroll"
     assert result.robust_accuracy < result.clean_accuracy
     assert result.zero_gradient_fraction == 0.0 and "zero_gradients" not in result.flags
     assert result.solver is not None and result.solver.nonconverged_clean <= 0.01

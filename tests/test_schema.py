@@ -28,6 +28,7 @@ def entry(defense: str = "d", clean: float = 0.9, robust: float = 0.5) -> dict[s
         "robust_accuracy": robust,
         "attacks": {"pgd": robust + 0.1, "autoattack": robust},
         "flags": [],
+        "checks": {},
         "eps_sweep": None,
         "n_parameters": 100,
         "forward_cost": 2.0,

@@ -49,15 +49,15 @@ def bench(
         console.print(f"[bold]{defense.id}[/bold] ({defense.name}) under {spec.id}")
         entries.append(run_defense(defense, spec, splits, out, budget, checkpoints, progress))
     summary = Table(title=f"{spec.id}: {spec.threat.norm} eps={spec.threat.eps}, {entries[0]['n_examples']} examples")
-    for column in ("defense", "clean %", "robust %", *entries[0]["attacks"], "flags"):
+    for column in ("defense", "clean %", "robust %", "strongest attack", "flags"):
         summary.add_column(column)
     for e in sorted(entries, key=lambda e: (-e["robust_accuracy"], -e["clean_accuracy"])):
-        attacks = [f"{100 * acc:.2f}" for acc in e["attacks"].values()]
+        strongest = min(e["attacks"], key=e["attacks"].get) if e["attacks"] else "-"
         summary.add_row(
             e["defense"],
             f"{100 * e['clean_accuracy']:.2f}",
             f"{100 * e['robust_accuracy']:.2f}",
-            *attacks,
+            strongest,
             ", ".join(e["flags"]) or "-",
         )
     console.print(summary)

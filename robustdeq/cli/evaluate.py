@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,13 @@ def evaluate(
     data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
     download: Annotated[bool, typer.Option(help="Download a missing torchvision data set into --data-dir.")] = False,
     n_examples: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N protocol examples.")] = None,
+    eps_sweep: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated eps values for the robust-accuracy-versus-eps curve drawn into the entry "
+            "(replaces the protocol's [eps_sweep] list; its attacks stay), e.g. 0.05,0.1,0.2,0.3,1.0."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Evaluate a trained model under a protocol (clean, every attack, worst case, checks) and write the entry."""
@@ -33,6 +41,8 @@ def evaluate(
     spec = find_protocol(protocol or trained.protocol)
     if spec.dataset != trained.dataset:
         raise RobustdeqError(f"checkpoint was trained on {trained.dataset!r}, protocol {spec.id} uses {spec.dataset!r}")
+    if eps_sweep is not None:
+        spec = dataclasses.replace(spec, eps_sweep=parse_eps_list(eps_sweep))
     _, test = load_splits(spec, data_dir, download)
     entry = evaluate_and_write(
         defense, spec, trained, test, out, Budget(n_examples=n_examples), Progress(enabled=not quiet)
@@ -41,3 +51,14 @@ def evaluate(
         f"{defense.id} under {spec.id}: clean {100 * entry['clean_accuracy']:.2f}%, "
         f"robust {100 * entry['robust_accuracy']:.2f}%; entry in {out / spec.id}"
     )
+
+
+def parse_eps_list(text: str) -> tuple[float, ...]:
+    """``"0.05,0.1"`` -> (0.05, 0.1); positive and increasing, else a one-line error."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise RobustdeqError(f"--eps-sweep: {text!r} is not a comma-separated list of numbers") from None
+    if not values or any(v <= 0 for v in values) or list(values) != sorted(set(values)):
+        raise RobustdeqError(f"--eps-sweep: {text!r} must be positive, increasing eps values")
+    return values

@@ -2,9 +2,10 @@
 
 torchdeq's solvers evaluate ``f`` on the whole batch at every step and stop when the *last*
 example has converged, so warm starting the rows that are nearly converged saves nothing while
-one row still needs many steps. Here every row leaves the batch as soon as its own residual is
-within ``tol``: ``f`` is called on the rows still active only, as ``f(z_rows, rows)`` with
-``rows`` their indices in the batch, so a row costs the evaluations *it* needs.
+one row still needs many steps. Here every row stops as soon as its own residual is within
+``tol`` and leaves the batch (in groups, see ``COMPACT_AT``): ``f`` is called on the rows still
+in the batch only, as ``f(z_rows, rows)`` with ``rows`` their indices in the batch, so a row
+costs about the evaluations *it* needs.
 
 Per row the iteration is torchdeq's ``anderson_solver`` (history ``m``, mixing with tau = 1,
 Tikhonov regulariser ``lam``), with one difference: the residual is checked from the first
@@ -21,6 +22,11 @@ import torch
 from torch import Tensor
 
 RowFunction = Callable[[Tensor, Tensor], Tensor]
+
+# Finished rows leave the arrays once at most this fraction of them is still running; until then
+# they ride along (their evaluations are counted). Copying the history at every step cost as
+# much as the cell evaluations it saved.
+COMPACT_AT = 0.75
 
 
 @dataclass
@@ -67,6 +73,7 @@ def anderson(
     nstep = torch.zeros(batch, dtype=torch.int64)
     evals = torch.zeros(batch, dtype=torch.int64)
     trace = cur.new_zeros(batch, max_iter)
+    done = torch.zeros(batch, dtype=torch.bool)  # reached tol (rows of the current arrays)
     for k in range(max_iter):
         fx = f(cur.view(len(rows), *shape[1:]), rows).reshape(len(rows), dim)
         g = fx - cur
@@ -85,12 +92,14 @@ def anderson(
         nstep[improved] = k + 1
         trace[:, k] = best_rel
         trace[rows, k] = rel_r
-        active = residual > tol
-        if k == max_iter - 1 or not bool(active.any()):
+        done |= residual <= tol
+        if k == max_iter - 1 or bool(done.all()):
             trace[:, k + 1 :] = best_rel[:, None]
             break
-        if not bool(active.all()):
-            rows, hist_f, hist_g, gram = rows[active], hist_f[active], hist_g[active], gram[active]
+        active = ~done
+        if int(active.sum()) <= COMPACT_AT * len(rows):
+            rows, hist_f, hist_g, gram, done = rows[active], hist_f[active], hist_g[active], gram[active], done[active]
+            cur, fx = cur[active], fx[active]
         h = gram.new_zeros(len(rows), n + 1, n + 1)
         h[:, 0, 1:] = h[:, 1:, 0] = 1.0
         h[:, 1:, 1:] = gram[:, :n, :n] + eye[:n, :n]

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -418,6 +418,21 @@ def regularisation(model: nn.Module) -> Tensor | None:
 def equilibria(model: nn.Module) -> list[Equilibrium]:
     """All equilibrium layers inside ``model`` (empty for explicit models)."""
     return [m for m in model.modules() if isinstance(m, Equilibrium)]
+
+
+@contextmanager
+def solver_budget(model: nn.Module, factor: int) -> Iterator[None]:
+    """Multiply every equilibrium layer's forward and backward iteration caps by ``factor`` inside the block."""
+    layers = equilibria(model)
+    saved = [layer.spec for layer in layers]
+    for layer in layers:
+        spec = layer.spec
+        layer.spec = replace(spec, f_max_iter=spec.f_max_iter * factor, b_max_iter=spec.b_max_iter * factor)
+    try:
+        yield
+    finally:
+        for layer, spec in zip(layers, saved, strict=True):
+            layer.spec = spec
 
 
 @contextmanager

@@ -51,6 +51,10 @@ class Attack:
     def settings(self) -> dict[str, Any]:
         return {}
 
+    def applies(self, model: nn.Module) -> bool:
+        """Whether the attack means anything for ``model`` (else the runner skips it)."""
+        return True
+
     def __call__(
         self,
         model: nn.Module,
@@ -258,5 +262,93 @@ def make_autoattack(threat: ThreatModel, table: Table, seed: int, batch_size: in
         n_iter=table.integer("n_iter", None),
         n_queries=table.integer("n_queries", None),
     )
+    table.done()
+    return attack
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside an :class:`~robustdeq.evaluation.view.AttackView` (or the model itself)."""
+    inner = getattr(model, "model", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+class Transfer(Attack):
+    """Transfer from the explicit twin: PGD on the weight-tied model with the DEQ's own block
+    applied as many times as the DEQ's mean solver steps on the batch, then the examples are
+    tried on the DEQ. Needs no gradient of the DEQ, so it brings down DEQs whose gradient is
+    broken (detached fixed points, non-differentiable steps inside the forward pass)."""
+
+    name = "transfer"
+
+    def __init__(self, threat: ThreatModel, seed: int = 0, batch_size: int = 250, **pgd: Any) -> None:
+        super().__init__(threat, seed, batch_size)
+        self.pgd = PGD(threat, seed, batch_size, **pgd)
+
+    def settings(self) -> dict[str, Any]:
+        return {"source": "explicit_twin", **self.pgd.settings()}
+
+    def applies(self, model: nn.Module) -> bool:
+        return hasattr(_unwrap(model), "explicit_twin")
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        from robustdeq.deq import equilibria
+
+        deq = _unwrap(model)
+        with torch.no_grad():
+            deq(x)
+        steps = [layer.last_stats.nstep.float().mean() for layer in equilibria(deq) if layer.last_stats is not None]
+        depth = max(1, round(float(sum(steps)))) if steps else 1
+        twin = deq.explicit_twin(depth)  # type: ignore[operator]
+        return self.pgd.perturb(twin.eval(), x, y)
+
+
+@ATTACKS.register("transfer")
+def make_transfer(threat: ThreatModel, table: Table, seed: int, batch_size: int) -> Attack:
+    attack = Transfer(
+        threat,
+        seed,
+        batch_size,
+        steps=table.integer("steps", 20),
+        step_size=table.number("step_size", None),
+        restarts=table.integer("restarts", 1),
+    )
+    table.done()
+    return attack
+
+
+class Square(Attack):
+    """Square (Andriushchenko et al. 2020), the black-box check, from ``pyautoattack`` on its own:
+    score-based random search with ``n_queries`` queries, no gradient at all."""
+
+    name = "square"
+
+    def __init__(self, threat: ThreatModel, seed: int = 0, batch_size: int = 250, n_queries: int = 5000) -> None:
+        super().__init__(threat, seed, batch_size)
+        self.n_queries = n_queries
+
+    def settings(self) -> dict[str, Any]:
+        return {"n_queries": self.n_queries}
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        from pyautoattack.square import SquareAttack
+
+        attack = SquareAttack(
+            model,
+            norm=self.threat.norm,
+            eps=self.threat.eps,
+            n_queries=self.n_queries,
+            p_init=0.8,
+            n_restarts=1,
+            seed=self.seed,
+            device="cpu",
+        )
+        with torch.no_grad():
+            x_adv: Tensor = attack.perturb(x, y)
+        return x_adv
+
+
+@ATTACKS.register("square")
+def make_square(threat: ThreatModel, table: Table, seed: int, batch_size: int) -> Attack:
+    attack = Square(threat, seed, batch_size, n_queries=table.integer("n_queries", 5000))
     table.done()
     return attack

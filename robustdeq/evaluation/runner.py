@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from robustdeq.config import Table
 from robustdeq.data import Split
-from robustdeq.deq import equilibria
+from robustdeq.deq import equilibria, grad_mode, solver_budget
+from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation.attacks import ATTACKS
 from robustdeq.evaluation.state import EvalState, evaluation_key
 from robustdeq.evaluation.view import AttackView
@@ -53,6 +54,7 @@ class EvalResult:
     solver: SolverReport | None
     seconds: float
     zero_gradient_fraction: float = 0.0
+    checks: dict[str, float] = field(default_factory=dict)  # accuracies of the [checks] re-runs
     eps_sweep: list[tuple[float, float]] = field(default_factory=list)  # (eps, robust accuracy)
     resumed_batches: int = 0  # attack batches taken from a saved state instead of re-run
 
@@ -188,31 +190,108 @@ def run_suite(
     robust = clean_correct.clone()
     result = SuiteResult(robust, {}, {}, [], [])
     for spec in attacks:
-        label = spec.name if spec.name not in result.attack_correct else f"{spec.name}-{len(result.attack_correct) + 1}"
-        table = Table(spec.settings, f"protocol {protocol.id} attack {label}")
+        table = Table(spec.settings, f"protocol {protocol.id} attack {spec.key}")
         attack = ATTACKS.get(spec.name)(threat, table, protocol.seed, bs)
-        shown = label if threat == protocol.threat else f"{label} @ eps={threat.eps:g}"
-        survived = clean_correct.clone()
-        with progress.task(f"  {shown}", total=len(correct_idx)) as advance:
-            for start in range(0, len(correct_idx), bs):
-                batch = correct_idx[start : start + bs]
-                name = f"{threat.norm}:{threat.eps!r}/{label}/{start}"
-                record = state.get(name)
-                if record is None:
-                    labels = y[batch] if protocol.warm_start and attack.holds_broken else None
-                    view = AttackView(model, x[batch], threat, protocol.warm_start, labels)
-                    out = attack(view, x[batch], y[batch], offset=start)
-                    adv = _predict(model, out.x_adv, bs)
-                    record = _record(adv, y[batch], out.valid, out.flags)
-                    state.put(name, record)
-                survived[batch] = torch.tensor(record["survived"], dtype=torch.bool)
-                result.adversarial.append(_prediction(record).select(torch.tensor(record["valid"], dtype=torch.bool)))
-                result.flags.extend(f for f in record["flags"] if f not in result.flags)
-                advance(len(batch))
-        result.attack_correct[label] = survived
-        result.attack_settings[label] = {"name": spec.name, **attack.settings()}
-        robust &= survived
+        if not attack.applies(model):
+            continue
+        for mode, base in _runs(spec, model):
+            label = base if base not in result.attack_correct else f"{base}-{len(result.attack_correct) + 1}"
+            shown = label if threat == protocol.threat else f"{label} @ eps={threat.eps:g}"
+            survived = clean_correct.clone()
+            with progress.task(f"  {shown}", total=len(correct_idx)) as advance:
+                for start in range(0, len(correct_idx), bs):
+                    batch = correct_idx[start : start + bs]
+                    name = f"{threat.norm}:{threat.eps!r}/{label}/{start}"
+                    record = state.get(name)
+                    if record is None:
+                        labels = y[batch] if protocol.warm_start and attack.holds_broken else None
+                        view = AttackView(model, x[batch], threat, protocol.warm_start, labels)
+                        with grad_mode(model, mode) if mode else nullcontext():
+                            out = attack(view, x[batch], y[batch], offset=start)
+                        adv = _predict(model, out.x_adv, bs)
+                        record = _record(adv, y[batch], out.valid, out.flags)
+                        state.put(name, record)
+                    survived[batch] = torch.tensor(record["survived"], dtype=torch.bool)
+                    valid = torch.tensor(record["valid"], dtype=torch.bool)
+                    result.adversarial.append(_prediction(record).select(valid))
+                    result.flags.extend(f for f in record["flags"] if f not in result.flags)
+                    advance(len(batch))
+            result.attack_correct[label] = survived
+            result.attack_settings[label] = {"name": spec.name, **attack.settings(), **({"grad": mode} if mode else {})}
+            robust &= survived
     return result
+
+
+def _runs(spec: AttackSpec, model: nn.Module) -> list[tuple[str | None, str]]:
+    """(gradient mode or None, result name) for each run of ``spec`` on ``model``."""
+    layers = equilibria(model)
+    if not spec.grad_modes or not layers:
+        return [(None, spec.key)]
+    own = layers[0].spec.attack_grad
+    return [(mode, spec.key if mode == own else f"{spec.key}@{mode}") for mode in spec.grad_modes]
+
+
+# Attacks that use no gradient of the attacked model: compared against the white-box ones.
+NON_WHITEBOX = {"transfer": "transfer_stronger_than_whitebox", "square": "square_stronger_than_whitebox"}
+
+
+def run_checks(
+    model: nn.Module,
+    protocol: ProtocolSpec,
+    suite: SuiteResult,
+    x: Tensor,
+    y: Tensor,
+    clean_correct: Tensor,
+    progress: Progress,
+    state: EvalState | None,
+) -> dict[str, float]:
+    """The protocol's ``[checks]`` (see :class:`robustdeq.specs.Checks`): adds flags to ``suite``,
+    the doubled-iterations attack to its worst case, and returns each re-run's accuracy."""
+    checks = protocol.checks
+    out: dict[str, float] = {}
+    acc = {label: fraction(c) for label, c in suite.attack_correct.items()}
+
+    def flag(name: str) -> None:
+        if name not in suite.flags:
+            suite.flags.append(name)
+
+    whitebox = [a for label, a in acc.items() if suite.attack_settings[label]["name"] not in NON_WHITEBOX]
+    for label, accuracy in acc.items():
+        kind = suite.attack_settings[label]["name"]
+        if kind in NON_WHITEBOX and whitebox and accuracy < min(whitebox) - checks.margin:
+            flag(NON_WHITEBOX[kind])
+
+    if checks.more_iterations is not None:
+        (spec,) = [a for a in protocol.attacks if a.name == checks.more_iterations][:1]
+        steps = suite.attack_settings.get(spec.key, {}).get("steps")
+        if steps is None:
+            raise RobustdeqError(f"protocol {protocol.id} [checks] more_iterations: attack {spec.key} has no steps")
+        label = f"{spec.key}-{2 * steps}steps"
+        doubled = AttackSpec(spec.name, {**spec.settings, "steps": 2 * steps}, label=label)
+        extra = run_suite(model, protocol, protocol.threat, (doubled,), x, y, clean_correct, progress, state)
+        suite.attack_correct.update(extra.attack_correct)
+        suite.attack_settings.update(extra.attack_settings)
+        suite.adversarial.extend(extra.adversarial)
+        suite.flags.extend(f for f in extra.flags if f not in suite.flags)
+        suite.robust &= extra.robust
+        out[label] = fraction(extra.attack_correct[label])
+        if out[label] < acc[spec.key] - checks.margin:
+            flag("more_iterations_stronger")
+
+    if checks.solver_budget is not None and equilibria(model):
+        (spec,) = [a for a in protocol.attacks if a.name == checks.solver_budget][:1]
+        label = f"{spec.key}-solver-2x"
+        with solver_budget(model, 2):
+            clean = _predict(model, x, protocol.batch_size).labels == y
+            rerun = AttackSpec(spec.name, spec.settings, label=label)
+            extra = run_suite(model, protocol, protocol.threat, (rerun,), x, y, clean, progress, state)
+        out["clean-solver-2x"] = fraction(clean)
+        out[label] = fraction(extra.attack_correct[label])
+        if abs(out["clean-solver-2x"] - fraction(clean_correct)) > checks.margin:
+            flag("solver_budget_sensitive")
+        if abs(out[label] - acc[spec.key]) > checks.margin:
+            flag("solver_budget_sensitive")
+    return out
 
 
 def _record(adv: Prediction, y: Tensor, valid: Tensor, flags: list[str]) -> dict[str, Any]:
@@ -241,9 +320,9 @@ def _prediction(record: dict[str, Any]) -> Prediction:
 
 
 def scaled(spec: AttackSpec, factor: float) -> AttackSpec:
-    """The attack at another eps: an absolute ``step_size`` scales with eps."""
+    """The attack at another eps (in the model's own gradient mode): an absolute ``step_size`` scales with eps."""
     if "step_size" not in spec.settings:
-        return spec
+        return AttackSpec(spec.name, spec.settings)
     return AttackSpec(spec.name, {**spec.settings, "step_size": spec.settings["step_size"] * factor})
 
 
@@ -306,6 +385,7 @@ def evaluate(
         flags.append("zero_gradients")
 
     suite = run_suite(model, protocol, protocol.threat, protocol.attacks, x, y, clean_correct, progress, state)
+    checks = run_checks(model, protocol, suite, x, y, clean_correct, progress, state)
     flags.extend(f for f in suite.flags if f not in flags)
     adversarial = suite.adversarial
 
@@ -348,6 +428,7 @@ def evaluate(
         solver=solver,
         seconds=time.perf_counter() - start_time,
         zero_gradient_fraction=zero_frac,
+        checks=checks,
         eps_sweep=sweep_points,
         resumed_batches=state.resumed if state else 0,
     )

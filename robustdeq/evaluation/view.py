@@ -12,8 +12,9 @@ every example stops at its own tolerance, so warm rows cost the few steps they n
 fixed point is unique (the reference cells are contractions), so a warm start changes the
 number of solver steps, not the solution beyond the solver tolerance. Verification of
 adversarial examples never goes through this view: it always solves from a cold start with
-the protocol's solver settings. A call without gradient on an example's last input returns
-the logits that input got before (no solve), so repeated calls give identical outputs.
+the protocol's solver settings. A row equal to its example's clean input always starts cold,
+so repeated calls on the clean inputs (AutoAttack's randomness check) give identical outputs
+for a deterministic model, and a randomised one is still caught.
 
 Given the examples' ``labels``, the view also *holds* broken examples: the first row at which
 an example is misclassified (by a margin, :func:`_wrong_by_margin`) is remembered with its
@@ -84,7 +85,6 @@ class AttackView(nn.Module):
         self.layer = layers[0] if len(layers) == 1 else None
         self.labels = labels
         self.held = _Memo(self.anchors)  # each example's first adversarial point (with labels)
-        self.last = _Memo(self.anchors)  # each example's last solved input
         self.held_rows = 0
         self.warm_rows = 0
         self.cold_rows = 0
@@ -122,34 +122,21 @@ class AttackView(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         idx = self.match(x) if self.warm_start or self.labels is not None else None
         reuse = torch.zeros(len(x), dtype=torch.bool)
-        cached: Tensor | None = None
-        if idx is not None:
-            rows = x.detach().flatten(1)
-            held = self.held.lookup(rows, idx, HOLD_ATOL)
-            self.held_rows += int(held.sum())
-            # Without a gradient to compute, an input seen before gets the logits it got then, so
-            # repeated calls (AutoAttack's randomness check) give identical outputs.
-            same = self.last.lookup(rows, idx, 0.0) & ~held if not _needs_grad(x) else torch.zeros_like(held)
-            reuse = held | same
-            for memo, mask in ((self.held, held), (self.last, same)):
-                if bool(mask.any()):
-                    assert memo.logits is not None
-                    cached = memo.logits.new_zeros(len(x), memo.logits.shape[1]) if cached is None else cached
-                    cached[mask] = memo.logits[idx[mask]]
-        if cached is None:
+        if idx is not None and self.labels is not None:
+            reuse = self.held.lookup(x.detach().flatten(1), idx, HOLD_ATOL)
+            self.held_rows += int(reuse.sum())
+        if not bool(reuse.any()):
             logits = self._solve(x, idx)
         else:
-            logits = cached.clone()
+            assert idx is not None and self.held.logits is not None
+            logits = self.held.logits[idx.clamp_min(0)].clone()
             if not bool(reuse.all()):
-                logits[~reuse] = self._solve(x[~reuse], None if idx is None else idx[~reuse])
-        if idx is not None:
-            solved = (idx >= 0) & ~reuse
-            self.last.store(x.detach().flatten(1), idx, solved, logits)
-            if self.labels is not None:
-                broken = solved & ~self.held.have[idx.clamp_min(0)]
-                broken &= _wrong_by_margin(logits.detach(), self.labels[idx.clamp_min(0)])
-                self.held.store(x.detach().flatten(1), idx, broken, logits)
-                logits = torch.where((broken | reuse)[:, None], logits.detach(), logits)
+                logits[~reuse] = self._solve(x[~reuse], idx[~reuse])
+        if idx is not None and self.labels is not None:
+            fresh = (idx >= 0) & ~reuse & ~self.held.have[idx.clamp_min(0)]
+            broken = fresh & _wrong_by_margin(logits.detach(), self.labels[idx.clamp_min(0)])
+            self.held.store(x.detach().flatten(1), idx, broken, logits)
+            logits = torch.where((broken | reuse)[:, None], logits.detach(), logits)
         if _needs_grad(x):
             # A model whose output is cut off from x (e.g. a detached fixed point) would crash
             # gradient attacks; this adds exactly zero, so they run, see a zero gradient, and the
@@ -165,9 +152,13 @@ class AttackView(nn.Module):
 
     def _warm_forward(self, x: Tensor, idx: Tensor) -> Tensor:
         matched = idx >= 0
-        z_init = self._gather(self.cache, self.have, idx)
-        self.warm_rows += int(self.have[idx[matched]].sum())
-        self.cold_rows += len(x) - int(self.have[idx[matched]].sum())
+        clean = matched.clone()
+        clean[matched] = (x.detach().flatten(1)[matched] == self.anchors[idx[matched]]).all(1)
+        starts = torch.where(clean, -1, idx)  # a clean input always starts cold
+        z_init = self._gather(self.cache, self.have, starts)
+        warm = int(self.have[starts[starts >= 0]].sum()) if z_init is not None else 0
+        self.warm_rows += warm
+        self.cold_rows += len(x) - warm
 
         def keep_adjoint(g: Tensor) -> None:
             if self.adjoints is None:

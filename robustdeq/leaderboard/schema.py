@@ -68,6 +68,7 @@ ENTRY_SCHEMA: dict[str, Any] = {
     "robust_accuracy": float,
     "attacks": DictOf(float),
     "flags": ListOf(str),
+    "checks": DictOf(float),
     "eps_sweep": Optional({"attacks": ListOf(str), "points": ListOf({"eps": float, "robust_accuracy": float})}),
     "n_parameters": int,
     "forward_cost": Optional(float),

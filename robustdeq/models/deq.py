@@ -32,6 +32,7 @@ class DEQClassifier(nn.Module):
     ) -> None:
         super().__init__()
         c, h, w = in_shape
+        self.in_shape = in_shape
         s = stem_stride(h)
         self.inject = nn.Conv2d(c, channels, 3, stride=s, padding=1)
         self.state_shape = (channels, (h - 1) // s + 1, (w - 1) // s + 1)
@@ -48,6 +49,18 @@ class DEQClassifier(nn.Module):
         """(z, x) -> f(z, x), with the normalised weight computed once (for JIIO's joint solve)."""
         weight = self.cell.effective_weight()
         return lambda z, x: self.f(z, self.inject(x), weight)
+
+    def explicit_twin(self, depth: int) -> nn.Module:
+        """The explicit weight-tied model with this DEQ's block (same weights) applied ``depth`` times
+        from z = 0, trained by nothing: the source of the transfer attack and the speed floor."""
+        from robustdeq.models.weight_tied import WeightTiedClassifier
+
+        channels = self.state_shape[0]
+        twin = WeightTiedClassifier(self.in_shape, self.head.fc.out_features, channels, depth, density=1.0)
+        missing, unexpected = twin.load_state_dict(self.state_dict(), strict=False)
+        if missing != ["masks"] or unexpected:
+            raise RuntimeError(f"explicit twin: block mismatch (missing {missing}, unexpected {unexpected})")
+        return twin.train(self.training)
 
     def forward(self, x: Tensor, z_init: Tensor | None = None) -> Tensor:
         """Logits; the solve starts from ``z_init`` (a warm start) or zeros.
