@@ -87,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=None, help="a `robustdeq train` folder of deq-pgd-at")
     parser.add_argument("--mnist", type=Path, default=None, help="data dir holding MNIST (uses mnist-linf-0.3)")
-    parser.add_argument("--n-examples", type=int, default=250)
+    parser.add_argument("--n-examples", type=int, default=250, help="first N test examples (default 250)")
     parser.add_argument("--repeats", type=int, default=3, help="PGD-20 repetitions per mode")
     parser.add_argument("--autoattack-repeats", type=int, default=1)
     parser.add_argument("--skip-autoattack", action="store_true")

@@ -8,9 +8,13 @@ these functions.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,3 +239,75 @@ def run_defense(
         save_checkpoint(result.model, checkpoints / protocol.id / defense.id, meta)
     trained = TrainedModel(result.model, record, result.seconds)
     return evaluate_and_write(defense, protocol, trained, test, out, budget, progress)
+
+
+def run_defenses(
+    defenses: list[DefenseSpec],
+    protocol: ProtocolSpec,
+    data_dir: Path | None,
+    download: bool,
+    out: Path,
+    budget: Budget = Budget(),
+    checkpoints: Path | None = None,
+    progress: Progress | None = None,
+    jobs: int = 1,
+) -> list[dict[str, Any]]:
+    """Run :func:`run_defense` for each defense, in ``jobs`` worker processes when ``jobs > 1``.
+
+    Every defense runs with one torch thread, whatever ``jobs`` is, so the numbers do not depend
+    on it (thread count changes floating-point reduction order). The models here are small and
+    their cost is mostly per-operation overhead, so two single-threaded processes on two cores
+    finish well before one two-threaded process. Returns the entries in ``defenses`` order.
+    """
+    progress = progress or Progress.quiet()
+    if jobs <= 1 or len(defenses) <= 1:
+        splits = load_splits(protocol, data_dir, download)
+        entries = []
+        with _threads(1):
+            for defense in defenses:
+                progress.console.print(f"[bold]{defense.id}[/bold] ({defense.name}) under {protocol.id}")
+                entries.append(run_defense(defense, protocol, splits, out, budget, checkpoints, progress))
+        return entries
+    load_splits(protocol, data_dir, download)  # a missing data set fails here, before any worker starts
+    # The DEQs take longest: start them first.
+    order = sorted(range(len(defenses)), key=lambda i: defenses[i].solver is None)
+    results: dict[int, dict[str, Any]] = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {
+            pool.submit(_run_in_worker, defenses[i], protocol, data_dir, out, budget, checkpoints): i for i in order
+        }
+        for future in as_completed(futures):
+            i = futures[future]
+            results[i] = future.result()
+            e = results[i]
+            progress.console.print(
+                f"[bold]{defenses[i].id}[/bold] under {protocol.id}: clean {100 * e['clean_accuracy']:.1f}%, "
+                f"robust {100 * e['robust_accuracy']:.1f}% ({len(results)}/{len(defenses)} done)"
+            )
+    folder = out / protocol.id
+    render(read_entries(folder), folder)  # once more, after every worker has written its entry
+    return [results[i] for i in range(len(defenses))]
+
+
+def _run_in_worker(
+    defense: DefenseSpec,
+    protocol: ProtocolSpec,
+    data_dir: Path | None,
+    out: Path,
+    budget: Budget,
+    checkpoints: Path | None,
+) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    splits = load_splits(protocol, data_dir, False)
+    return run_defense(defense, protocol, splits, out, budget, checkpoints, Progress.quiet())
+
+
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

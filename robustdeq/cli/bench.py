@@ -10,7 +10,7 @@ from rich.table import Table
 
 from robustdeq.cli.common import DATA_DIR_HELP, console, one_line_errors, split_names
 from robustdeq.errors import RobustdeqError
-from robustdeq.pipeline import Budget, load_splits, run_defense
+from robustdeq.pipeline import Budget, run_defenses
 from robustdeq.progress import Progress
 from robustdeq.specs import DEFENSES_DIR, find_defense, find_protocol, list_defenses
 
@@ -33,6 +33,14 @@ def bench(
     checkpoints: Annotated[
         Path | None, typer.Option(help="Also save each trained model under CHECKPOINTS/<protocol>/<defense>/.")
     ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Defenses run in parallel, one process and one torch thread each (the numbers do not "
+            "depend on it); progress bars only with --jobs 1.",
+        ),
+    ] = 2,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train every defense, evaluate it under the protocol, write one JSON entry each plus the tables."""
@@ -42,12 +50,8 @@ def bench(
         raise RobustdeqError(f"no defenses found in {defenses_dir}")
     chosen = [find_defense(name, defenses_dir) for name in names]
     budget = Budget(epochs=epochs, train_subset=train_subset, n_examples=n_examples)
-    splits = load_splits(spec, data_dir, download)
     progress = Progress(enabled=not quiet)
-    entries = []
-    for defense in chosen:
-        console.print(f"[bold]{defense.id}[/bold] ({defense.name}) under {spec.id}")
-        entries.append(run_defense(defense, spec, splits, out, budget, checkpoints, progress))
+    entries = run_defenses(chosen, spec, data_dir, download, out, budget, checkpoints, progress, jobs)
     summary = Table(title=f"{spec.id}: {spec.threat.norm} eps={spec.threat.eps}, {entries[0]['n_examples']} examples")
     for column in ("defense", "clean %", "robust %", "strongest attack", "flags"):
         summary.add_column(column)

@@ -60,20 +60,43 @@ def anderson(
     batch = shape[0]
     cur = x0.detach().reshape(batch, -1)
     dim = cur.shape[1]
+    rel_mode = stop_mode == "rel"
+    # Results per batch row, written when a row leaves the arrays (and at the end).
+    out = cur.clone()
+    best_abs = cur.new_full((batch,), float("inf"))
+    best_rel = cur.new_full((batch,), float("inf"))
+    nstep = torch.zeros(batch, dtype=torch.int64)
+    evals = torch.zeros(batch, dtype=torch.int64)
+    trace = cur.new_zeros(batch, max_iter)
+    # The arrays of the rows still in the batch: history of f(x_i) and of the residuals
+    # g_i = f(x_i) - x_i, the Gram matrix of the g_i (one row and column updated per step), and
+    # each row's lowest-residual iterate so far.
     rows = torch.arange(batch)
-    # History of f(x_i) and of the residuals g_i = f(x_i) - x_i, and the Gram matrix of the g_i,
-    # updated one row and column per step.
     hist_f = cur.new_empty(batch, m, dim)  # slot i is written before it is read
     hist_g = cur.new_empty(batch, m, dim)
     gram = cur.new_zeros(batch, m, m)
     eye = lam * torch.eye(m, dtype=cur.dtype)
-    out = cur.clone()
-    inf = torch.full((batch,), float("inf"), dtype=cur.dtype)
-    best_abs, best_rel = inf.clone(), inf.clone()
-    nstep = torch.zeros(batch, dtype=torch.int64)
-    evals = torch.zeros(batch, dtype=torch.int64)
-    trace = cur.new_zeros(batch, max_iter)
-    done = torch.zeros(batch, dtype=torch.bool)  # reached tol (rows of the current arrays)
+    a_out, a_abs, a_rel = out.clone(), best_abs.clone(), best_rel.clone()
+    a_step = torch.zeros(batch, dtype=torch.int64)
+    traces: list[Tensor] = []  # relative residual per step, (len(rows),) each, since the last compaction
+    done = torch.zeros(batch, dtype=torch.bool)
+    k = 0
+
+    def flush(leaving: Tensor) -> None:
+        """Write the rows in ``leaving`` (array mask) to the batch results."""
+        r = rows[leaving]
+        out[r], best_abs[r], best_rel[r], nstep[r], evals[r] = (
+            a_out[leaving],
+            a_abs[leaving],
+            a_rel[leaving],
+            a_step[leaving],
+            k + 1,
+        )
+        if traces:
+            steps = torch.stack(traces, 1)[leaving]
+            trace[r, k + 1 - steps.shape[1] : k + 1] = steps
+        trace[r, k + 1 :] = a_rel[leaving, None]
+
     for k in range(max_iter):
         fx = f(cur.view(len(rows), *shape[1:]), rows).reshape(len(rows), dim)
         g = fx - cur
@@ -84,22 +107,23 @@ def anderson(
         gram[:, :n, slot] = products
         abs_r = g.norm(dim=1)
         rel_r = abs_r / (fx.norm(dim=1) + 1e-9)
-        evals[rows] = k + 1
-        residual, lowest = (rel_r, best_rel[rows]) if stop_mode == "rel" else (abs_r, best_abs[rows])
-        better = residual < lowest
-        improved = rows[better]
-        out[improved], best_abs[improved], best_rel[improved] = fx[better], abs_r[better], rel_r[better]
-        nstep[improved] = k + 1
-        trace[:, k] = best_rel
-        trace[rows, k] = rel_r
+        residual = rel_r if rel_mode else abs_r
+        better = residual < (a_rel if rel_mode else a_abs)
+        a_out = torch.where(better[:, None], fx, a_out)
+        a_abs, a_rel = torch.where(better, abs_r, a_abs), torch.where(better, rel_r, a_rel)
+        a_step = torch.where(better, k + 1, a_step)
+        traces.append(rel_r)
         done |= residual <= tol
         if k == max_iter - 1 or bool(done.all()):
-            trace[:, k + 1 :] = best_rel[:, None]
             break
         active = ~done
         if int(active.sum()) <= COMPACT_AT * len(rows):
+            # Earlier steps of the rows staying are written when they leave; keep their traces.
+            flush(done)
+            kept = [t[active] for t in traces]
             rows, hist_f, hist_g, gram, done = rows[active], hist_f[active], hist_g[active], gram[active], done[active]
-            cur, fx = cur[active], fx[active]
+            cur, a_out, a_abs, a_rel, a_step = cur[active], a_out[active], a_abs[active], a_rel[active], a_step[active]
+            traces = kept
         h = gram.new_zeros(len(rows), n + 1, n + 1)
         h[:, 0, 1:] = h[:, 1:, 0] = 1.0
         h[:, 1:, 1:] = gram[:, :n, :n] + eye[:n, :n]
@@ -107,4 +131,5 @@ def anderson(
         rhs[:, 0] = 1.0
         alpha = torch.linalg.solve(h, rhs)[:, 1:, 0]
         cur = (alpha[:, None] @ hist_f[:, :n])[:, 0]
+    flush(torch.ones(len(rows), dtype=torch.bool))
     return AndersonResult(out.view(shape), nstep, evals, best_abs, best_rel, trace)
