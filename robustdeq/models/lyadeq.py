@@ -15,12 +15,13 @@ V_x(z) = 0 only at z = z*. V_x is convex in the residual coordinates r; it is *n
 z (the map z -> r is a bi-Lipschitz bijection, not an affine one).
 
 Why the minimum sits at the implicit fixed point: with the projection below and alpha > 0,
-every equilibrium of the projected dynamics has V = 0 (F~ = 0 forces either F = 0 and
-alpha V <= 0, or F = c grad V with c |grad V|^2 = c |grad V|^2 + alpha V), so the only
-equilibrium is argmin V. A V minimised at a fixed reference would send every input to that
-one point; one minimised at an explicit map of x would make the "DEQ" that explicit map.
-Measuring V in residual coordinates puts its minimum at the cell's own fixed point, which
-has no closed form. (The paper leaves this open; this is our choice.)
+every equilibrium of the projected dynamics has V = 0 (F~ = 0 means F = c grad V with
+c |grad V|^2 = ReLU(c |grad V|^2 + alpha V): either the ReLU is active and alpha V = 0, or
+c = 0 and alpha V <= 0), so the only equilibrium is argmin V. A V minimised at a fixed
+reference would send every input to that one point; one minimised at an explicit map of x
+would make the "DEQ" that explicit map. Measuring V in residual coordinates puts its minimum
+at the cell's own fixed point, which has no closed form. (The paper leaves this open; this
+is our choice.)
 
 **Projection and solve.** F~(z) = F(z) - grad V ReLU(grad V . F + alpha V) / |grad V|^2, with
 grad V = (I - J_f)^T grad V0(r) in closed form. Along F~, dV/dt <= -alpha V exactly. The
