@@ -221,7 +221,9 @@ class LyaDEQClassifier(nn.Module):
         weight = self.cell.effective_weight()
         z0 = torch.zeros(x.shape[0], *self.state_shape, dtype=x.dtype) if z_init is None else z_init
         self._projected = self._evaluated = 0
-        z = self.equilibrium(lambda z: self.step(z, u, weight), z0)
+        # ``inputs=u``: inside an attack session each example is solved on its own (per-example
+        # Anderson from its warm start; the same unique fixed point).
+        z = self.equilibrium(lambda z, u: self.step(z, u, weight), z0, inputs=u)
         self.last_projection_rate = self._projected / max(1, self._evaluated)
         self.last_state = z.detach()
         features = self.pool(z).flatten(1)
