@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from robustdeq.config import Table, read_toml
-from robustdeq.deq import GRAD_MODES, SolverSpec
+from robustdeq.deq import GRAD_MODES, SolverSpec, is_attack_mode
 from robustdeq.errors import RobustdeqError
 from robustdeq.threat import ThreatModel
 
@@ -301,9 +301,10 @@ def load_protocol(path: Path) -> ProtocolSpec:
     for t in top.tables("attacks"):
         name = t.text("name", required=True)
         modes = tuple(t.texts("grad_modes"))
-        unknown = [m for m in modes if m not in GRAD_MODES]
+        unknown = [m for m in modes if not is_attack_mode(m)]
         if unknown:
-            raise RobustdeqError(f"{path} attack {name}: unknown grad_modes {unknown} (known: {', '.join(GRAD_MODES)})")
+            known = ", ".join((*GRAD_MODES, "states", "state-<i>"))
+            raise RobustdeqError(f"{path} attack {name}: unknown grad_modes {unknown} (known: {known})")
         attacks.append(AttackSpec(name, t.rest(), modes))
     if not attacks:
         raise RobustdeqError(f"{path}: the protocol lists no [[attacks]]")

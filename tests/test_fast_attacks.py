@@ -2,14 +2,16 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchdeq.solver import get_solver
 
 from robustdeq.data import load
-from robustdeq.deq import AttackSession, Equilibrium, SolverSpec
+from robustdeq.deq import AttackSession, Equilibrium, SolverSpec, grad_mode
 from robustdeq.deq.anderson import anderson
+from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation import evaluate
 from robustdeq.evaluation.view import AttackView
 from robustdeq.models import create_model
@@ -146,3 +148,30 @@ def test_verification_solves_from_a_cold_start_with_the_protocol_solver(tiny_pro
     inside = [cold for session, cold in calls if session]
     assert outside and all(outside)  # clean predictions and every verification: cold, batch solver
     assert inside and not all(inside)  # the attacks did use warm starts
+
+
+def test_intermediate_state_modes() -> None:
+    torch.manual_seed(0)
+    model = create_model("deq", (1, 8, 8), 10, SolverSpec(phantom_steps=1)).eval()
+    test = load("digits", "test")
+    x, y = test.x[:8], test.y[:8]
+
+    def logits_and_grad(mode: str) -> tuple[Tensor, Tensor]:
+        xr = x.clone().requires_grad_(True)
+        with grad_mode(model, mode):
+            logits = model(xr)
+        (g,) = torch.autograd.grad(F.cross_entropy(logits, y), xr)
+        return logits.detach(), g
+
+    # A state past the solver's stop is its final state: then it is the phantom gradient.
+    late, g_late = logits_and_grad("state-40")
+    phantom, g_phantom = logits_and_grad("phantom")
+    assert torch.allclose(late, phantom, atol=1e-6) and torch.allclose(g_late, g_phantom, atol=1e-6)
+    early, g_early = logits_and_grad("state-3")
+    ensemble, g_ensemble = logits_and_grad("states")
+    assert (early - late).abs().max() > 3e-4  # an early state is not the equilibrium
+    for g in (g_early, g_ensemble):
+        assert bool(torch.isfinite(g).all()) and bool((g.flatten(1).abs().sum(1) > 0).all())
+    with pytest.raises(RobustdeqError, match="unknown gradient mode"):
+        with grad_mode(model, "state-x"):
+            pass

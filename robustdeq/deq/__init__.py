@@ -8,5 +8,6 @@ from robustdeq.deq.equilibrium import SolverSpec as SolverSpec
 from robustdeq.deq.equilibrium import SolverStats as SolverStats
 from robustdeq.deq.equilibrium import equilibria as equilibria
 from robustdeq.deq.equilibrium import grad_mode as grad_mode
+from robustdeq.deq.equilibrium import is_attack_mode as is_attack_mode
 from robustdeq.deq.equilibrium import regularisation as regularisation
 from robustdeq.deq.equilibrium import solver_budget as solver_budget

@@ -48,6 +48,20 @@ from robustdeq.errors import RobustdeqError
 
 SOLVERS = ("anderson", "broyden", "fixed_point_iter")
 GRAD_MODES = ("ift", "phantom", "unroll")
+# Attack-only gradient modes (Yang, Pang and Liu 2022): from the forward solver's i-th state,
+# ``phantom_steps`` damped steps z <- (1 - tau) z + tau f(z), differentiated through; ``state-<i>``
+# for one state, ``states`` for the mean over the states INTERMEDIATE_STATES (an ensemble).
+INTERMEDIATE_STATES = (3, 5, 9, 17, 33)
+
+
+def is_attack_mode(mode: str) -> bool:
+    """A gradient mode an attack may use: the three of :data:`GRAD_MODES`, ``states`` or ``state-<i>``."""
+    if mode in GRAD_MODES or mode == "states":
+        return True
+    head, _, index = mode.partition("-")
+    return head == "state" and index.isdigit() and int(index) >= 1
+
+
 STOP_MODES = ("abs", "rel")
 
 
@@ -164,8 +178,9 @@ class Equilibrium(nn.Module):
     @contextmanager
     def grad_mode(self, mode: str) -> Iterator[None]:
         """Use gradient ``mode`` for every forward inside the block, in train and eval mode."""
-        if mode not in GRAD_MODES:
-            raise RobustdeqError(f"unknown gradient mode {mode!r} (known: {', '.join(GRAD_MODES)})")
+        if not is_attack_mode(mode):
+            known = ", ".join((*GRAD_MODES, "states", "state-<i>"))
+            raise RobustdeqError(f"unknown gradient mode {mode!r} (known: {known})")
         previous, self._override = self._override, mode
         try:
             yield
@@ -226,6 +241,8 @@ class Equilibrium(nn.Module):
             return z_star
 
         mode = self.active_grad_mode
+        if mode.startswith("state"):
+            return self._from_intermediate_states(counted, torch.zeros_like(z0), mode)
         if mode == "ift":
             return _ImplicitGrad.apply(self, counted, f, inputs, session, counted(z_star.detach()))
         if mode == "phantom":
@@ -273,6 +290,31 @@ class Equilibrium(nn.Module):
             rel_trace=result.trace,
         )
         return result.z
+
+    def _from_intermediate_states(self, f: Callable[[Tensor], Tensor], z0: Tensor, mode: str) -> Tensor:
+        """Mean over the chosen solver states z_i (a cold solve; a state past the solver's stop is
+        its final state) of ``phantom_steps`` damped steps from z_i, differentiated through."""
+        spec = self.spec
+        wanted: tuple[int, ...] = INTERMEDIATE_STATES if mode == "states" else (int(mode.partition("-")[2]),)
+        picks = tuple(i for i in wanted if i <= spec.f_max_iter) or (spec.f_max_iter,)
+        with torch.no_grad():
+            final, states, _ = get_solver(spec.f_solver)(
+                f,
+                z0,
+                max_iter=spec.f_max_iter,
+                tol=spec.f_tol,
+                stop_mode=spec.f_stop_mode,
+                lam=spec.anderson_lam,
+                indexing=list(picks),
+            )
+        states = [*states, *[final] * (len(picks) - len(states))][: len(picks)]
+        outs = []
+        for state in states:
+            z = state.detach()
+            for _ in range(spec.phantom_steps):
+                z = (1.0 - spec.phantom_tau) * z + spec.phantom_tau * f(z)
+            outs.append(z)
+        return torch.stack(outs).mean(0)
 
     @staticmethod
     def _spectral_radius(f: Callable[[Tensor], Tensor], z_star: Tensor) -> Tensor:
