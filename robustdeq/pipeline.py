@@ -269,8 +269,10 @@ def run_defenses(
                 entries.append(run_defense(defense, protocol, splits, out, budget, checkpoints, progress))
         return entries
     load_splits(protocol, data_dir, download)  # a missing data set fails here, before any worker starts
-    # The DEQs take longest: start them first.
-    order = sorted(range(len(defenses)), key=lambda i: defenses[i].solver is None)
+    # Longest first: adversarially trained DEQs, then other DEQs, then explicit models.
+    order = sorted(
+        range(len(defenses)), key=lambda i: (defenses[i].solver is None, defenses[i].train.recipe == "standard")
+    )
     results: dict[int, dict[str, Any]] = {}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
