@@ -26,8 +26,13 @@ def test_one_entry_per_reference_defense_under_the_current_protocol(entries: dic
 
 def test_reference_deqs_are_real_equilibrium_models(entries: dict) -> None:  # type: ignore[type-arg]
     for entry in entries.values():
-        if entry["model_family"] != "deq":
+        if entry["model_family"] not in ("deq", "lyadeq"):
             continue
+        # Attacked under every gradient mode, and the doubled-solver check ran.
+        assert {"pgd", "pgd@unroll", "pgd@phantom", "pgd@states"} <= set(entry["attacks"])
+        assert {"clean-solver-2x", "pgd-solver-2x"} <= set(entry["checks"])
+        if entry["model_family"] == "deq":
+            assert "transfer" in entry["attacks"]  # from the explicit twin
         solver = entry["solver"]
         assert solver["settings"]["f_tol"] <= 1e-3 and solver["settings"]["f_stop_mode"] == "rel"
         assert solver["nonconverged_clean"] <= 0.01 and solver["nonconverged_adversarial"] <= 0.01
