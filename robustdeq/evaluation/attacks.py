@@ -148,17 +148,19 @@ class PGD(Attack):
         return best
 
 
+def pgd_settings(table: Table) -> dict[str, Any]:
+    """PGD's protocol settings (also those of the transfer attack's PGD)."""
+    return {
+        "steps": table.integer("steps", 20),
+        "step_size": table.number("step_size", None),
+        "restarts": table.integer("restarts", 1),
+        "random_start": table.flag("random_start", True),
+    }
+
+
 @ATTACKS.register("pgd")
 def make_pgd(threat: ThreatModel, table: Table, seed: int, batch_size: int) -> Attack:
-    attack = PGD(
-        threat,
-        seed,
-        batch_size,
-        steps=table.integer("steps", 20),
-        step_size=table.number("step_size", None),
-        restarts=table.integer("restarts", 1),
-        random_start=table.flag("random_start", True),
-    )
+    attack = PGD(threat, seed, batch_size, **pgd_settings(table))
     table.done()
     return attack
 
@@ -304,14 +306,7 @@ class Transfer(Attack):
 
 @ATTACKS.register("transfer")
 def make_transfer(threat: ThreatModel, table: Table, seed: int, batch_size: int) -> Attack:
-    attack = Transfer(
-        threat,
-        seed,
-        batch_size,
-        steps=table.integer("steps", 20),
-        step_size=table.number("step_size", None),
-        restarts=table.integer("restarts", 1),
-    )
+    attack = Transfer(threat, seed, batch_size, **pgd_settings(table))
     table.done()
     return attack
 
