@@ -37,7 +37,6 @@ from robustdeq.data import load
 from robustdeq.deq import equilibria
 from robustdeq.evaluation.attacks import PGD, Attack, AutoAttackSuite
 from robustdeq.evaluation.view import AttackView
-from robustdeq.models.weight_tied import WeightTiedClassifier
 from robustdeq.pipeline import load_trained
 from robustdeq.specs import ATTACKS_DIR, DEFENSES_DIR, find_protocol, load_defense
 from robustdeq.training import train_model
@@ -74,15 +73,6 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def floor_model(deq: nn.Module, depth: int, in_shape: tuple[int, int, int]) -> nn.Module:
-    """The weight-tied model with the DEQ's block (same weights) applied ``depth`` times."""
-    model = WeightTiedClassifier(in_shape, 10, channels=deq.state_shape[0], depth=depth, density=1.0)
-    missing, unexpected = model.load_state_dict(deq.state_dict(), strict=False)
-    if missing != ["masks"] or unexpected:
-        raise RuntimeError(f"block mismatch: missing {missing}, unexpected {unexpected}")
-    return model.eval()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=None, help="a `robustdeq train` folder of deq-pgd-at")
@@ -114,7 +104,7 @@ def main() -> None:
     (layer,) = equilibria(model)
     assert layer.last_stats is not None
     mean_steps = float(layer.last_stats.nstep.float().mean())
-    floor = floor_model(model, max(1, round(mean_steps)), tuple(x.shape[1:]))  # type: ignore[arg-type]
+    floor = model.explicit_twin(max(1, round(mean_steps))).eval()  # type: ignore[operator]
 
     pgd = PGD(threat, seed=protocol.seed, batch_size=len(y), steps=20, step_size=threat.eps / 4)
     results: dict[str, Any] = {
