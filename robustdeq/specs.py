@@ -4,6 +4,7 @@ A defense is a folder ``defenses/<id>/`` with ``defense.toml``::
 
     name = "DEQ, PGD adversarial training"
     paper = "https://arxiv.org/abs/1909.01377"
+    suite = "core"     # or "extended": which ``robustdeq bench --suite`` runs it
     authors = ["..."]
     description = "..."
     [model]            # family = a registered model family; other keys are its settings
@@ -33,6 +34,9 @@ from robustdeq.errors import RobustdeqError
 from robustdeq.threat import ThreatModel
 
 MANIFEST = "defense.toml"
+# ``robustdeq bench`` runs the core suite by default (README command 1, within 10 minutes on two
+# cores); the extended suite holds further reference entries (``--suite extended`` or ``all``).
+SUITES = ("core", "extended")
 
 
 def _data_dir(name: str) -> Path:
@@ -106,6 +110,7 @@ class DefenseSpec:
     description: str = ""
     path: Path | None = None
     protocols: tuple[str, ...] = ()
+    suite: str = "core"
 
 
 def _solver_spec(table: Table) -> SolverSpec:
@@ -138,6 +143,9 @@ def load_defense(path: Path) -> DefenseSpec:
     paper = top.text("paper", "")
     description = top.text("description", "")
     authors = top.texts("authors")
+    suite = top.text("suite", "core")
+    if suite not in SUITES:
+        raise RobustdeqError(f"{manifest}: suite must be one of {', '.join(SUITES)}, got {suite!r}")
 
     model_table = top.table("model", required=True)
     family = model_table.text("family", None)
@@ -182,14 +190,21 @@ def load_defense(path: Path) -> DefenseSpec:
         description=description,
         path=folder,
         protocols=protocols,
+        suite=suite,
     )
 
 
-def list_defenses(root: Path = DEFENSES_DIR) -> list[str]:
-    """Ids of the defense folders under ``root`` (those holding a manifest), sorted."""
+def list_defenses(root: Path = DEFENSES_DIR, suite: str = "all") -> list[str]:
+    """Ids of the defense folders under ``root`` (those holding a manifest), sorted; with
+    ``suite`` ``core`` or ``extended``, only those whose manifest names that suite."""
+    if suite != "all" and suite not in SUITES:
+        raise RobustdeqError(f"unknown suite {suite!r} (known: {', '.join(SUITES)}, all)")
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file())
+    names = sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file())
+    if suite == "all":
+        return names
+    return [name for name in names if load_defense(root / name).suite == suite]
 
 
 def find_defense(name_or_path: str, root: Path = DEFENSES_DIR) -> DefenseSpec:

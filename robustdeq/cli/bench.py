@@ -18,8 +18,16 @@ from robustdeq.specs import DEFENSES_DIR, find_defense, find_protocol, list_defe
 @one_line_errors
 def bench(
     defenses: Annotated[
-        str | None, typer.Option(help="Comma-separated defense ids or folders (default: every folder in defenses/).")
+        str | None,
+        typer.Option(help="Comma-separated defense ids or folders (default: the --suite's folders in defenses/)."),
     ] = None,
+    suite: Annotated[
+        str,
+        typer.Option(
+            help="Which reference defenses run when --defenses is not given: core (README command 1, about "
+            "9 minutes on 2 cores), extended (further entries), or all."
+        ),
+    ] = "core",
     protocol: Annotated[
         str, typer.Option(help="Protocol id in attacks/ or a path to a protocol TOML.")
     ] = "digits-linf",
@@ -45,9 +53,9 @@ def bench(
 ) -> None:
     """Train every defense, evaluate it under the protocol, write one JSON entry each plus the tables."""
     spec = find_protocol(protocol)
-    names = split_names(defenses) or list_defenses(defenses_dir)
+    names = split_names(defenses) or list_defenses(defenses_dir, suite)
     if not names:
-        raise RobustdeqError(f"no defenses found in {defenses_dir}")
+        raise RobustdeqError(f"no defenses of suite {suite!r} found in {defenses_dir}")
     chosen = [find_defense(name, defenses_dir) for name in names]
     budget = Budget(epochs=epochs, train_subset=train_subset, n_examples=n_examples)
     progress = Progress(enabled=not quiet)
