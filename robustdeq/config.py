@@ -72,6 +72,12 @@ class Table:
             raise RobustdeqError(f"{self.where}: field {key!r} must be a list of numbers")
         return [float(v) for v in value]
 
+    def integers(self, key: str) -> list[int]:
+        value = self._get(key, list, [], False)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise RobustdeqError(f"{self.where}: field {key!r} must be a list of integers")
+        return list(value)
+
     def texts(self, key: str) -> list[str]:
         value = self._get(key, list, [], False)
         if not all(isinstance(v, str) for v in value):

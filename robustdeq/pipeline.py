@@ -20,17 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 import robustdeq
 from robustdeq.checkpoint import load_weights, read_meta, save_checkpoint
 from robustdeq.data import Split, load
 from robustdeq.deq import equilibria
 from robustdeq.evaluation import EvalResult, evaluate
+from robustdeq.evaluation.runner import select_subset
+from robustdeq.evaluation.view import attack_model
 from robustdeq.leaderboard import read_entries, render, write_entry
 from robustdeq.leaderboard.schema import SCHEMA_VERSION
 from robustdeq.progress import Progress
 from robustdeq.specs import DefenseSpec, ProtocolSpec, find_defense
+from robustdeq.threat import ThreatModel, pgd
 from robustdeq.training import TrainResult, build_model, train_model
 
 
@@ -57,6 +60,48 @@ class TrainedModel:
     train_seconds: float
     dataset: str = ""
     protocol: str = ""  # the protocol it was trained for
+    federated: dict[str, Any] | None = None  # the federated recipe's per-round record
+
+
+@dataclass(frozen=True)
+class RoundMonitor:
+    """Clean and PGD-20 accuracy (the model's own attack-time gradient, warm-started, random
+    start seeded by the protocol) on the protocol's test subset: the federated recipe's
+    per-round curve. Not the protocol's worst case, which the final model gets."""
+
+    x: Tensor
+    y: Tensor
+    threat: ThreatModel
+    seed: int
+    steps: int = 20
+
+    @property
+    def description(self) -> str:
+        return (
+            f"clean and PGD-{self.steps} accuracy (step 2.5 eps / steps, random start) on the first "
+            f"{len(self.y)} protocol examples"
+        )
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            clean = model(self.x).argmax(1) == self.y
+        generator = torch.Generator().manual_seed(self.seed)
+        attacked = attack_model(model, self.x, self.threat)
+        step = 2.5 * self.threat.eps / self.steps
+        x_adv = pgd(attacked, self.x, self.y, self.threat, self.steps, step, True, generator)
+        with torch.no_grad():
+            robust = clean & (model(x_adv).argmax(1) == self.y)
+        return {"clean_accuracy": float(clean.float().mean()), "pgd_accuracy": float(robust.float().mean())}
+
+
+# The per-round curve costs a PGD-20 per round; on the large protocols it looks at a slice.
+MONITOR_EXAMPLES = 1000
+
+
+def round_monitor(protocol: ProtocolSpec, test: Split, budget: Budget) -> RoundMonitor:
+    idx = select_subset(protocol, test, budget.n_examples)[:MONITOR_EXAMPLES]
+    return RoundMonitor(test.x[idx], test.y[idx], protocol.threat, protocol.seed)
 
 
 def load_splits(protocol: ProtocolSpec, data_dir: Path | None, download: bool) -> tuple[Split, Split]:
@@ -69,23 +114,33 @@ def train_defense(
     train: Split,
     budget: Budget = Budget(),
     progress: Progress | None = None,
+    test: Split | None = None,
 ) -> tuple[TrainResult, dict[str, Any]]:
-    """Train ``defense`` for ``protocol``'s data set; returns the result and the training record."""
+    """Train ``defense`` for ``protocol``'s data set; returns the result and the training record.
+
+    With ``test``, a federated recipe measures the fused model on the protocol's subset after
+    every round."""
     spec = defense.train
     if budget.epochs is not None:
         spec = dataclasses.replace(spec, epochs=budget.epochs)
     if budget.train_subset is not None:
         spec = dataclasses.replace(spec, train_subset=budget.train_subset)
-    result = train_model(defense, protocol.dataset, train, protocol.threat, spec, progress)
+    monitor = round_monitor(protocol, test, budget) if test is not None else None
+    result = train_model(defense, protocol.dataset, train, protocol.threat, spec, progress, monitor)
     record = spec.to_dict()
     record["recipe_settings"] = result.recipe_settings
     return result, record
 
 
 def checkpoint_meta(
-    defense: DefenseSpec, protocol: ProtocolSpec, record: dict[str, Any], seconds: float
+    defense: DefenseSpec,
+    protocol: ProtocolSpec,
+    record: dict[str, Any],
+    seconds: float,
+    federated: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
+        "federated": federated,
         "defense": defense.id,
         "defense_path": str(defense.path) if defense.path else None,
         "protocol": protocol.id,
@@ -102,7 +157,14 @@ def load_trained(folder: Path) -> tuple[DefenseSpec, TrainedModel]:
     defense = find_defense(meta["defense_path"] or meta["defense"])
     model = build_model(defense, meta["dataset"])
     load_weights(model, folder / "model.safetensors")
-    trained = TrainedModel(model, meta["training"], float(meta["train_seconds"]), meta["dataset"], meta["protocol"])
+    trained = TrainedModel(
+        model,
+        meta["training"],
+        float(meta["train_seconds"]),
+        meta["dataset"],
+        meta["protocol"],
+        meta.get("federated"),
+    )
     return defense, trained
 
 
@@ -134,6 +196,7 @@ def make_entry(
     training: dict[str, Any],
     train_seconds: float,
     budget: Budget,
+    federated: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The leaderboard entry (see ``robustdeq.leaderboard.schema``) for one evaluation."""
     flags = list(result.flags)
@@ -142,6 +205,8 @@ def make_entry(
     exact = any(s.get("grad") in ("ift", "unroll") for s in result.attack_settings.values())
     if "phantom" in modes and not exact:  # no attack of the protocol ran with an exact gradient
         flags.append("approximate_attack_gradient")
+    if getattr(model, "loop_gradients", ()):  # an optimisation loop inside the forward pass
+        flags.append("test_time_optimisation")
     reduced = budget.reduced(defense, protocol)
     if reduced:
         flags.append("reduced_budget")
@@ -152,7 +217,7 @@ def make_entry(
             "attack_grad_modes": modes,
             **dataclasses.asdict(result.solver),
         }
-    return {
+    entry: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "defense": defense.id,
         "defense_name": defense.name,
@@ -193,6 +258,9 @@ def make_entry(
             "eval_seconds": round(result.seconds, 3),
         },
     }
+    if federated is not None:
+        entry["federated"] = federated
+    return entry
 
 
 def evaluate_and_write(
@@ -212,7 +280,9 @@ def evaluate_and_write(
     state_path = out / protocol.id / f".{defense.id}.state.json"
     state_path.parent.mkdir(parents=True, exist_ok=True)
     result = evaluate(trained.model, protocol, test, budget.n_examples, progress, state_path)
-    entry = make_entry(defense, protocol, trained.model, result, trained.train_info, trained.train_seconds, budget)
+    entry = make_entry(
+        defense, protocol, trained.model, result, trained.train_info, trained.train_seconds, budget, trained.federated
+    )
     write_entry(out, entry)
     state_path.unlink(missing_ok=True)
     if result.resumed_batches and progress is not None:
@@ -233,11 +303,11 @@ def run_defense(
 ) -> dict[str, Any]:
     """Train ``defense``, optionally save the checkpoint, evaluate it and write its entry."""
     train, test = splits
-    result, record = train_defense(defense, protocol, train, budget, progress)
+    result, record = train_defense(defense, protocol, train, budget, progress, test)
     if checkpoints is not None:
-        meta = checkpoint_meta(defense, protocol, record, result.seconds)
+        meta = checkpoint_meta(defense, protocol, record, result.seconds, result.federated)
         save_checkpoint(result.model, checkpoints / protocol.id / defense.id, meta)
-    trained = TrainedModel(result.model, record, result.seconds)
+    trained = TrainedModel(result.model, record, result.seconds, federated=result.federated)
     return evaluate_and_write(defense, protocol, trained, test, out, budget, progress)
 
 

@@ -33,10 +33,9 @@ def train(
     """Train a defense and save model.safetensors + meta.json (evaluate it with `robustdeq evaluate`)."""
     spec = find_protocol(protocol)
     chosen = find_defense(defense, defenses_dir)
-    train_split, _ = load_splits(spec, data_dir, download)
-    result, record = train_defense(
-        chosen, spec, train_split, Budget(epochs=epochs, train_subset=train_subset), Progress(enabled=not quiet)
-    )
+    train_split, test_split = load_splits(spec, data_dir, download)
+    budget = Budget(epochs=epochs, train_subset=train_subset)
+    result, record = train_defense(chosen, spec, train_split, budget, Progress(enabled=not quiet), test_split)
     folder = out / spec.id / chosen.id
-    save_checkpoint(result.model, folder, checkpoint_meta(chosen, spec, record, result.seconds))
+    save_checkpoint(result.model, folder, checkpoint_meta(chosen, spec, record, result.seconds, result.federated))
     console.print(f"trained {chosen.id} in {result.seconds:.1f} s (final loss {result.final_loss:.4f}); saved {folder}")

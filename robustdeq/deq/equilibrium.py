@@ -174,6 +174,7 @@ class Equilibrium(nn.Module):
         self.counters = Counters()
         self._override: str | None = None
         self._session: AttackSession | None = None
+        self._train_cap: int | None = None
 
     @contextmanager
     def grad_mode(self, mode: str) -> Iterator[None]:
@@ -205,6 +206,21 @@ class Equilibrium(nn.Module):
         finally:
             self._session = previous
 
+    @contextmanager
+    def training_cap(self, max_iter: int) -> Iterator[None]:
+        """Inside the block, forwards in training mode stop the solver after at most ``max_iter``
+        steps (random intermediate states, Yang et al. 2023); eval-mode forwards are unchanged."""
+        previous, self._train_cap = self._train_cap, max_iter
+        try:
+            yield
+        finally:
+            self._train_cap = previous
+
+    def _forward_spec(self) -> SolverSpec:
+        if self.training and self._train_cap is not None:
+            return replace(self.spec, f_max_iter=min(self.spec.f_max_iter, self._train_cap))
+        return self.spec
+
     @property
     def active_grad_mode(self) -> str:
         if self._override is not None:
@@ -217,7 +233,7 @@ class Equilibrium(nn.Module):
         ``f(z)``, or ``f(z, inputs)`` when the per-example ``inputs`` (B, ...) are given, which
         lets an attack session evaluate the cell on a subset of the rows.
         """
-        spec = self.spec
+        spec = self._forward_spec()
         cell: Callable[[Tensor], Tensor] = f if inputs is None else (lambda z: f(z, inputs))
 
         def counted(z: Tensor) -> Tensor:
@@ -257,7 +273,7 @@ class Equilibrium(nn.Module):
         return z
 
     def _solve_batch(self, f: Callable[[Tensor], Tensor], z0: Tensor) -> Tensor:
-        spec = self.spec
+        spec = self._forward_spec()
         solver = get_solver(spec.f_solver)
         z_star, _, info = solver(
             f, z0.detach(), max_iter=spec.f_max_iter, tol=spec.f_tol, stop_mode=spec.f_stop_mode, lam=spec.anderson_lam
@@ -463,13 +479,17 @@ def equilibria(model: nn.Module) -> list[Equilibrium]:
 
 
 @contextmanager
-def solver_budget(model: nn.Module, factor: int) -> Iterator[None]:
-    """Multiply every equilibrium layer's forward and backward iteration caps by ``factor`` inside the block."""
+def solver_budget(model: nn.Module, factor: int = 1, cap: int | None = None) -> Iterator[None]:
+    """Multiply every equilibrium layer's forward and backward iteration caps by ``factor`` (then
+    limit them to ``cap`` if given) inside the block."""
     layers = equilibria(model)
     saved = [layer.spec for layer in layers]
     for layer in layers:
         spec = layer.spec
-        layer.spec = replace(spec, f_max_iter=spec.f_max_iter * factor, b_max_iter=spec.b_max_iter * factor)
+        f_max, b_max = spec.f_max_iter * factor, spec.b_max_iter * factor
+        if cap is not None:
+            f_max, b_max = min(f_max, cap), min(b_max, cap)
+        layer.spec = replace(spec, f_max_iter=f_max, b_max_iter=b_max)
     try:
         yield
     finally:

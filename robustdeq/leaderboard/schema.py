@@ -21,6 +21,13 @@ class Optional:
 
 
 @dataclass(frozen=True)
+class MayBeAbsent:
+    """A key only some entries have (e.g. ``federated``); when present it must fit ``inner``."""
+
+    inner: Any
+
+
+@dataclass(frozen=True)
 class ListOf:
     inner: Any
 
@@ -51,6 +58,18 @@ SOLVER_SETTINGS = {
     "jac_reg": float,
 }
 
+FEDERATED_ROUND = {
+    "round": int,
+    "weights": ListOf(float),
+    "client_quality": ListOf(Optional(float)),
+    "client_max_iter": ListOf(int),
+    "client_evals_per_forward": ListOf(float),
+    "bytes_to_clients": int,
+    "bytes_to_server": int,
+    "clean_accuracy": Optional(float),
+    "pgd_accuracy": Optional(float),
+}
+
 ENTRY_SCHEMA: dict[str, Any] = {
     "schema_version": int,
     "defense": str,
@@ -72,6 +91,16 @@ ENTRY_SCHEMA: dict[str, Any] = {
     "eps_sweep": Optional({"attacks": ListOf(str), "points": ListOf({"eps": float, "robust_accuracy": float})}),
     "n_parameters": int,
     "forward_cost": Optional(float),
+    "federated": MayBeAbsent(
+        {
+            "fusion": str,
+            "clients": int,
+            "client_examples": ListOf(int),
+            "client_labels": ListOf(ListOf(int)),
+            "monitor": str,
+            "rounds": ListOf(FEDERATED_ROUND),
+        }
+    ),
     "solver": Optional(
         {
             "settings": SOLVER_SETTINGS,
@@ -115,6 +144,8 @@ def _type_name(schema: Any) -> str:
         return f"{_type_name(schema.inner)} or null"
     if isinstance(schema, ListOf):
         return f"list of {_type_name(schema.inner)}"
+    if isinstance(schema, MayBeAbsent):
+        return _type_name(schema.inner)
     if isinstance(schema, (DictOf, dict)) or schema is FreeTable:
         return "object"
     return {float: "number", int: "integer", str: "string", bool: "boolean"}[schema]
@@ -161,6 +192,10 @@ def validate(value: Any, schema: Any = None, where: str = "entry") -> None:
         if key not in schema:
             raise RobustdeqError(f"{where}: unknown key {key!r}")
     for key, sub in schema.items():
+        if isinstance(sub, MayBeAbsent):
+            if key in value:
+                validate(value[key], sub.inner, f"{where}.{key}")
+            continue
         if key not in value:
             raise RobustdeqError(f"{where}: missing key {key!r}")
         validate(value[key], sub, f"{where}.{key}")

@@ -114,6 +114,41 @@ def residual_figure(entries: list[dict[str, Any]]) -> Figure | None:
     return fig
 
 
+def federated_figure(entries: list[dict[str, Any]]) -> Figure | None:
+    """The federated entries over communication rounds: the fused model's monitored clean and
+    PGD accuracy, and the bytes sent so far (None when no entry is federated)."""
+    federated = [e for e in entries if e.get("federated")]
+    if not federated:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    for e in sorted(federated, key=lambda e: e["defense"]):
+        rounds = e["federated"]["rounds"]
+        steps = [r["round"] for r in rounds]
+        line = axes[0].plot(steps, [100 * (r["clean_accuracy"] or 0.0) for r in rounds], marker="o", label=e["defense"])
+        axes[0].plot(
+            steps,
+            [100 * (r["pgd_accuracy"] or 0.0) for r in rounds],
+            marker="x",
+            linestyle="--",
+            color=line[0].get_color(),
+        )
+        sent, total = [], 0
+        for r in rounds:
+            total += r["bytes_to_clients"] + r["bytes_to_server"]
+            sent.append(total / 1e6)
+        axes[1].plot(steps, sent, marker="o", label=e["defense"])
+    axes[0].set_ylabel("fused model accuracy (%): clean solid, PGD dashed")
+    axes[0].set_ylim(0, 100)
+    axes[1].set_ylabel("bytes sent, both directions, cumulative (MB)")
+    for ax in axes:
+        ax.set_xlabel("communication round")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{entries[0]['protocol']}: federated training ({federated[0]['federated']['monitor']})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 KNOB_SETTINGS = ("depth", "channels", "density")
 
 
@@ -166,6 +201,7 @@ def write_report(root: Path, out: Path, protocols: list[str] | None = None) -> l
             ("eps", eps_figure(entries)),
             ("residual", residual_figure(entries)),
             ("knobs", knob_figure(entries)),
+            ("federated", federated_figure(entries)),
         )
         for name, optional in optional_figures:
             if optional is not None:

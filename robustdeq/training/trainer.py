@@ -12,12 +12,16 @@ from torch import nn
 
 from robustdeq.config import Table
 from robustdeq.data import DATASETS, Split
-from robustdeq.deq import equilibria, regularisation
+from robustdeq.deq import equilibria
 from robustdeq.errors import RobustdeqError
 from robustdeq.models import create_model
+from robustdeq.models.entropy import EntropyReduced
+from robustdeq.models.entropy import wrap as entropy_wrap
 from robustdeq.progress import Progress
 from robustdeq.specs import DefenseSpec, TrainSpec
 from robustdeq.threat import ThreatModel
+from robustdeq.training.federated import Federated, Monitor, train_federated
+from robustdeq.training.loop import run_epochs
 from robustdeq.training.recipes import RECIPES
 
 
@@ -29,16 +33,20 @@ class TrainResult:
     final_loss: float
     forward_evals: int
     backward_evals: int
+    federated: dict[str, Any] | None = None  # per-round record of a federated recipe
 
 
 def build_model(defense: DefenseSpec, dataset: str) -> nn.Module:
     """The defense's model for ``dataset``: a registered family, or the factory in its model.py."""
     info = DATASETS.get(dataset)
-    if defense.model.factory is None:
-        return create_model(
-            defense.model.family, info.shape, info.num_classes, defense.solver, **defense.model.settings
-        )
-    return _from_factory(defense, info.shape, info.num_classes)
+    if defense.model.factory is not None:
+        return _from_factory(defense, info.shape, info.num_classes)
+    settings = dict(defense.model.settings)
+    loop = settings.pop("entropy_reduction", None)
+    model = create_model(defense.model.family, info.shape, info.num_classes, defense.solver, **settings)
+    if loop is not None:  # an inference-time loop around the trained model
+        model = entropy_wrap(model, loop, str(defense.path or defense.id))
+    return model
 
 
 def _from_factory(defense: DefenseSpec, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -90,10 +98,12 @@ def train_model(
     threat: ThreatModel,
     train: TrainSpec | None = None,
     progress: Progress | None = None,
+    monitor: Monitor | None = None,
 ) -> TrainResult:
     """Train a fresh model of ``defense`` on ``data``; the seed fixes init, shuffling and attacks.
 
-    ``train`` overrides the manifest's training spec (e.g. a smaller budget).
+    ``train`` overrides the manifest's training spec (e.g. a smaller budget). ``monitor`` is
+    called on the model after each federated round (its numbers go into the entry).
     """
     spec = train or defense.train
     if spec.checkpoint is not None:
@@ -104,28 +114,17 @@ def train_model(
     x, y = data.x, data.y
     if spec.train_subset is not None:
         x, y = x[: spec.train_subset], y[: spec.train_subset]
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    shuffle = torch.Generator().manual_seed(spec.seed)
-    attack_rng = torch.Generator().manual_seed(spec.seed + 1)
-    n_batches = (len(y) + spec.batch_size - 1) // spec.batch_size
     progress = progress or Progress.quiet()
     start = time.perf_counter()
-    final_loss = float("nan")
-    model.train()
-    with progress.task(f"train {defense.id}", total=spec.epochs * n_batches) as advance:
-        for _ in range(spec.epochs):
-            order = torch.randperm(len(y), generator=shuffle)
-            for b in range(n_batches):
-                idx = order[b * spec.batch_size : (b + 1) * spec.batch_size]
-                loss = recipe.loss(model, x[idx], y[idx], attack_rng)
-                penalty = regularisation(model)
-                if penalty is not None:
-                    loss = loss + penalty
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                final_loss = float(loss.detach())
-                advance(1)
+    federated = None
+    # An inference-time loop is not part of training: the recipe trains the model inside it.
+    trainee = model.base if isinstance(model, EntropyReduced) else model
+    if isinstance(recipe, Federated):
+        final_loss, federated = train_federated(trainee, recipe, x, y, spec, progress, defense.id, monitor)
+    else:
+        n_batches = (len(y) + spec.batch_size - 1) // spec.batch_size
+        with progress.task(f"train {defense.id}", total=spec.epochs * n_batches) as advance:
+            final_loss = run_epochs(trainee, recipe, x, y, spec, spec.epochs, spec.seed, advance)
     model.eval()
     layers = equilibria(model)
     return TrainResult(
@@ -135,4 +134,5 @@ def train_model(
         final_loss=final_loss,
         forward_evals=sum(layer.counters.forward_evals for layer in layers),
         backward_evals=sum(layer.counters.backward_evals for layer in layers),
+        federated=federated,
     )
