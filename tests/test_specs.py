@@ -17,6 +17,21 @@ def test_reference_defenses_load() -> None:
         assert spec.train.recipe in RECIPES
 
 
+def test_suites_split_the_reference_defenses(tmp_path: Path) -> None:
+    core, extended = list_defenses(DEFENSES_DIR, "core"), list_defenses(DEFENSES_DIR, "extended")
+    assert {"deq-pgd-at", "cnn-pgd-at", "lyadeq-pgd-at"} <= set(core)
+    assert {"lyadeq-standard", "fed-deq-quality", "deq-pgd-at-er"} <= set(extended)
+    assert sorted(core + extended) == list_defenses(DEFENSES_DIR, "all") == list_defenses(DEFENSES_DIR)
+    with pytest.raises(RobustdeqError, match="unknown suite"):
+        list_defenses(DEFENSES_DIR, "nightly")
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    manifest = (DEFENSES_DIR / "deq-standard" / "defense.toml").read_text()
+    (folder / "defense.toml").write_text('suite = "nightly"\n' + manifest)
+    with pytest.raises(RobustdeqError, match="suite must be one of core, extended"):
+        load_defense(folder)
+
+
 def test_shipped_protocols_load() -> None:
     assert {"digits-linf", "mnist-linf-0.3", "mnist-l2-2.0", "cifar10-linf-8-255", "cifar10-l2-0.5"} <= set(
         list_protocols()

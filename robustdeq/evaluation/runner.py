@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack, nullcontext
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,7 @@ def run_suite(
         attack = ATTACKS.get(spec.name)(threat, table, protocol.seed, bs)
         if not attack.applies(model):
             continue
-        for mode, base in _runs(spec, model):
+        for mode, loop, base in _runs(spec, model):
             label = base if base not in result.attack_correct else f"{base}-{len(result.attack_correct) + 1}"
             shown = label if threat == protocol.threat else f"{label} @ eps={threat.eps:g}"
             survived = clean_correct.clone()
@@ -206,7 +207,7 @@ def run_suite(
                     if record is None:
                         labels = y[batch] if protocol.warm_start and attack.holds_broken else None
                         view = AttackView(model, x[batch], threat, protocol.warm_start, labels)
-                        with grad_mode(model, mode) if mode else nullcontext():
+                        with grad_mode(model, mode) if mode else nullcontext(), loop_gradient(model, loop):
                             out = attack(view, x[batch], y[batch], offset=start)
                         adv = _predict(model, out.x_adv, bs)
                         record = _record(adv, y[batch], out.valid, out.flags)
@@ -217,18 +218,42 @@ def run_suite(
                     result.flags.extend(f for f in record["flags"] if f not in result.flags)
                     advance(len(batch))
             result.attack_correct[label] = survived
-            result.attack_settings[label] = {"name": spec.name, **attack.settings(), **({"grad": mode} if mode else {})}
+            result.attack_settings[label] = {
+                "name": spec.name,
+                **attack.settings(),
+                **({"grad": mode} if mode else {}),
+                **({"loop_gradient": loop} if loop else {}),
+            }
             robust &= survived
     return result
 
 
-def _runs(spec: AttackSpec, model: nn.Module) -> list[tuple[str | None, str]]:
-    """(gradient mode or None, result name) for each run of ``spec`` on ``model``."""
+def _runs(spec: AttackSpec, model: nn.Module) -> list[tuple[str | None, str | None, str]]:
+    """(gradient mode or None, loop gradient or None, result name) for each run of ``spec`` on ``model``.
+
+    A model with an inference-time loop (``loop_gradients``, e.g. entropy reduction) runs each
+    multi-mode attack once more per further loop gradient, named ``<name>+<loop gradient>``;
+    single-mode attacks use its default loop gradient (the first)."""
     layers = equilibria(model)
+    loops: tuple[str, ...] = getattr(model, "loop_gradients", ())
     if not spec.grad_modes or not layers:
-        return [(None, spec.key)]
+        return [(None, loops[0] if loops else None, spec.key)]
     own = layers[0].spec.attack_grad
-    return [(mode, spec.key if mode == own else f"{spec.key}@{mode}") for mode in spec.grad_modes]
+    runs: list[tuple[str | None, str | None, str]] = []
+    for loop in loops or (None,):
+        suffix = "" if loop is None or loop == loops[0] else f"+{loop}"
+        runs += [(mode, loop, (spec.key if mode == own else f"{spec.key}@{mode}") + suffix) for mode in spec.grad_modes]
+    return runs
+
+
+@contextmanager
+def loop_gradient(model: nn.Module, mode: str | None) -> Iterator[None]:
+    """Inside the block, ``model``'s inference-time loop is differentiated as ``mode`` (None: as is)."""
+    if mode is None:
+        yield
+        return
+    with model.loop_gradient_mode(mode):  # type: ignore[operator]
+        yield
 
 
 # Attacks that use no gradient of the attacked model: compared against the white-box ones.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustdeq.config import Table
+from robustdeq.deq import equilibria
 from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation.view import attack_model
 from robustdeq.registry import Registry
@@ -114,6 +116,50 @@ class TRADES:
 
     def settings(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RandomStates:
+    """Random intermediate states (Yang, Li, Pang, Liu 2023): each batch draws n ~ U{min_steps ..
+    max_steps} and every training-mode forward of the batch stops the solver after at most n
+    steps, so the ``base`` recipe's loss is taken on that intermediate state, differentiated with
+    the phantom gradient (the manifest must set ``train_grad = "phantom"``). The base recipe's
+    inner attack runs in eval mode, i.e. with the full solver; so does every evaluation.
+    """
+
+    base: Recipe
+    base_name: str
+    min_steps: int
+    max_steps: int
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
+        steps = int(torch.randint(self.min_steps, self.max_steps + 1, (1,), generator=generator))
+        layers = equilibria(model)
+        if not layers or any(layer.spec.train_grad != "phantom" for layer in layers):
+            raise RobustdeqError('recipe ris: needs a DEQ with train_grad = "phantom" in [solver]')
+        with ExitStack() as stack:
+            for layer in layers:
+                stack.enter_context(layer.training_cap(steps))
+            return self.base.loss(model, x, y, generator)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "base": self.base_name,
+            "min_steps": self.min_steps,
+            "max_steps": self.max_steps,
+            "base_settings": self.base.settings(),
+        }
+
+
+@RECIPES.register("ris")
+def make_random_states(table: Table, threat: ThreatModel) -> Recipe:
+    base_name = table.choice("base", ("standard", "pgd_at", "trades"), "pgd_at")
+    base = RECIPES.get(base_name)(table.table(base_name), threat)
+    recipe = RandomStates(base, base_name, table.integer("min_steps", 1), table.integer("max_steps", 12))
+    table.done()
+    if not 1 <= recipe.min_steps <= recipe.max_steps:
+        raise RobustdeqError(f"{table.where}: 1 <= min_steps <= max_steps is required")
+    return recipe
 
 
 @RECIPES.register("standard")

@@ -1,0 +1,171 @@
+"""Input entropy reduction at inference (Yang, Li, Pang, Liu, ICML 2023, arXiv 2306.01435).
+
+A defense folder turns it on with a table in its manifest::
+
+    [model.entropy_reduction]
+    rounds = 2          # rounds of (solver steps, then input steps)
+    solver_steps = 2    # cell applications z <- f(z, x') per round, continuing from the current z
+    input_steps = 3     # x' <- clip(x' - step_size * sign(grad_x' H), ball(x, radius), [0, 1]) per round
+    step_size = 0.05
+    radius = 0.2        # L-inf defense ball around the given input
+
+H is the entropy of softmax(head(f(z, x'))), the prediction one cell application past the
+current state z. After the rounds the model predicts head(z*(x')), z* solved by the DEQ's own
+solver from the loop's state. Training is unchanged (the loop runs in eval mode only).
+
+This is an optimisation loop inside the forward pass, so it must be attacked adaptively
+(METHODS.md section 2, Athalye et al. 2018). ``loop_gradient`` picks what an attack
+differentiates:
+
+- ``unroll``: autograd through the whole loop as written: the cell steps, the clipping to the
+  ball and to [0, 1], and the final solve (with the DEQ's attack-time gradient). The sign step
+  has derivative 0, so ``grad_x' H`` enters as a constant: this is the exact derivative of the
+  loop, not an approximation.
+- ``bpda``: the loop treated as the identity on the backward pass (BPDA, Athalye et al. 2018):
+  the output is the DEQ at x + (x' - x) with (x' - x) detached, so the attack gets the DEQ's
+  gradient at the purified input, passed to x unchanged.
+- ``skip``: the gradient of the DEQ without the loop at x (the output is the looped model's,
+  the gradient the plain DEQ's): the non-adaptive attack, kept in the worst case as a check on
+  the two adaptive ones.
+
+The evaluation runs the protocol's multi-mode attacks under each and counts the worst case;
+entries get the flag ``test_time_optimisation``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustdeq.errors import RobustdeqError
+
+LOOP_GRADIENTS = ("unroll", "bpda", "skip")
+
+
+@dataclass(frozen=True)
+class EntropySettings:
+    rounds: int = 4
+    solver_steps: int = 2
+    input_steps: int = 10
+    step_size: float = 2 / 255
+    radius: float = 8 / 255
+
+    def check(self, where: str) -> None:
+        if min(self.rounds, self.solver_steps, self.input_steps) < 1 or self.step_size <= 0 or self.radius <= 0:
+            raise RobustdeqError(f"{where}: rounds, solver_steps, input_steps >= 1; step_size, radius > 0")
+
+
+def entropy(logits: Tensor) -> Tensor:
+    """Prediction entropy per example (B,), in nats."""
+    log_p = F.log_softmax(logits, dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1)
+
+
+class EntropyReduced(nn.Module):
+    """A DEQ classifier (:class:`robustdeq.models.deq.DEQClassifier`) with input entropy reduction
+    in eval mode; x (B, C, H, W) in [0, 1] -> logits (B, classes)."""
+
+    # The evaluation attacks it once per loop gradient (see the module docstring).
+    loop_gradients = LOOP_GRADIENTS
+    base: Any  # a DEQClassifier (duck-typed: inject, cell, f, head, state_shape, equilibrium)
+
+    def __init__(self, base: nn.Module, settings: EntropySettings) -> None:
+        super().__init__()
+        for name in ("inject", "cell", "f", "head", "state_shape", "equilibrium"):
+            if not hasattr(base, name):
+                raise RobustdeqError(f"entropy_reduction needs a DEQ classifier (family deq); it lacks {name!r}")
+        self.base = base
+        self.settings = settings
+        self.loop_gradient = "unroll"
+        self.family = getattr(base, "family", "deq")
+
+    def explicit_twin(self, depth: int) -> nn.Module:
+        """The base DEQ's explicit twin, without the loop: a transfer source."""
+        return self.base.explicit_twin(depth)
+
+    def settings_dict(self) -> dict[str, Any]:
+        return asdict(self.settings)
+
+    @contextmanager
+    def loop_gradient_mode(self, mode: str) -> Iterator[None]:
+        if mode not in LOOP_GRADIENTS:
+            raise RobustdeqError(f"unknown loop gradient {mode!r} (known: {', '.join(LOOP_GRADIENTS)})")
+        previous, self.loop_gradient = self.loop_gradient, mode
+        try:
+            yield
+        finally:
+            self.loop_gradient = previous
+
+    def _count(self, rows: int, evals: int = 1) -> None:
+        counters = self.base.equilibrium.counters
+        counters.forward_evals += evals
+        counters.forward_example_evals += evals * rows
+
+    def _entropy_gradient(self, z: Tensor, xp: Tensor, weight: Tensor) -> Tensor:
+        """grad_x' of the summed entropy of head(f(z, x')) at fixed z (a constant for the caller)."""
+        b = self.base
+        with torch.enable_grad():
+            xp = xp.detach().requires_grad_(True)
+            logits = b.head(b.f(z.detach(), b.inject(xp), weight.detach()))
+            (grad,) = torch.autograd.grad(entropy(logits).sum(), xp)
+        self._count(len(xp))
+        return grad
+
+    def purify(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(x', z): the input after the loop and the state it left; differentiable in ``x`` when
+        autograd is on (the ``unroll`` path)."""
+        b = self.base
+        s = self.settings
+        weight = b.cell.effective_weight()
+        low, high = (x - s.radius).clamp(0.0, 1.0), (x + s.radius).clamp(0.0, 1.0)
+        xp = x
+        z = torch.zeros(x.shape[0], *b.state_shape, dtype=x.dtype)
+        for _ in range(s.rounds):
+            u = b.inject(xp)
+            for _ in range(s.solver_steps):
+                z = b.f(z, u, weight)
+            self._count(len(x), s.solver_steps)
+            for _ in range(s.input_steps):
+                step = s.step_size * torch.sign(self._entropy_gradient(z, xp, weight))
+                xp = torch.minimum(torch.maximum(xp - step, low), high)
+        return xp, z
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            return self.base(x)
+        if self.loop_gradient == "skip":
+            with torch.no_grad():
+                xp, z = self.purify(x)
+                looped = self.base(xp, z_init=z)
+            plain = self.base(x)
+            return plain + (looped - plain).detach()
+        if self.loop_gradient == "bpda":
+            with torch.no_grad():
+                xp, z = self.purify(x)
+            return self.base(x + (xp - x).detach(), z_init=z)
+        xp, z = self.purify(x)
+        return self.base(xp, z_init=z)
+
+
+def wrap(model: nn.Module, table: dict[str, Any], where: str) -> EntropyReduced:
+    """``model`` with entropy reduction configured by the manifest's ``[model.entropy_reduction]``."""
+    from robustdeq.config import Table
+
+    t = Table(table, f"{where} [model.entropy_reduction]")
+    defaults = EntropySettings()
+    settings = EntropySettings(
+        rounds=t.integer("rounds", defaults.rounds),
+        solver_steps=t.integer("solver_steps", defaults.solver_steps),
+        input_steps=t.integer("input_steps", defaults.input_steps),
+        step_size=t.number("step_size", defaults.step_size),
+        radius=t.number("radius", defaults.radius),
+    )
+    t.done()
+    settings.check(t.where)
+    return EntropyReduced(model, settings)

@@ -1,0 +1,176 @@
+"""Yang et al. (2023): random intermediate states in training, input entropy reduction at inference."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from robustdeq.data import load
+from robustdeq.deq import equilibria
+from robustdeq.errors import RobustdeqError
+from robustdeq.evaluation import evaluate
+from robustdeq.leaderboard.schema import validate_entry
+from robustdeq.models.entropy import EntropyReduced, entropy
+from robustdeq.pipeline import Budget, make_entry
+from robustdeq.specs import DefenseSpec, find_defense, find_protocol, load_protocol
+from robustdeq.threat import ThreatModel, pgd
+from robustdeq.training import build_model, train_model
+from robustdeq.training.trainer import make_recipe
+
+PROTOCOL = find_protocol("digits-linf")
+THREAT = ThreatModel("Linf", 0.2)
+
+SMALL_PROTOCOL = """
+id = "loop-check"
+version = 1
+dataset = "digits"
+
+[threat_model]
+norm = "Linf"
+eps = 0.2
+
+[subset]
+n_examples = 24
+
+[evaluation]
+batch_size = 24
+seed = 0
+
+[[attacks]]
+name = "pgd"
+steps = 5
+step_size = 0.05
+grad_modes = ["ift", "unroll"]
+
+[[attacks]]
+name = "autoattack"
+version = "custom"
+attacks = ["apgd-ce"]
+n_iter = 5
+"""
+
+
+def _shrunk(defense: str, epochs: int, subset: int, **recipe: Any) -> DefenseSpec:
+    spec = find_defense(defense)
+    settings = {**spec.train.recipe_settings, **recipe}
+    train = dataclasses.replace(spec.train, epochs=epochs, train_subset=subset, recipe_settings=settings)
+    return dataclasses.replace(spec, train=train)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[Any, Any]:
+    return load("digits", "train"), load("digits", "test")
+
+
+@pytest.fixture(scope="module")
+def looped(data: tuple[Any, Any]) -> nn.Module:
+    """deq-pgd-at-er's model with a short PGD-AT (the loop is not part of training)."""
+    result = train_model(_shrunk("deq-pgd-at-er", 3, 512), "digits", data[0], THREAT)
+    assert isinstance(result.model, EntropyReduced)
+    return result.model.eval()
+
+
+def test_random_intermediate_states_vary_within_the_range(data: tuple[Any, Any]) -> None:
+    defense = find_defense("deq-ris-pgd-at")
+    train = dataclasses.replace(defense.train, recipe_settings={"base": "standard", "min_steps": 3, "max_steps": 6})
+    recipe = make_recipe(train, THREAT, "test")
+    torch.manual_seed(0)
+    model = build_model(defense, "digits").train()
+    layer = equilibria(model)[0]
+    phantom = layer.spec.phantom_steps  # the gradient's damped steps on top of the solve
+    generator = torch.Generator().manual_seed(0)
+    x, y = data[0].x, data[0].y
+    seen = []
+    for b in range(12):
+        before = layer.counters.forward_evals
+        recipe.loss(model, x[64 * b : 64 * (b + 1)], y[64 * b : 64 * (b + 1)], generator).backward()
+        seen.append(layer.counters.forward_evals - before - phantom)  # cell evaluations of the solve
+    assert all(3 <= n <= 6 for n in seen), seen
+    assert len(set(seen)) >= 3, seen
+    # outside training the full solver runs: the clean solve goes past the training cap
+    model.eval()
+    before = layer.counters.forward_evals
+    with torch.no_grad():
+        model(data[1].x[:64])
+    assert layer.counters.forward_evals - before > 6
+
+
+def test_random_intermediate_states_need_the_phantom_gradient(data: tuple[Any, Any]) -> None:
+    spec = find_defense("deq-ris-pgd-at")
+    solver = dataclasses.replace(spec.solver, train_grad="ift")
+    with pytest.raises(RobustdeqError, match="phantom"):
+        train_model(dataclasses.replace(_shrunk("deq-ris-pgd-at", 1, 64), solver=solver), "digits", data[0], THREAT)
+
+
+def test_entropy_reduction_lowers_entropy_inside_the_ball(looped: EntropyReduced, data: tuple[Any, Any]) -> None:
+    x = data[1].x[:100]
+    radius = looped.settings.radius
+    with torch.no_grad():
+        purified, _ = looped.purify(x)
+        before = entropy(looped.base(x)).mean()
+        after = entropy(looped(x)).mean()
+    assert float(after) < float(before)
+    assert float((purified - x).abs().max()) <= radius + 1e-6
+    assert 0.0 <= float(purified.min()) and float(purified.max()) <= 1.0
+    assert not torch.equal(purified, x)
+
+
+def test_adaptive_attacks_through_the_loop_are_not_weaker(looped: EntropyReduced, data: tuple[Any, Any]) -> None:
+    """Worst case of the unrolled and BPDA attacks <= the attack without the loop's gradient."""
+    x, y = data[1].x[:64], data[1].y[:64]
+
+    def survivors(mode: str) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        with looped.loop_gradient_mode(mode):
+            x_adv = pgd(looped, x, y, THREAT, 10, 0.05, True, generator)
+        assert float((x_adv - x).abs().max()) <= THREAT.eps + 1e-6
+        with torch.no_grad():
+            return looped(x_adv).argmax(1) == y
+
+    with torch.no_grad():
+        clean = looped(x).argmax(1) == y
+    adaptive = clean & survivors("unroll") & survivors("bpda")
+    non_adaptive = clean & survivors("skip")
+    assert int(clean.sum()) > 32
+    assert int(adaptive.sum()) <= int(non_adaptive.sum())
+    assert int(adaptive.sum()) < int(clean.sum())
+
+
+def test_unrolled_gradient_is_the_derivative_of_the_loop(looped: EntropyReduced, data: tuple[Any, Any]) -> None:
+    """The unroll path's input gradient matches a finite difference of the whole looped model."""
+    x = data[1].x[:1].clone().requires_grad_(True)
+    with looped.loop_gradient_mode("unroll"):
+        (grad,) = torch.autograd.grad(looped(x)[0, 3], x)
+        direction = torch.zeros_like(x)
+        # a pixel the loop does not clip to [0, 1]: the function is smooth there
+        inside = ((x.detach() > 0.3) & (x.detach() < 0.7)).flatten().nonzero()
+        direction.view(-1)[inside[0]] = 1.0
+        h = 1e-3
+        with torch.no_grad():
+            plus = looped(x.detach() + h * direction)[0, 3]
+            minus = looped(x.detach() - h * direction)[0, 3]
+    numeric = float((plus - minus) / (2 * h))
+    assert float((grad * direction).sum()) == pytest.approx(numeric, rel=0.05, abs=1e-3)
+
+
+def test_the_evaluation_attacks_every_loop_gradient_and_flags_the_loop(
+    looped: EntropyReduced, data: tuple[Any, Any], tmp_path: Any
+) -> None:
+    path = tmp_path / "loop-check.toml"
+    path.write_text(SMALL_PROTOCOL)
+    protocol = load_protocol(path)
+    result = evaluate(looped, protocol, data[1])
+    expected = {"pgd", "pgd@unroll", "pgd+bpda", "pgd@unroll+bpda", "pgd+skip", "pgd@unroll+skip", "autoattack"}
+    assert set(result.attack_correct) == expected
+    assert result.attack_settings["pgd@unroll+bpda"]["loop_gradient"] == "bpda"
+    assert result.attack_settings["autoattack"]["loop_gradient"] == "unroll"
+    for survived in result.attack_correct.values():
+        assert not bool((result.robust & ~survived).any())  # robust = survived every run
+    defense = find_defense("deq-pgd-at-er")
+    entry = make_entry(defense, protocol, looped, result, defense.train.to_dict(), 0.0, Budget())
+    assert "test_time_optimisation" in entry["flags"]
+    validate_entry(entry)
