@@ -8,6 +8,7 @@ from robustdeq.report.build import (
     accuracy_figure,
     cost_figure,
     eps_figure,
+    federated_figure,
     knob_figure,
     residual_figure,
     write_report,
@@ -111,3 +112,41 @@ def test_accuracy_figure_has_clean_each_attack_and_robust_bars_only() -> None:
     figure = accuracy_figure([deq_entry("deq-a", 1.0), entry("cnn")])
     labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert labels == ["clean", "pgd", "autoattack", "robust"]
+
+
+def test_federated_figure_plots_each_federated_entry_over_rounds(tmp_path: Path) -> None:
+    federated = []
+    for name, clean in (("fed-a", [0.5, 0.7]), ("fed-b", [0.4, 0.8])):
+        e = copy.deepcopy(entry(name))
+        e["federated"] = {
+            "fusion": "fedavg",
+            "clients": 2,
+            "client_examples": [10, 10],
+            "client_labels": [[0, 1], [0, 1]],
+            "monitor": "clean and PGD-20 accuracy",
+            "rounds": [
+                {
+                    "round": r + 1,
+                    "weights": [0.5, 0.5],
+                    "client_quality": [None, None],
+                    "client_max_iter": [40, 4],
+                    "client_evals_per_forward": [12.0, 6.0],
+                    "bytes_to_clients": 1000,
+                    "bytes_to_server": 1000,
+                    "clean_accuracy": c,
+                    "pgd_accuracy": c / 2,
+                }
+                for r, c in enumerate(clean)
+            ],
+        }
+        federated.append(e)
+    figure = federated_figure([*federated, entry("central")])
+    assert figure is not None
+    accuracy, volume = figure.axes
+    assert [line.get_label() for line in volume.get_lines()] == ["fed-a", "fed-b"]
+    assert list(volume.get_lines()[0].get_ydata()) == [0.002, 0.004]  # MB sent, cumulative
+    assert [list(line.get_ydata()) for line in accuracy.get_lines()[:2]] == [[50.0, 70.0], [25.0, 35.0]]
+    assert federated_figure([entry("central")]) is None
+    for e in [*federated, entry("central")]:
+        write_entry(tmp_path / "lb", e)
+    assert (tmp_path / "report" / "p-federated.png") in write_report(tmp_path / "lb", tmp_path / "report")
