@@ -164,10 +164,11 @@ def test_the_evaluation_attacks_every_loop_gradient_and_flags_the_loop(
     path.write_text(SMALL_PROTOCOL)
     protocol = load_protocol(path)
     result = evaluate(looped, protocol, data[1])
-    expected = {"pgd", "pgd@unroll", "pgd+bpda", "pgd@unroll+bpda", "pgd+skip", "pgd@unroll+skip", "autoattack"}
+    expected = {"pgd", "pgd@unroll", "pgd+unroll", "pgd@unroll+unroll", "pgd+skip", "pgd@unroll+skip", "autoattack"}
     assert set(result.attack_correct) == expected
-    assert result.attack_settings["pgd@unroll+bpda"]["loop_gradient"] == "bpda"
-    assert result.attack_settings["autoattack"]["loop_gradient"] == "unroll"
+    assert result.attack_settings["pgd@unroll+unroll"]["loop_gradient"] == "unroll"
+    assert result.attack_settings["pgd@unroll"]["loop_gradient"] == "bpda"
+    assert result.attack_settings["autoattack"]["loop_gradient"] == "bpda"
     for survived in result.attack_correct.values():
         assert not bool((result.robust & ~survived).any())  # robust = survived every run
     defense = find_defense("deq-pgd-at-er")
