@@ -10,6 +10,7 @@ no-ops in a single process.
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -80,6 +81,18 @@ def rows(n: int) -> slice:
     r = rank()
     start = r * size + min(r, extra)
     return slice(start, start + size + (1 if r < extra else 0))
+
+
+def data_parallel(model: nn.Module) -> nn.Module:
+    """``model`` in DistributedDataParallel; its buffers are synced from rank 0 at construction only.
+
+    The only buffers training refines (the power-iteration vectors of
+    :class:`~robustdeq.models.blocks.ContractiveConv`) are functions of the weights, which DDP keeps
+    equal, so re-broadcasting them before every forward would only cost time.
+    """
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_resync = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"  # torch >= 2.14
+    return DistributedDataParallel(model, **{no_resync: False})
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustdeq import distributed
 from robustdeq.config import Table
 from robustdeq.data import DATASETS, Split
 from robustdeq.deq import equilibria, regularisation
@@ -18,7 +19,7 @@ from robustdeq.models import create_model
 from robustdeq.progress import Progress
 from robustdeq.specs import DefenseSpec, TrainSpec
 from robustdeq.threat import ThreatModel
-from robustdeq.training.recipes import RECIPES
+from robustdeq.training.recipes import RECIPES, BatchNoise
 
 
 @dataclass
@@ -94,6 +95,16 @@ def train_model(
     """Train a fresh model of ``defense`` on ``data``; the seed fixes init, shuffling and attacks.
 
     ``train`` overrides the manifest's training spec (e.g. a smaller budget).
+
+    Under torchrun the model is wrapped in DistributedDataParallel and every process takes its
+    contiguous share of each global batch (:func:`robustdeq.distributed.rows`): the batches, their
+    order and the global batch size are those of a single process. Each process's mean loss is
+    weighted by its share of the batch, so DDP's average of the gradients is the gradient of the
+    batch's mean loss even when the shares differ (a last batch not divisible by the number of
+    processes); a process with no rows runs one row at weight zero. Recipes draw their noise for
+    the whole batch (:class:`~robustdeq.training.recipes.BatchNoise`), so each example gets the
+    numbers a single process would give it. The weights then equal a single process's up to
+    floating-point reduction order (see README, "Running on a cluster").
     """
     spec = train or defense.train
     if spec.checkpoint is not None:
@@ -111,21 +122,30 @@ def train_model(
     progress = progress or Progress.quiet()
     start = time.perf_counter()
     final_loss = float("nan")
+    world = distributed.world_size()
+    net = model if world == 1 else distributed.data_parallel(model)
     model.train()
     with progress.task(f"train {defense.id}", total=spec.epochs * n_batches) as advance:
         for _ in range(spec.epochs):
             order = torch.randperm(len(y), generator=shuffle)
             for b in range(n_batches):
                 idx = order[b * spec.batch_size : (b + 1) * spec.batch_size]
-                loss = recipe.loss(model, x[idx], y[idx], attack_rng)
+                rows = distributed.rows(len(idx))
+                share = (rows.stop - rows.start) / len(idx)
+                if share == 0:
+                    rows = slice(0, 1)
+                mine = idx[rows]
+                loss = recipe.loss(net, x[mine], y[mine], BatchNoise(attack_rng, len(idx), rows))
                 penalty = regularisation(model)
                 if penalty is not None:
                     loss = loss + penalty
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss if world == 1 else loss * (world * share)).backward()
                 optimizer.step()
-                final_loss = float(loss.detach())
+                final_loss = float(loss.detach()) if world == 1 else float(loss.detach()) * share
                 advance(1)
+    if world > 1 and spec.epochs * n_batches > 0:  # the last batch's mean loss over every process
+        final_loss = sum(distributed.all_gather_object(final_loss))
     model.eval()
     layers = equilibria(model)
     return TrainResult(
