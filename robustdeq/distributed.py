@@ -92,7 +92,8 @@ def data_parallel(model: nn.Module) -> nn.Module:
     """
     params = inspect.signature(DistributedDataParallel.__init__).parameters
     no_resync = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"  # torch >= 2.14
-    return DistributedDataParallel(model, **{no_resync: False})
+    options: dict[str, Any] = {no_resync: False}
+    return DistributedDataParallel(model, **options)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
