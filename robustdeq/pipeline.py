@@ -129,7 +129,9 @@ def git_commit() -> str | None:
 
 def hardware() -> str:
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA"
-    return f"{platform.machine()}, {torch.get_num_threads()} torch threads, {cuda}"
+    world = distributed.world_size()
+    processes = f"{world} processes x " if world > 1 else ""  # torchrun
+    return f"{platform.machine()}, {processes}{torch.get_num_threads()} torch threads, {cuda}"
 
 
 def make_entry(
