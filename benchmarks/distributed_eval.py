@@ -103,7 +103,9 @@ def train(folder: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for processes, threads in ((1, 2), (2, 1)):
         args = ["train", "deq-pgd-at", "--out", str(folder / f"{processes}x{threads}"), "--quiet"]
+        load = os.getloadavg()[0]
         out[f"{processes}x{threads}_seconds"] = round(launch(["-m", "robustdeq", *args], processes, threads), 1)
+        out[f"{processes}x{threads}_load_average"] = [round(load, 2), round(os.getloadavg()[0], 2)]
     a, b = (load_file(str(folder / f / "digits-linf" / "deq-pgd-at" / "model.safetensors")) for f in ("1x2", "2x1"))
     out["max_abs_weight_difference"] = max(float((a[k] - b[k]).abs().max()) for k in a)
     return out
@@ -155,7 +157,7 @@ def main() -> None:
                     "evaluate_seconds": round(timings[0]["evaluate_seconds"], 1),
                     "jobs": [len(t["jobs"]) for t in timings],
                     "busy_seconds": [round(sum(t["jobs"].values()), 1) for t in timings],
-                    "load_average_before": round(load, 2),
+                    "load_average": [round(load, 2), round(os.getloadavg()[0], 2)],  # before, after
                     "clean_accuracy": entry["clean_accuracy"],
                     "robust_accuracy": entry["robust_accuracy"],
                     "job_seconds": {k: round(v, 2) for t in timings for k, v in t["jobs"].items()},
@@ -186,15 +188,16 @@ def render(result: dict[str, Any]) -> str:
         ]
     lines += [
         "| batch size | processes x threads | wall s | evaluate s | jobs per rank | busy s per rank "
-        "| clean % | robust % | per-example = 1x1 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| clean % | robust % | per-example = 1x1 | 1-min load before, after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
         same = {True: "yes", False: "no"}.get(r.get("identical_to_1x1"), "-")
         lines.append(
             f"| {r['batch_size']} | {r['layout']} | {r['wall_seconds']} | {r['evaluate_seconds']} | "
             f"{', '.join(map(str, r['jobs']))} | {', '.join(map(str, r['busy_seconds']))} | "
-            f"{100 * r['clean_accuracy']:.0f} | {100 * r['robust_accuracy']:.0f} | {same} |"
+            f"{100 * r['clean_accuracy']:.0f} | {100 * r['robust_accuracy']:.0f} | {same} | "
+            f"{', '.join(map(str, r['load_average']))} |"
         )
     lines.append("")
     for batch_size in sorted({r["batch_size"] for r in result["runs"]}):
