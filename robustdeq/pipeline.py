@@ -8,6 +8,7 @@ these functions.
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import platform
 import subprocess
@@ -23,14 +24,17 @@ import torch
 from torch import Tensor, nn
 
 import robustdeq
+from robustdeq import distributed
 from robustdeq.checkpoint import load_weights, read_meta, save_checkpoint
 from robustdeq.data import Split, load
 from robustdeq.deq import equilibria
+from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation import EvalResult, evaluate
 from robustdeq.evaluation.runner import select_subset
 from robustdeq.evaluation.view import attack_model
 from robustdeq.leaderboard import read_entries, render, write_entry
 from robustdeq.leaderboard.schema import SCHEMA_VERSION
+from robustdeq.leaderboard.store import atomic_write_text
 from robustdeq.progress import Progress
 from robustdeq.specs import DefenseSpec, ProtocolSpec, find_defense
 from robustdeq.threat import ThreatModel, pgd
@@ -39,11 +43,13 @@ from robustdeq.training import TrainResult, build_model, train_model
 
 @dataclass(frozen=True)
 class Budget:
-    """Optional reductions of the manifest's training budget and the protocol's test subset."""
+    """Optional reductions of the manifest's training budget and the protocol's test subset, and
+    an attack batch size replacing the protocol's (recorded in the entry's attack settings)."""
 
     epochs: int | None = None
     train_subset: int | None = None
     n_examples: int | None = None
+    batch_size: int | None = None
 
     def reduced(self, defense: DefenseSpec, protocol: ProtocolSpec) -> bool:
         return (
@@ -185,7 +191,9 @@ def git_commit() -> str | None:
 
 def hardware() -> str:
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA"
-    return f"{platform.machine()}, {torch.get_num_threads()} torch threads, {cuda}"
+    world = distributed.world_size()
+    processes = f"{world} processes x " if world > 1 else ""  # torchrun
+    return f"{platform.machine()}, {processes}{torch.get_num_threads()} torch threads, {cuda}"
 
 
 def make_entry(
@@ -271,24 +279,34 @@ def evaluate_and_write(
     out: Path,
     budget: Budget = Budget(),
     progress: Progress | None = None,
+    per_example: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained model, write its entry under ``out`` and re-render the tables.
 
-    Attack progress is saved beside the entry (``.<defense>.state.json``) after every batch, so
-    a killed run started again resumes; the state file goes once the entry is written.
+    Attack progress is saved beside the entry (``.<defense>.state.json``, under torchrun one
+    ``.<defense>.state.rank<r>.json`` per rank) after every batch, so a killed run started again
+    resumes; the state file goes once the entry is written. ``per_example``: also write the
+    per-example outcomes (:meth:`EvalResult.per_example`) to that JSON file. Under torchrun only
+    rank 0 writes the entry, the tables and the per-example file; every rank returns the entry.
     """
-    state_path = out / protocol.id / f".{defense.id}.state.json"
+    suffix = f".rank{distributed.rank()}" if distributed.world_size() > 1 else ""
+    state_path = out / protocol.id / f".{defense.id}.state{suffix}.json"
     state_path.parent.mkdir(parents=True, exist_ok=True)
-    result = evaluate(trained.model, protocol, test, budget.n_examples, progress, state_path)
+    result = evaluate(trained.model, protocol, test, budget.n_examples, progress, state_path, budget.batch_size)
     entry = make_entry(
         defense, protocol, trained.model, result, trained.train_info, trained.train_seconds, budget, trained.federated
     )
-    write_entry(out, entry)
+    if distributed.is_main():
+        write_entry(out, entry)
+        if per_example is not None:
+            atomic_write_text(per_example, json.dumps(result.per_example()) + "\n")
     state_path.unlink(missing_ok=True)
     if result.resumed_batches and progress is not None:
-        progress.console.print(f"resumed {result.resumed_batches} attack batches from {state_path.name}")
-    folder = out / protocol.id
-    render(read_entries(folder), folder)
+        name = f".{defense.id}.state{'.rank<r>' if suffix else ''}.json"
+        progress.console.print(f"resumed {result.resumed_batches} attack batches from {name}")
+    if distributed.is_main():
+        folder = out / protocol.id
+        render(read_entries(folder), folder)
     return entry
 
 
@@ -304,7 +322,7 @@ def run_defense(
     """Train ``defense``, optionally save the checkpoint, evaluate it and write its entry."""
     train, test = splits
     result, record = train_defense(defense, protocol, train, budget, progress, test)
-    if checkpoints is not None:
+    if checkpoints is not None and distributed.is_main():
         meta = checkpoint_meta(defense, protocol, record, result.seconds, result.federated)
         save_checkpoint(result.model, checkpoints / protocol.id / defense.id, meta)
     trained = TrainedModel(result.model, record, result.seconds, federated=result.federated)
@@ -328,8 +346,13 @@ def run_defenses(
     on it (thread count changes floating-point reduction order). The models here are small and
     their cost is mostly per-operation overhead, so two single-threaded processes on two cores
     finish well before one two-threaded process. Returns the entries in ``defenses`` order.
+
+    Under torchrun the ranks cooperate on each defense in turn (data-parallel training, sharded
+    attacks), so ``jobs`` must be 1 there.
     """
     progress = progress or Progress.quiet()
+    if jobs > 1 and distributed.world_size() > 1:
+        raise RobustdeqError(f"--jobs {jobs} under torchrun: the ranks share each defense; use --jobs 1")
     if jobs <= 1 or len(defenses) <= 1:
         splits = load_splits(protocol, data_dir, download)
         entries = []

@@ -9,13 +9,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
+from robustdeq import distributed
+
 
 class Progress:
-    """Hands out ``advance(n)`` callbacks for named tasks; shows them as rich bars when enabled."""
+    """Hands out ``advance(n)`` callbacks for named tasks; shows them as rich bars when enabled.
+
+    Under torchrun only rank 0 shows bars and messages.
+    """
 
     def __init__(self, console: Console | None = None, enabled: bool = True) -> None:
-        self.console = console or Console(stderr=True)
-        self.enabled = enabled
+        main = distributed.is_main()
+        self.console = console or Console(stderr=True, quiet=not main)
+        self.enabled = enabled and main
 
     @classmethod
     def quiet(cls) -> Progress:

@@ -70,16 +70,19 @@ def pgd(
     step_size: float,
     random_start: bool = True,
     generator: torch.Generator | None = None,
+    start: Tensor | None = None,
 ) -> Tensor:
     """Madry et al. PGD on the cross-entropy, used inside adversarial training.
 
     Linf: sign steps; L2: normalised-gradient steps. The model's current mode is kept (the
-    trainer puts it in eval mode, so a DEQ gives its attack-time gradient). Returns the last
-    iterate, detached.
+    trainer puts it in eval mode, so a DEQ gives its attack-time gradient). The random start is
+    drawn from ``start`` (U[0, 1) numbers shaped like ``x``) when given, else from ``generator``.
+    Returns the last iterate, detached.
     """
     x = x.detach()
     if random_start:
-        noise = torch.rand(x.shape, generator=generator, dtype=x.dtype) * 2 - 1
+        uniform = torch.rand(x.shape, generator=generator, dtype=x.dtype) if start is None else start
+        noise = uniform * 2 - 1
         if threat.norm == "Linf":
             x_adv = x + threat.eps * noise
         else:

@@ -19,6 +19,7 @@ from robustdeq.pipeline import Budget, make_entry
 from robustdeq.specs import DefenseSpec, find_defense, find_protocol, load_protocol
 from robustdeq.threat import ThreatModel, pgd
 from robustdeq.training import build_model, train_model
+from robustdeq.training.recipes import BatchNoise
 from robustdeq.training.trainer import make_recipe
 
 PROTOCOL = find_protocol("digits-linf")
@@ -87,7 +88,7 @@ def test_random_intermediate_states_vary_within_the_range(data: tuple[Any, Any])
     seen = []
     for b in range(12):
         before = layer.counters.forward_evals
-        recipe.loss(model, x[64 * b : 64 * (b + 1)], y[64 * b : 64 * (b + 1)], generator).backward()
+        recipe.loss(model, x[64 * b : 64 * (b + 1)], y[64 * b : 64 * (b + 1)], BatchNoise(generator, 64)).backward()
         seen.append(layer.counters.forward_evals - before - phantom)  # cell evaluations of the solve
     assert all(3 <= n <= 6 for n in seen), seen
     assert len(set(seen)) >= 3, seen

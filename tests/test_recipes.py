@@ -15,7 +15,7 @@ from robustdeq.specs import DefenseSpec, ModelSpec, TrainSpec
 from robustdeq.threat import ThreatModel, pgd
 from robustdeq.training import RECIPES, train_model
 from robustdeq.training.jiio import JIIO
-from robustdeq.training.recipes import TRADES
+from robustdeq.training.recipes import TRADES, BatchNoise
 
 THREATS = [ThreatModel("Linf", 0.2), ThreatModel("L2", 1.0)]
 
@@ -45,7 +45,7 @@ def test_pgd_and_trades_perturbations_stay_in_the_ball(threat: ThreatModel) -> N
     x, y = batch()
     x_pgd = pgd(model, x, y, threat, steps=5, step_size=threat.eps / 2, generator=torch.Generator().manual_seed(0))
     trades = TRADES(threat.norm, threat.eps, steps=5, step_size=threat.eps / 2, beta=6.0)
-    x_trades = trades.perturb(model, x, torch.Generator().manual_seed(0))
+    x_trades = trades.perturb(model, x, BatchNoise(torch.Generator().manual_seed(0), len(x)))
     for x_adv in (x_pgd, x_trades):
         assert bool(threat.verify(x_adv, x).all())
         assert float(threat.distance(x_adv, x).max()) > 0.5 * threat.eps  # it moved

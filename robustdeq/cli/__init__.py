@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import typer
 
+from robustdeq import distributed
 from robustdeq.cli import data
 from robustdeq.cli.bench import bench
+from robustdeq.cli.common import console, err_console
 from robustdeq.cli.evaluate import evaluate
 from robustdeq.cli.leaderboard import leaderboard
 from robustdeq.cli.report import report
 from robustdeq.cli.submit import submit
 from robustdeq.cli.sweep import sweep
 from robustdeq.cli.train import train
+from robustdeq.errors import RobustdeqError
 
 app = typer.Typer(
     name="robustdeq",
@@ -31,4 +34,14 @@ app.add_typer(data.app, name="data")
 
 
 def main() -> None:
-    app()
+    """The ``robustdeq`` command; under torchrun it joins the process group first (rank 0 prints)."""
+    try:
+        distributed.init()
+    except RobustdeqError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None
+    console.quiet = not distributed.is_main()
+    try:
+        app()
+    finally:
+        distributed.shutdown()

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from robustdeq import distributed
 from robustdeq.cli.common import DATA_DIR_HELP, console, one_line_errors, split_names
 from robustdeq.errors import RobustdeqError
 from robustdeq.pipeline import Budget, run_defenses
@@ -42,23 +43,37 @@ def bench(
         Path | None, typer.Option(help="Also save each trained model under CHECKPOINTS/<protocol>/<defense>/.")
     ] = None,
     jobs: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
             help="Defenses run in parallel, one process and one torch thread each (the numbers do not "
-            "depend on it); progress bars only with --jobs 1.",
+            "depend on it); progress bars only with --jobs 1. Default 2, and 1 under torchrun.",
         ),
-    ] = 2,
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Attack batch size instead of the protocol's (recorded in the entries' attack settings); "
+            "under torchrun the batches are the unit of work shared by the ranks.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Train every defense, evaluate it under the protocol, write one JSON entry each plus the tables."""
+    """Train every defense, evaluate it under the protocol, write one JSON entry each plus the tables.
+
+    Under `torchrun --nproc-per-node N -m robustdeq bench ...` the ranks train each defense data-parallel and
+    share its attack batches; rank 0 writes the entries and tables.
+    """
     spec = find_protocol(protocol)
     names = split_names(defenses) or list_defenses(defenses_dir, suite)
     if not names:
         raise RobustdeqError(f"no defenses of suite {suite!r} found in {defenses_dir}")
     chosen = [find_defense(name, defenses_dir) for name in names]
-    budget = Budget(epochs=epochs, train_subset=train_subset, n_examples=n_examples)
+    budget = Budget(epochs=epochs, train_subset=train_subset, n_examples=n_examples, batch_size=batch_size)
     progress = Progress(enabled=not quiet)
+    if jobs is None:
+        jobs = 1 if distributed.world_size() > 1 else 2
     entries = run_defenses(chosen, spec, data_dir, download, out, budget, checkpoints, progress, jobs)
     summary = Table(title=f"{spec.id}: {spec.threat.norm} eps={spec.threat.eps}, {entries[0]['n_examples']} examples")
     for column in ("defense", "clean %", "robust %", "strongest attack", "flags"):

@@ -34,9 +34,26 @@ def evaluate(
             "(replaces the protocol's [eps_sweep] list; its attacks stay), e.g. 0.05,0.1,0.2,0.3,1.0."
         ),
     ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Attack batch size instead of the protocol's (recorded in the entry's attack settings). Attack "
+            "randomness is seeded per batch, so numbers are reproducible for a given batch size; under torchrun the "
+            "batches are the unit of work shared by the ranks.",
+        ),
+    ] = None,
+    per_example: Annotated[
+        Path | None,
+        typer.Option(help="Also write every example's outcome (clean, each attack, each batch record) to this JSON."),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Evaluate a trained model under a protocol (clean, every attack, worst case, checks) and write the entry."""
+    """Evaluate a trained model under a protocol (clean, every attack, worst case, checks) and write the entry.
+
+    Under `torchrun --nproc-per-node N -m robustdeq evaluate ...` the ranks share the attack batches and
+    rank 0 writes the entry, identical to a single-process run with the same batch size.
+    """
     defense, trained = load_trained(checkpoint)
     spec = find_protocol(protocol or trained.protocol)
     if spec.dataset != trained.dataset:
@@ -44,9 +61,8 @@ def evaluate(
     if eps_sweep is not None:
         spec = dataclasses.replace(spec, eps_sweep=parse_eps_list(eps_sweep))
     _, test = load_splits(spec, data_dir, download)
-    entry = evaluate_and_write(
-        defense, spec, trained, test, out, Budget(n_examples=n_examples), Progress(enabled=not quiet)
-    )
+    budget = Budget(n_examples=n_examples, batch_size=batch_size)
+    entry = evaluate_and_write(defense, spec, trained, test, out, budget, Progress(enabled=not quiet), per_example)
     console.print(
         f"{defense.id} under {spec.id}: clean {100 * entry['clean_accuracy']:.2f}%, "
         f"robust {100 * entry['robust_accuracy']:.2f}%; entry in {out / spec.id}"

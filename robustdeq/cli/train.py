@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from robustdeq import distributed
 from robustdeq.checkpoint import save_checkpoint
 from robustdeq.cli.common import DATA_DIR_HELP, console, one_line_errors
 from robustdeq.pipeline import Budget, checkpoint_meta, load_splits, train_defense
@@ -30,12 +31,17 @@ def train(
     train_subset: Annotated[int | None, typer.Option(min=1, help="Train on the first N training examples.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Train a defense and save model.safetensors + meta.json (evaluate it with `robustdeq evaluate`)."""
+    """Train a defense and save model.safetensors + meta.json (evaluate it with `robustdeq evaluate`).
+
+    Under `torchrun --nproc-per-node N -m robustdeq train ...` the ranks train data-parallel (each takes its
+    share of every batch) and rank 0 saves the checkpoint.
+    """
     spec = find_protocol(protocol)
     chosen = find_defense(defense, defenses_dir)
     train_split, test_split = load_splits(spec, data_dir, download)
     budget = Budget(epochs=epochs, train_subset=train_subset)
     result, record = train_defense(chosen, spec, train_split, budget, Progress(enabled=not quiet), test_split)
     folder = out / spec.id / chosen.id
-    save_checkpoint(result.model, folder, checkpoint_meta(chosen, spec, record, result.seconds, result.federated))
+    if distributed.is_main():
+        save_checkpoint(result.model, folder, checkpoint_meta(chosen, spec, record, result.seconds, result.federated))
     console.print(f"trained {chosen.id} in {result.seconds:.1f} s (final loss {result.final_loss:.4f}); saved {folder}")

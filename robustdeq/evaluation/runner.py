@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustdeq import distributed
 from robustdeq.config import Table
 from robustdeq.data import Split
 from robustdeq.deq import equilibria, grad_mode, solver_budget
@@ -58,6 +60,21 @@ class EvalResult:
     checks: dict[str, float] = field(default_factory=dict)  # accuracies of the [checks] re-runs
     eps_sweep: list[tuple[float, float]] = field(default_factory=list)  # (eps, robust accuracy)
     resumed_batches: int = 0  # attack batches taken from a saved state instead of re-run
+    batch_size: int = 0  # the attack batch size the records were computed with
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # every attack batch's record
+
+    def per_example(self) -> dict[str, Any]:
+        """The per-example outcomes as JSON data: test-set indices, clean and robust correctness,
+        each attack's correctness, and every attack batch's record (adversarial labels, validity,
+        solver steps and residual traces) under its name ``<norm>:<eps>/<attack>/<first position>``."""
+        return {
+            "batch_size": self.batch_size,
+            "indices": self.indices.tolist(),
+            "clean_correct": self.clean_correct.tolist(),
+            "robust": self.robust.tolist(),
+            "attacks": {name: c.tolist() for name, c in self.attack_correct.items()},
+            "batches": self.records,
+        }
 
     @property
     def clean_accuracy(self) -> float:
@@ -184,7 +201,11 @@ def run_suite(
     state: EvalState | None = None,
 ) -> SuiteResult:
     """Run each attack on the clean-correct examples, batch by batch; verify, re-classify cold, take
-    the worst case. Each batch's outcome is recorded in ``state`` and reused when resuming."""
+    the worst case. Each batch's outcome is recorded in ``state`` and reused when resuming.
+
+    Under torchrun only the batches ``state`` deals to this rank are attacked; the others count as
+    placeholders (nothing survived, nothing valid), so the result is meaningful only once the
+    records of every rank are merged and the suite is run again over them (:func:`evaluate`)."""
     state = state or EvalState(None, "")
     bs = protocol.batch_size
     correct_idx = torch.nonzero(clean_correct).flatten()
@@ -203,8 +224,11 @@ def run_suite(
                 for start in range(0, len(correct_idx), bs):
                     batch = correct_idx[start : start + bs]
                     name = f"{threat.norm}:{threat.eps!r}/{label}/{start}"
+                    here = state.runs_here(name)
                     record = state.get(name)
-                    if record is None:
+                    if record is None and not here:
+                        record = _placeholder(len(batch))  # another rank's batch, gathered afterwards
+                    elif record is None:
                         labels = y[batch] if protocol.warm_start and attack.holds_broken else None
                         view = AttackView(model, x[batch], threat, protocol.warm_start, labels)
                         with grad_mode(model, mode) if mode else nullcontext(), loop_gradient(model, loop):
@@ -332,6 +356,12 @@ def _record(adv: Prediction, y: Tensor, valid: Tensor, flags: list[str]) -> dict
     }
 
 
+def _placeholder(n: int) -> dict[str, Any]:
+    """A record of ``n`` examples standing for a batch that another rank attacks."""
+    return {"survived": [False] * n, "labels": [0] * n, "valid": [False] * n, "converged": None,
+            "steps": None, "trace": None, "flags": []}  # fmt: skip
+
+
 def _prediction(record: dict[str, Any]) -> Prediction:
     def tensor(key: str, dtype: torch.dtype) -> Tensor | None:
         return None if record[key] is None else torch.tensor(record[key], dtype=dtype)
@@ -369,6 +399,29 @@ def sweep_flags(points: list[tuple[float, float]], n: int, numel: int, protocol:
     return flags
 
 
+def _attack_all(
+    model: nn.Module,
+    protocol: ProtocolSpec,
+    x: Tensor,
+    y: Tensor,
+    clean_correct: Tensor,
+    progress: Progress,
+    state: EvalState,
+) -> tuple[SuiteResult, dict[str, float], list[tuple[float, float]]]:
+    """The protocol's attacks, its ``[checks]`` and its eps sweep: (suite, check accuracies, sweep points)."""
+    suite = run_suite(model, protocol, protocol.threat, protocol.attacks, x, y, clean_correct, progress, state)
+    checks = run_checks(model, protocol, suite, x, y, clean_correct, progress, state)
+    sweep_points: list[tuple[float, float]] = []
+    for eps in protocol.eps_sweep:
+        threat = ThreatModel(protocol.threat.norm, eps)
+        specs = tuple(
+            scaled(a, eps / protocol.threat.eps) for a in protocol.attacks if a.name in protocol.eps_sweep_attacks
+        )
+        point = run_suite(model, protocol, threat, specs, x, y, clean_correct, progress, state)
+        sweep_points.append((eps, fraction(point.robust)))
+    return suite, checks, sweep_points
+
+
 def evaluate(
     model: nn.Module,
     protocol: ProtocolSpec,
@@ -376,22 +429,35 @@ def evaluate(
     n_examples: int | None = None,
     progress: Progress | None = None,
     state_path: Path | None = None,
+    batch_size: int | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` under ``protocol`` on its test subset.
 
     Each attack runs on every clean-correct example; its adversarial examples are verified
     and re-classified with a cold-start forward. An example is robust only if it is correct
     clean and after every attack. With ``state_path``, every attack batch's outcome is saved
-    there and a later call with the same model, protocol and subset resumes from it.
+    there and a later call with the same model, protocol, batch size and subset resumes from it.
+    ``batch_size`` replaces the protocol's (it is then recorded in every attack's settings):
+    attack randomness is seeded per batch position, so results depend on it.
+
+    Under torchrun (:mod:`robustdeq.distributed`) every rank computes the clean forward, each
+    attacks only the batches dealt to it, the batch records are gathered on every rank, and the
+    suite is assembled from them exactly as a single process assembles its own: the result is
+    identical to a single-process run with the same batch size (and torch threads per process).
     """
     progress = progress or Progress.quiet()
     start_time = time.perf_counter()
     model.eval()
+    overridden = batch_size is not None and batch_size != protocol.batch_size
+    if batch_size is not None:
+        protocol = dataclasses.replace(protocol, batch_size=batch_size)
     idx = select_subset(protocol, test, n_examples)
     x, y = test.x[idx], test.y[idx]
     bs = protocol.batch_size
     flags: list[str] = []
-    state = EvalState(state_path, evaluation_key(model, protocol.hash, idx)) if state_path else None
+    key = evaluation_key(model, protocol.hash, idx, bs) if state_path else ""
+    world = distributed.world_size()
+    state = EvalState(state_path, key, distributed.rank(), world)
 
     layers = equilibria(model)
     for layer in layers:
@@ -409,19 +475,22 @@ def evaluate(
     if zero_frac > 0:
         flags.append("zero_gradients")
 
-    suite = run_suite(model, protocol, protocol.threat, protocol.attacks, x, y, clean_correct, progress, state)
-    checks = run_checks(model, protocol, suite, x, y, clean_correct, progress, state)
+    if world == 1:
+        suite, checks, sweep_points = _attack_all(model, protocol, x, y, clean_correct, progress, state)
+        resumed, records = state.resumed, state.batches
+    else:
+        _attack_all(model, protocol, x, y, clean_correct, progress, state)  # this rank's batches only
+        gathered = distributed.all_gather_object((state.batches, state.resumed))
+        merged = EvalState(None, key)
+        for batches, _ in gathered:
+            merged.batches.update(batches)
+        suite, checks, sweep_points = _attack_all(model, protocol, x, y, clean_correct, Progress.quiet(), merged)
+        resumed, records = sum(n for _, n in gathered), merged.batches
+    if overridden:
+        for settings in suite.attack_settings.values():
+            settings["batch_size"] = bs
     flags.extend(f for f in suite.flags if f not in flags)
     adversarial = suite.adversarial
-
-    sweep_points: list[tuple[float, float]] = []
-    for eps in protocol.eps_sweep:
-        threat = ThreatModel(protocol.threat.norm, eps)
-        specs = tuple(
-            scaled(a, eps / protocol.threat.eps) for a in protocol.attacks if a.name in protocol.eps_sweep_attacks
-        )
-        point = run_suite(model, protocol, threat, specs, x, y, clean_correct, progress, state)
-        sweep_points.append((eps, fraction(point.robust)))
     flags.extend(f for f in sweep_flags(sweep_points, len(y), x[0].numel(), protocol) if f not in flags)
 
     solver = None
@@ -455,5 +524,7 @@ def evaluate(
         zero_gradient_fraction=zero_frac,
         checks=checks,
         eps_sweep=sweep_points,
-        resumed_batches=state.resumed if state else 0,
+        resumed_batches=resumed,
+        batch_size=bs,
+        records=records,
     )

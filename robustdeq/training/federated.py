@@ -43,7 +43,7 @@ from robustdeq.progress import Progress
 from robustdeq.specs import TrainSpec
 from robustdeq.threat import ThreatModel
 from robustdeq.training.loop import run_epochs
-from robustdeq.training.recipes import RECIPES, Recipe
+from robustdeq.training.recipes import RECIPES, BatchNoise, Recipe
 
 PARTITIONS = ("iid", "label_skew")
 FUSIONS = ("fedavg", "quality")
@@ -72,8 +72,8 @@ class Federated:
     fusion: str
     validation_fraction: float
 
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-        return self.local.loss(model, x, y, generator)
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, noise: BatchNoise) -> Tensor:
+        return self.local.loss(model, x, y, noise)
 
     def settings(self) -> dict[str, Any]:
         return {

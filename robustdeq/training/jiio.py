@@ -22,15 +22,19 @@ training forward on x + delta is warm-started from the joint z.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchdeq.solver import get_solver
 
+from robustdeq.distributed import unwrap
 from robustdeq.errors import RobustdeqError
 from robustdeq.threat import ThreatModel, steepest_direction
+
+if TYPE_CHECKING:
+    from robustdeq.training.recipes import BatchNoise
 
 
 @dataclass
@@ -100,9 +104,10 @@ class JIIO:
         x_adv = threat.project(x + delta, x)
         return JIIOResult(x_adv.detach(), z.detach(), info["rel_trace"].detach())
 
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-        was_training = model.training
-        model.eval()
-        found = self.perturb(model, x, y)
-        model.train(was_training)
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, noise: BatchNoise) -> Tensor:
+        inner = unwrap(model)  # the joint solve runs on the DEQ itself; the loss through DDP if any
+        was_training = inner.training
+        inner.eval()
+        found = self.perturb(inner, x, y)
+        inner.train(was_training)
         return F.cross_entropy(model(found.x_adv, z_init=found.z), y)

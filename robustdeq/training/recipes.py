@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -13,16 +13,45 @@ from torch import Tensor, nn
 
 from robustdeq.config import Table
 from robustdeq.deq import equilibria
+from robustdeq.distributed import unwrap
 from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation.view import attack_model
 from robustdeq.registry import Registry
 from robustdeq.threat import ThreatModel, pgd, steepest_direction
 
 
-class Recipe(Protocol):
-    """Computes the training loss of one batch; ``settings()`` goes into the entry's provenance."""
+@dataclass(frozen=True)
+class BatchNoise:
+    """The random numbers of one training batch of ``size`` rows, of which this process holds ``rows``.
 
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor: ...
+    Recipes draw their noise here rather than from the generator itself: under DDP every process
+    draws the numbers of the whole global batch from its copy of the shared generator (same seed)
+    and keeps its own rows, so each example gets exactly the numbers a single process would give
+    it and the generators of all processes stay in step. In a single process ``rows`` is every
+    row and the draws are those of ``torch.rand(x.shape, generator=generator)``.
+    """
+
+    generator: torch.Generator
+    size: int
+    rows: slice = field(default_factory=lambda: slice(None))
+
+    def uniform(self, like: Tensor) -> Tensor:
+        """U[0, 1) numbers shaped like ``like`` (this process's rows of the batch)."""
+        return torch.rand((self.size, *like.shape[1:]), generator=self.generator, dtype=like.dtype)[self.rows]
+
+    def normal(self, like: Tensor) -> Tensor:
+        """N(0, 1) numbers shaped like ``like`` (this process's rows of the batch)."""
+        return torch.randn((self.size, *like.shape[1:]), generator=self.generator, dtype=like.dtype)[self.rows]
+
+
+class Recipe(Protocol):
+    """Computes the training loss of one batch; ``settings()`` goes into the entry's provenance.
+
+    ``model`` may be a DistributedDataParallel wrapper: the training loss goes through it (so its
+    gradient is averaged over the processes), an inner attack through ``distributed.unwrap(model)``.
+    """
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, noise: BatchNoise) -> Tensor: ...
 
     def settings(self) -> dict[str, Any]: ...
 
@@ -35,7 +64,7 @@ RECIPES: Registry[RecipeFactory] = Registry("training recipe")
 class Standard:
     """Cross-entropy on clean inputs."""
 
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, noise: BatchNoise) -> Tensor:
         return F.cross_entropy(model(x), y)
 
     def settings(self) -> dict[str, Any]:
@@ -59,13 +88,15 @@ class PGDAT:
     step_size: float
     random_start: bool
 
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, noise: BatchNoise) -> Tensor:
         threat = ThreatModel(self.norm, self.eps)
-        was_training = model.training
-        model.eval()
-        attacked = attack_model(model, x, threat)  # a DEQ's solves warm-start across the PGD steps
-        x_adv = pgd(attacked, x, y, threat, self.steps, self.step_size, self.random_start, generator)
-        model.train(was_training)
+        inner = unwrap(model)  # the attack needs no gradient sync, and a DEQ's own warm starts
+        was_training = inner.training
+        inner.eval()
+        attacked = attack_model(inner, x, threat)  # a DEQ's solves warm-start across the PGD steps
+        start = noise.uniform(x) if self.random_start else None
+        x_adv = pgd(attacked, x, y, threat, self.steps, self.step_size, self.random_start, start=start)
+        inner.train(was_training)
         return F.cross_entropy(model(x_adv), y)
 
     def settings(self) -> dict[str, Any]:
@@ -88,14 +119,15 @@ class TRADES:
     step_size: float
     beta: float
 
-    def perturb(self, model: nn.Module, x: Tensor, generator: torch.Generator) -> Tensor:
+    def perturb(self, model: nn.Module, x: Tensor, noise: BatchNoise) -> Tensor:
         threat = ThreatModel(self.norm, self.eps)
+        model = unwrap(model)
         was_training = model.training
         model.eval()
         attacked = attack_model(model, x, threat)  # a DEQ's solves warm-start across the steps
         with torch.no_grad():
             target = F.softmax(attacked(x), dim=1)
-        x_adv = threat.project(x + 0.001 * torch.randn(x.shape, generator=generator, dtype=x.dtype), x)
+        x_adv = threat.project(x + 0.001 * noise.normal(x), x)
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
             kl = F.kl_div(F.log_softmax(attacked(x_adv), dim=1), target, reduction="sum")
@@ -105,8 +137,8 @@ class TRADES:
         model.train(was_training)
         return x_adv.detach()
 
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-        x_adv = self.perturb(model, x, generator) if self.beta > 0 else None
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, noise: BatchNoise) -> Tensor:
+        x_adv = self.perturb(model, x, noise) if self.beta > 0 else None
         logits = model(x)
         natural = F.cross_entropy(logits, y)
         if x_adv is None:
@@ -132,15 +164,16 @@ class RandomStates:
     min_steps: int
     max_steps: int
 
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-        steps = int(torch.randint(self.min_steps, self.max_steps + 1, (1,), generator=generator))
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, noise: BatchNoise) -> Tensor:
+        # drawn from the batch's generator: under DDP every process draws the same n
+        steps = int(torch.randint(self.min_steps, self.max_steps + 1, (1,), generator=noise.generator))
         layers = equilibria(model)
         if not layers or any(layer.spec.train_grad != "phantom" for layer in layers):
             raise RobustdeqError('recipe ris: needs a DEQ with train_grad = "phantom" in [solver]')
         with ExitStack() as stack:
             for layer in layers:
                 stack.enter_context(layer.training_cap(steps))
-            return self.base.loss(model, x, y, generator)
+            return self.base.loss(model, x, y, noise)
 
     def settings(self) -> dict[str, Any]:
         return {

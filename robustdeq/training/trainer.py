@@ -104,6 +104,10 @@ def train_model(
 
     ``train`` overrides the manifest's training spec (e.g. a smaller budget). ``monitor`` is
     called on the model after each federated round (its numbers go into the entry).
+
+    Under torchrun every recipe trains data-parallel: see
+    :func:`robustdeq.training.loop.run_epochs` and README, "Running on a cluster"; the weights
+    equal a single process's up to floating-point reduction order.
     """
     spec = train or defense.train
     if spec.checkpoint is not None:
