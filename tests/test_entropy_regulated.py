@@ -13,6 +13,7 @@ from robustdeq.data import load
 from robustdeq.deq import equilibria
 from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation import evaluate
+from robustdeq.evaluation.attacks import AutoAttackSuite
 from robustdeq.leaderboard.schema import validate_entry
 from robustdeq.models.entropy import EntropyReduced, entropy
 from robustdeq.pipeline import Budget, make_entry
@@ -176,3 +177,12 @@ def test_the_evaluation_attacks_every_loop_gradient_and_flags_the_loop(
     entry = make_entry(defense, protocol, looped, result, defense.train.to_dict(), 0.0, Budget())
     assert "test_time_optimisation" in entry["flags"]
     validate_entry(entry)
+
+
+def test_autoattack_flags_the_loop_and_only_the_loop(looped: EntropyReduced, data: tuple[Any, Any]) -> None:
+    """pyautoattack's dynamic-defense check keeps its counts in a module-level dict; a model
+    attacked after a looped one in the same process must not inherit the flag."""
+    x, y = data[1].x[:8], data[1].y[:8]
+    attack = AutoAttackSuite(THREAT, version="custom", attacks=("apgd-ce",), n_iter=2)
+    assert "autoattack_dynamic_defense" in attack(looped, x, y).flags
+    assert "autoattack_dynamic_defense" not in attack(looped.base, x, y).flags

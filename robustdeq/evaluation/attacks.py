@@ -226,8 +226,13 @@ class AutoAttackSuite(Attack):
         return out
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        from pyautoattack import AutoAttack
+        from pyautoattack import AutoAttack, checks
 
+        # The official dynamic-defense check counts autograd calls seen in a forward pass in a
+        # module-level dict that it never resets: after one model with a test-time loop, every
+        # later model in the same process would be flagged too.
+        for name in checks.funcs:
+            checks.funcs[name] = 0
         kwargs: dict[str, Any] = {"norm": self.threat.norm, "eps": self.threat.eps, "seed": self.seed}
         if self.version == "custom":
             kwargs["attacks"] = list(self.attacks)
