@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -87,14 +87,10 @@ class EntropyReduced(nn.Module):
         self.base = base
         self.settings = settings
         self.loop_gradient = LOOP_GRADIENTS[0]
-        self.family = getattr(base, "family", "deq")
 
     def explicit_twin(self, depth: int) -> nn.Module:
         """The base DEQ's explicit twin, without the loop: a transfer source."""
         return self.base.explicit_twin(depth)
-
-    def settings_dict(self) -> dict[str, Any]:
-        return asdict(self.settings)
 
     @contextmanager
     def loop_gradient_mode(self, mode: str) -> Iterator[None]:

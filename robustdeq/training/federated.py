@@ -30,6 +30,7 @@ bytes) to each client and each client sends its model back; both counts go into 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -223,12 +224,12 @@ def train_federated(
                 qualities.append(_accuracy(client, x[val_parts[k]], y[val_parts[k]]))
                 states.append(client.state_dict())
             sizes = [len(p) for p in train_parts]
-            weights = fusion_weights(sizes, [0.0 if q != q else q for q in qualities], recipe.fusion)
+            weights = fusion_weights(sizes, [0.0 if math.isnan(q) else q for q in qualities], recipe.fusion)
             model.load_state_dict(fuse(states, weights))
             record: dict[str, Any] = {
                 "round": r + 1,
                 "weights": weights,
-                "client_quality": [None if q != q else q for q in qualities],
+                "client_quality": [None if math.isnan(q) else q for q in qualities],
                 "client_max_iter": [b if b is not None else _max_iter(model) for b in budgets],
                 "client_evals_per_forward": steps,
                 "bytes_to_clients": size * k_clients,
