@@ -100,6 +100,7 @@ def make_federated(table: Table, threat: ThreatModel) -> Recipe:
     budgets = table.integers("client_max_iter")
     if any(b < 1 for b in budgets):
         raise RobustdeqError(f"{table.where}: client_max_iter must be >= 1")
+    fusion = table.choice("fusion", FUSIONS, "fedavg")
     recipe = Federated(
         local=local,
         local_recipe=local_recipe,
@@ -108,8 +109,8 @@ def make_federated(table: Table, threat: ThreatModel) -> Recipe:
         classes_per_client=table.integer("classes_per_client", 2),
         client_max_iter=tuple(budgets),
         local_epochs=table.integer("local_epochs", 1),
-        fusion=table.choice("fusion", FUSIONS, "fedavg"),
-        validation_fraction=table.number("validation_fraction", 0.1 if table.data.get("fusion") == "quality" else 0.0),
+        fusion=fusion,
+        validation_fraction=table.number("validation_fraction", 0.1 if fusion == "quality" else 0.0),
     )
     table.done()
     if clients < 1 or recipe.local_epochs < 1 or recipe.classes_per_client < 1:
