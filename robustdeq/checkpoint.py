@@ -9,6 +9,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from robustdeq.device import of as device_of
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard.store import atomic_write_text
 
@@ -29,8 +30,8 @@ def load_weights(model: nn.Module, weights: Path) -> nn.Module:
     """Load safetensors ``weights`` into ``model``; any missing, extra or mis-shaped tensor is an error."""
     if not weights.is_file():
         raise RobustdeqError(f"{weights}: checkpoint not found")
-    try:
-        state = load_file(str(weights))
+    try:  # straight onto the model's device
+        state = load_file(str(weights), device=str(device_of(model)))
     except Exception as exc:  # safetensors raises its own error types
         raise RobustdeqError(f"{weights}: not a safetensors file: {exc}") from None
     own = model.state_dict()

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robustdeq.device import CPU
 from robustdeq.errors import RobustdeqError
 from robustdeq.registry import Registry
 
@@ -63,8 +64,8 @@ def _load_digits(split: str, data_dir: Path | None, download: bool) -> Split:
 
     _check_split(split)
     digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(digits.target, dtype=torch.int64)
+    x = torch.tensor(digits.images, dtype=torch.float32, device=CPU).unsqueeze(1) / 16.0
+    y = torch.tensor(digits.target, dtype=torch.int64, device=CPU)
     order = torch.from_numpy(np.random.RandomState(DIGITS_SPLIT_SEED).permutation(len(y)))
     idx = order[:DIGITS_N_TRAIN] if split == "train" else order[DIGITS_N_TRAIN:]
     return Split(x[idx].contiguous(), y[idx].contiguous())
@@ -89,14 +90,14 @@ def _torchvision_loader(name: str, cls_name: str) -> Callable[[str, Path | None,
                 raise RobustdeqError(f"could not download {name} to {data_dir}: {exc}") from None
             raise RobustdeqError(_missing(name, data_dir)) from None
         data = ds.data
-        data = torch.as_tensor(np.asarray(data))
+        data = torch.as_tensor(np.asarray(data), device=CPU)
         if data.ndim == 3:  # MNIST-like: (N, H, W)
             data = data.unsqueeze(1)
         elif data.shape[-1] == 3:  # CIFAR: (N, H, W, C)
             data = data.permute(0, 3, 1, 2)
         labels = ds.labels if cls_name == "SVHN" else ds.targets
         x = data.to(torch.float32).div_(255.0).contiguous()
-        y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        y = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=CPU)
         return Split(x, y)
 
     return load

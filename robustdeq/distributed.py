@@ -2,10 +2,10 @@
 
 ``torchrun --nproc-per-node N -m robustdeq ...`` sets ``WORLD_SIZE``, ``RANK`` and
 ``LOCAL_RANK``; :func:`init` (called once by the CLI entry point) then joins the process group:
-gloo on CPU, and gloo for CPU tensors plus nccl for CUDA tensors when CUDA is present (the
-models here run on the CPU, so their collectives go through gloo either way). Everything else
-asks this module for its rank and the world size and calls the wrappers below, which are
-no-ops in a single process.
+gloo on CPU, and gloo for CPU tensors plus nccl for CUDA tensors when CUDA is present, where
+each rank takes the GPU ``cuda:LOCAL_RANK`` (which ``--device auto`` or ``cuda`` then resolves to,
+:func:`robustdeq.device.resolve`): one rank per GPU. Everything else asks this module for its
+rank and the world size and calls the wrappers below, which are no-ops in a single process.
 """
 
 from __future__ import annotations

@@ -28,6 +28,10 @@ from robustdeq import distributed
 from robustdeq.checkpoint import load_weights, read_meta, save_checkpoint
 from robustdeq.data import Split, load
 from robustdeq.deq import equilibria
+from robustdeq.device import CPU
+from robustdeq.device import describe as describe_device
+from robustdeq.device import of as device_of
+from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation import EvalResult, evaluate
 from robustdeq.evaluation.runner import select_subset
@@ -92,7 +96,7 @@ class RoundMonitor:
         model.eval()
         with torch.no_grad():
             clean = model(self.x).argmax(1) == self.y
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator(CPU).manual_seed(self.seed)
         attacked = attack_model(model, self.x, self.threat)
         step = 2.5 * self.threat.eps / self.steps
         x_adv = pgd(attacked, self.x, self.y, self.threat, self.steps, step, True, generator)
@@ -105,9 +109,9 @@ class RoundMonitor:
 MONITOR_EXAMPLES = 1000
 
 
-def round_monitor(protocol: ProtocolSpec, test: Split, budget: Budget) -> RoundMonitor:
+def round_monitor(protocol: ProtocolSpec, test: Split, budget: Budget, device: torch.device) -> RoundMonitor:
     idx = select_subset(protocol, test, budget.n_examples)[:MONITOR_EXAMPLES]
-    return RoundMonitor(test.x[idx], test.y[idx], protocol.threat, protocol.seed)
+    return RoundMonitor(test.x[idx].to(device), test.y[idx].to(device), protocol.threat, protocol.seed)
 
 
 def load_splits(protocol: ProtocolSpec, data_dir: Path | None, download: bool) -> tuple[Split, Split]:
@@ -121,18 +125,21 @@ def train_defense(
     budget: Budget = Budget(),
     progress: Progress | None = None,
     test: Split | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[TrainResult, dict[str, Any]]:
-    """Train ``defense`` for ``protocol``'s data set; returns the result and the training record.
+    """Train ``defense`` for ``protocol``'s data set on ``device`` (default: auto); returns the result
+    and the training record.
 
     With ``test``, a federated recipe measures the fused model on the protocol's subset after
     every round."""
+    target = resolve_device(device)
     spec = defense.train
     if budget.epochs is not None:
         spec = dataclasses.replace(spec, epochs=budget.epochs)
     if budget.train_subset is not None:
         spec = dataclasses.replace(spec, train_subset=budget.train_subset)
-    monitor = round_monitor(protocol, test, budget) if test is not None else None
-    result = train_model(defense, protocol.dataset, train, protocol.threat, spec, progress, monitor)
+    monitor = round_monitor(protocol, test, budget, target) if test is not None else None
+    result = train_model(defense, protocol.dataset, train, protocol.threat, spec, progress, monitor, target)
     record = spec.to_dict()
     record["recipe_settings"] = result.recipe_settings
     return result, record
@@ -157,11 +164,11 @@ def checkpoint_meta(
     }
 
 
-def load_trained(folder: Path) -> tuple[DefenseSpec, TrainedModel]:
-    """A model saved by ``robustdeq train``: its defense spec and the trained model."""
+def load_trained(folder: Path, device: str | torch.device | None = None) -> tuple[DefenseSpec, TrainedModel]:
+    """A model saved by ``robustdeq train``: its defense spec and the trained model, on ``device``."""
     meta = read_meta(folder)
     defense = find_defense(meta["defense_path"] or meta["defense"])
-    model = build_model(defense, meta["dataset"])
+    model = build_model(defense, meta["dataset"], device)
     load_weights(model, folder / "model.safetensors")
     trained = TrainedModel(
         model,
@@ -258,12 +265,14 @@ def make_entry(
             "python_version": sys.version.split()[0],
             "git_commit": git_commit(),
             "hardware": hardware(),
+            "device": describe_device(device_of(model)),
             "seed": protocol.seed,
             "training": training,
             "attack_settings": result.attack_settings,
             "reduced_budget": reduced,
             "train_seconds": round(train_seconds, 3),
             "eval_seconds": round(result.seconds, 3),
+            "attack_seconds": dict(result.attack_seconds),
         },
     }
     if federated is not None:
@@ -318,10 +327,11 @@ def run_defense(
     budget: Budget = Budget(),
     checkpoints: Path | None = None,
     progress: Progress | None = None,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
-    """Train ``defense``, optionally save the checkpoint, evaluate it and write its entry."""
+    """Train ``defense`` on ``device``, optionally save the checkpoint, evaluate it and write its entry."""
     train, test = splits
-    result, record = train_defense(defense, protocol, train, budget, progress, test)
+    result, record = train_defense(defense, protocol, train, budget, progress, test, device)
     if checkpoints is not None and distributed.is_main():
         meta = checkpoint_meta(defense, protocol, record, result.seconds, result.federated)
         save_checkpoint(result.model, checkpoints / protocol.id / defense.id, meta)
@@ -339,6 +349,7 @@ def run_defenses(
     checkpoints: Path | None = None,
     progress: Progress | None = None,
     jobs: int = 1,
+    device: str | torch.device | None = None,
 ) -> list[dict[str, Any]]:
     """Run :func:`run_defense` for each defense, in ``jobs`` worker processes when ``jobs > 1``.
 
@@ -351,6 +362,7 @@ def run_defenses(
     attacks), so ``jobs`` must be 1 there.
     """
     progress = progress or Progress.quiet()
+    target = resolve_device(device)
     if jobs > 1 and distributed.world_size() > 1:
         raise RobustdeqError(f"--jobs {jobs} under torchrun: the ranks share each defense; use --jobs 1")
     if jobs <= 1 or len(defenses) <= 1:
@@ -359,7 +371,7 @@ def run_defenses(
         with _threads(1):
             for defense in defenses:
                 progress.console.print(f"[bold]{defense.id}[/bold] ({defense.name}) under {protocol.id}")
-                entries.append(run_defense(defense, protocol, splits, out, budget, checkpoints, progress))
+                entries.append(run_defense(defense, protocol, splits, out, budget, checkpoints, progress, target))
         return entries
     load_splits(protocol, data_dir, download)  # a missing data set fails here, before any worker starts
     # Longest first: adversarially trained DEQs, then other DEQs, then explicit models.
@@ -370,7 +382,8 @@ def run_defenses(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {
-            pool.submit(_run_in_worker, defenses[i], protocol, data_dir, out, budget, checkpoints): i for i in order
+            pool.submit(_run_in_worker, defenses[i], protocol, data_dir, out, budget, checkpoints, str(target)): i
+            for i in order
         }
         for future in as_completed(futures):
             i = futures[future]
@@ -392,10 +405,11 @@ def _run_in_worker(
     out: Path,
     budget: Budget,
     checkpoints: Path | None,
+    device: str,
 ) -> dict[str, Any]:
     torch.set_num_threads(1)
     splits = load_splits(protocol, data_dir, False)
-    return run_defense(defense, protocol, splits, out, budget, checkpoints, Progress.quiet())
+    return run_defense(defense, protocol, splits, out, budget, checkpoints, Progress.quiet(), device)
 
 
 @contextmanager

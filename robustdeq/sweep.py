@@ -7,6 +7,10 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from robustdeq.device import CPU
+from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.pipeline import Budget, load_splits, run_defense
 from robustdeq.progress import Progress
@@ -50,12 +54,14 @@ def run_sweep(
     download: bool = False,
     budget: Budget | None = None,
     progress: Progress | None = None,
+    device: str | torch.device | None = None,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every grid point; every point's model is built first, so a bad value
     fails before any training."""
     points = grid(defense, values)
     for point in points:
-        build_model(point, protocol.dataset)
+        build_model(point, protocol.dataset, CPU)
     splits = load_splits(protocol, data_dir, download)
     budget = budget or Budget()
-    return [run_defense(point, protocol, splits, out, budget, None, progress) for point in points]
+    target = resolve_device(device)
+    return [run_defense(point, protocol, splits, out, budget, None, progress, target) for point in points]

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustdeq.device import CPU
 from robustdeq.errors import RobustdeqError
 
 NORMS = ("Linf", "L2")
@@ -76,12 +77,15 @@ def pgd(
 
     Linf: sign steps; L2: normalised-gradient steps. The model's current mode is kept (the
     trainer puts it in eval mode, so a DEQ gives its attack-time gradient). The random start is
-    drawn from ``start`` (U[0, 1) numbers shaped like ``x``) when given, else from ``generator``.
+    drawn from ``start`` (U[0, 1) numbers shaped like ``x``) when given, else from ``generator`` (a CPU
+    generator; the numbers are moved to ``x``'s device).
     Returns the last iterate, detached.
     """
     x = x.detach()
     if random_start:
-        uniform = torch.rand(x.shape, generator=generator, dtype=x.dtype) if start is None else start
+        if start is None:  # drawn on the CPU, so the draws do not depend on the device
+            start = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=CPU)
+        uniform = start.to(x.device)
         noise = uniform * 2 - 1
         if threat.norm == "Linf":
             x_adv = x + threat.eps * noise

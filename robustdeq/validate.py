@@ -6,16 +6,19 @@ import torch
 from torch import nn
 
 from robustdeq.data import DATASETS
+from robustdeq.device import CPU
+from robustdeq.device import of as device_of
 from robustdeq.errors import RobustdeqError
 
 
 def check_model(model: nn.Module, dataset: str, n: int = 4) -> None:
     """Output shape (batch, classes), finite logits (not probabilities), inputs in [0, 1] accepted."""
     info = DATASETS.get(dataset)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.rand(n, *info.shape, generator=generator)
+    generator = torch.Generator(CPU).manual_seed(0)
+    x = torch.rand(n, *info.shape, generator=generator, device=CPU)
     x[0] = 0.0
     x[1] = 1.0
+    x = x.to(device_of(model))
     model.eval()
     try:
         with torch.no_grad():

@@ -1,7 +1,14 @@
-"""Shared fixtures: a tiny protocol and tiny budgets so the suite runs in minutes on 2 cores."""
+"""Shared fixtures: a tiny protocol and tiny budgets so the suite runs in minutes on 2 cores.
+
+Device-dependent tests take a ``device`` argument and run once per device present: the CPU
+always, CUDA when torch sees a GPU. ``ROBUSTDEQ_TEST_DEVICE=cuda python -m pytest -q`` runs them
+on CUDA only (and fails if there is none); every such test carries the marker ``device``, so
+``-m device`` selects them (``benchmarks/gpu_check.py`` does).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -53,6 +60,24 @@ n_queries = 30
 more_iterations = "pgd"
 solver_budget = "pgd"
 """
+
+
+def devices_under_test() -> list[str]:
+    forced = os.environ.get("ROBUSTDEQ_TEST_DEVICE")
+    if forced:
+        return [forced]
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "device" in metafunc.fixturenames:
+        metafunc.parametrize("device", devices_under_test())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.device)
 
 
 @pytest.fixture(autouse=True)

@@ -122,3 +122,30 @@ def test_flagged_entry_renders_as_potentially_unreliable() -> None:
     flagged["flags"] = ["zero_gradients"]
     frame = table([flagged])
     assert frame["status"][0] == "potentially unreliable: zero_gradients"
+
+
+def test_an_entry_computed_on_a_gpu_is_labelled_in_the_table() -> None:
+    cpu, gpu = entry("on-cpu"), entry("on-gpu")
+    cpu["provenance"]["device"] = {
+        "type": "cpu",
+        "name": "cpu",
+        "cuda_version": None,
+        "cudnn_version": None,
+        "deterministic_algorithms": False,
+        "cudnn_deterministic": None,
+        "cublas_workspace_config": None,
+    }
+    gpu["provenance"]["device"] = {
+        **cpu["provenance"]["device"],
+        "type": "cuda",
+        "name": "NVIDIA H200",
+        "cuda_version": "12.8",
+        "cudnn_version": 91000,
+        "deterministic_algorithms": True,
+        "cudnn_deterministic": True,
+        "cublas_workspace_config": ":4096:8",
+    }
+    for e in (cpu, gpu):
+        validate_entry(e)
+    status = dict(zip(*(table([cpu, gpu])[c].tolist() for c in ("defense", "status")), strict=True))
+    assert status == {"on-cpu": "ok", "on-gpu": "ok (GPU: NVIDIA H200)"}

@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from robustdeq import distributed
-from robustdeq.cli.common import DATA_DIR_HELP, console, one_line_errors, split_names
+from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_errors, split_names
+from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.pipeline import Budget, run_defenses
 from robustdeq.progress import Progress
@@ -58,6 +59,7 @@ def bench(
             "under torchrun the batches are the unit of work shared by the ranks.",
         ),
     ] = None,
+    device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train every defense, evaluate it under the protocol, write one JSON entry each plus the tables.
@@ -65,6 +67,7 @@ def bench(
     Under `torchrun --nproc-per-node N -m robustdeq bench ...` the ranks train each defense data-parallel and
     share its attack batches; rank 0 writes the entries and tables.
     """
+    compute = resolve_device(device)
     spec = find_protocol(protocol)
     names = split_names(defenses) or list_defenses(defenses_dir, suite)
     if not names:
@@ -74,7 +77,7 @@ def bench(
     progress = Progress(enabled=not quiet)
     if jobs is None:
         jobs = 1 if distributed.world_size() > 1 else 2
-    entries = run_defenses(chosen, spec, data_dir, download, out, budget, checkpoints, progress, jobs)
+    entries = run_defenses(chosen, spec, data_dir, download, out, budget, checkpoints, progress, jobs, compute)
     summary = Table(title=f"{spec.id}: {spec.threat.norm} eps={spec.threat.eps}, {entries[0]['n_examples']} examples")
     for column in ("defense", "clean %", "robust %", "strongest attack", "flags"):
         summary.add_column(column)

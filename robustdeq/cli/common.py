@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
+from robustdeq.device import DEVICE_HELP
 from robustdeq.errors import RobustdeqError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -17,6 +18,7 @@ err_console = Console(stderr=True)
 console = Console()
 
 DATA_DIR_HELP = "Folder holding (or receiving, with --download) torchvision data sets. Not needed for digits."
+DeviceOption = Annotated[str, typer.Option(help=DEVICE_HELP)]
 
 
 def one_line_errors(func: F) -> F:

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from robustdeq.cli.common import DATA_DIR_HELP, console, one_line_errors
+from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_errors
+from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.pipeline import Budget, evaluate_and_write, load_splits, load_trained
 from robustdeq.progress import Progress
@@ -47,6 +48,7 @@ def evaluate(
         Path | None,
         typer.Option(help="Also write every example's outcome (clean, each attack, each batch record) to this JSON."),
     ] = None,
+    device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Evaluate a trained model under a protocol (clean, every attack, worst case, checks) and write the entry.
@@ -54,7 +56,8 @@ def evaluate(
     Under `torchrun --nproc-per-node N -m robustdeq evaluate ...` the ranks share the attack batches and
     rank 0 writes the entry, identical to a single-process run with the same batch size.
     """
-    defense, trained = load_trained(checkpoint)
+    compute = resolve_device(device)
+    defense, trained = load_trained(checkpoint, compute)
     spec = find_protocol(protocol or trained.protocol)
     if spec.dataset != trained.dataset:
         raise RobustdeqError(f"checkpoint was trained on {trained.dataset!r}, protocol {spec.id} uses {spec.dataset!r}")

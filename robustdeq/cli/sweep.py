@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from robustdeq.cli.common import DATA_DIR_HELP, console, one_line_errors
+from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_errors
+from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.pipeline import Budget
 from robustdeq.progress import Progress
@@ -38,6 +39,7 @@ def sweep(
     n_examples: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N protocol examples.")] = None,
     epochs: Annotated[int | None, typer.Option(min=0, help="Override the training epochs.")] = None,
     train_subset: Annotated[int | None, typer.Option(min=1, help="Train on the first N training examples.")] = None,
+    device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train and evaluate every point of a depth x width x density grid; one entry per point.
@@ -49,10 +51,11 @@ def sweep(
         "width": _numbers(width, int, "width"),
         "density": _numbers(density, float, "density"),
     }
+    compute = resolve_device(device)
     base = find_defense(defense, defenses_dir)
     spec = find_protocol(protocol)
     budget = Budget(epochs=epochs, train_subset=train_subset, n_examples=n_examples)
-    entries = run_sweep(base, spec, values, out, data_dir, download, budget, Progress(enabled=not quiet))
+    entries = run_sweep(base, spec, values, out, data_dir, download, budget, Progress(enabled=not quiet), compute)
     for e in entries:
         console.print(
             f"{e['defense']}: clean {100 * e['clean_accuracy']:.2f}%, robust {100 * e['robust_accuracy']:.2f}%"

@@ -9,7 +9,8 @@ import typer
 
 from robustdeq import distributed
 from robustdeq.checkpoint import save_checkpoint
-from robustdeq.cli.common import DATA_DIR_HELP, console, one_line_errors
+from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_errors
+from robustdeq.device import resolve as resolve_device
 from robustdeq.pipeline import Budget, checkpoint_meta, load_splits, train_defense
 from robustdeq.progress import Progress
 from robustdeq.specs import DEFENSES_DIR, find_defense, find_protocol
@@ -29,6 +30,7 @@ def train(
     defenses_dir: Annotated[Path, typer.Option(help="Where defense folders live.")] = DEFENSES_DIR,
     epochs: Annotated[int | None, typer.Option(min=0, help="Override the manifest's epochs.")] = None,
     train_subset: Annotated[int | None, typer.Option(min=1, help="Train on the first N training examples.")] = None,
+    device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train a defense and save model.safetensors + meta.json (evaluate it with `robustdeq evaluate`).
@@ -36,11 +38,12 @@ def train(
     Under `torchrun --nproc-per-node N -m robustdeq train ...` the ranks train data-parallel (each takes its
     share of every batch) and rank 0 saves the checkpoint.
     """
+    compute = resolve_device(device)
     spec = find_protocol(protocol)
     chosen = find_defense(defense, defenses_dir)
     train_split, test_split = load_splits(spec, data_dir, download)
     budget = Budget(epochs=epochs, train_subset=train_subset)
-    result, record = train_defense(chosen, spec, train_split, budget, Progress(enabled=not quiet), test_split)
+    result, record = train_defense(chosen, spec, train_split, budget, Progress(enabled=not quiet), test_split, compute)
     folder = out / spec.id / chosen.id
     if distributed.is_main():
         save_checkpoint(result.model, folder, checkpoint_meta(chosen, spec, record, result.seconds, result.federated))

@@ -65,21 +65,22 @@ def anderson(
     out = cur.clone()
     best_abs = cur.new_full((batch,), float("inf"))
     best_rel = cur.new_full((batch,), float("inf"))
-    nstep = torch.zeros(batch, dtype=torch.int64)
-    evals = torch.zeros(batch, dtype=torch.int64)
+    device = cur.device
+    nstep = torch.zeros(batch, dtype=torch.int64, device=device)
+    evals = torch.zeros(batch, dtype=torch.int64, device=device)
     trace = cur.new_zeros(batch, max_iter)
     # The arrays of the rows still in the batch: history of f(x_i) and of the residuals
     # g_i = f(x_i) - x_i, the Gram matrix of the g_i (one row and column updated per step), and
     # each row's lowest-residual iterate so far.
-    rows = torch.arange(batch)
+    rows = torch.arange(batch, device=device)
     hist_f = cur.new_empty(batch, m, dim)  # slot i is written before it is read
     hist_g = cur.new_empty(batch, m, dim)
     gram = cur.new_zeros(batch, m, m)
-    eye = lam * torch.eye(m, dtype=cur.dtype)
+    eye = lam * torch.eye(m, dtype=cur.dtype, device=device)
     a_out, a_abs, a_rel = out.clone(), best_abs.clone(), best_rel.clone()
-    a_step = torch.zeros(batch, dtype=torch.int64)
+    a_step = torch.zeros(batch, dtype=torch.int64, device=device)
     traces: list[Tensor] = []  # relative residual per step, (len(rows),) each, since the last compaction
-    done = torch.zeros(batch, dtype=torch.bool)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
     k = 0
 
     def flush(leaving: Tensor) -> None:
@@ -131,5 +132,5 @@ def anderson(
         rhs[:, 0] = 1.0
         alpha = torch.linalg.solve(h, rhs)[:, 1:, 0]
         cur = (alpha[:, None] @ hist_f[:, :n])[:, 0]
-    flush(torch.ones(len(rows), dtype=torch.bool))
+    flush(torch.ones(len(rows), dtype=torch.bool, device=device))
     return AndersonResult(out.view(shape), nstep, evals, best_abs, best_rel, trace)

@@ -334,7 +334,8 @@ class Equilibrium(nn.Module):
 
     @staticmethod
     def _spectral_radius(f: Callable[[Tensor], Tensor], z_star: Tensor) -> Tensor:
-        with torch.enable_grad(), torch.random.fork_rng():
+        devices = [z_star.device] if z_star.is_cuda else []  # the RNGs the power method draws from
+        with torch.enable_grad(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(0)
             z = z_star.detach().requires_grad_(True)
             _, radius = power_method(f(z), z, n_iters=50)
@@ -429,8 +430,8 @@ def _adjoint_per_example(
         with torch.enable_grad():
             graph["fh"] = cell(h, inputs[rows])
         graph["h"], graph["rows"] = h, rows
-        position = torch.full((len(z),), -1, dtype=torch.long)
-        position[rows] = torch.arange(len(rows))
+        position = torch.full((len(z),), -1, dtype=torch.long, device=z.device)
+        position[rows] = torch.arange(len(rows), device=z.device)
         graph["position"] = position
 
     def adjoint_step(v: Tensor, rows: Tensor) -> Tensor:
@@ -452,7 +453,7 @@ def _adjoint_per_example(
     # Rows with a zero output gradient (e.g. held by an attack view) have the adjoint 0.
     live = target.flatten(1).abs().amax(1) > 0
     g = torch.zeros_like(target)
-    converged = torch.ones(len(target), dtype=torch.bool)
+    converged = torch.ones(len(target), dtype=torch.bool, device=target.device)
     if not bool(live.any()):
         return g, converged
     if not bool(live.all()):

@@ -138,7 +138,7 @@ class PGD(Attack):
         cls = torchattacks.PGD if self.threat.norm == "Linf" else torchattacks.PGDL2
         attack = cls(model, eps=self.threat.eps, alpha=self.step_size, steps=self.steps, random_start=self.random_start)
         best = x.clone()
-        fooled = torch.zeros(len(y), dtype=torch.bool)
+        fooled = torch.zeros(len(y), dtype=torch.bool, device=y.device)
         for _ in range(self.restarts):
             x_adv = attack(x, y)
             with torch.no_grad():
@@ -236,7 +236,7 @@ class AutoAttackSuite(Attack):
         kwargs: dict[str, Any] = {"norm": self.threat.norm, "eps": self.threat.eps, "seed": self.seed}
         if self.version == "custom":
             kwargs["attacks"] = list(self.attacks)
-        adversary = AutoAttack(model, device="cpu", version=self.version, **kwargs)
+        adversary = AutoAttack(model, device=x.device, version=self.version, **kwargs)
         if self.n_iter is not None:
             for attack in (adversary.apgd, adversary.apgd_targeted, adversary.fab):
                 attack.n_iter = self.n_iter
@@ -340,7 +340,7 @@ class Square(Attack):
             p_init=0.8,
             n_restarts=1,
             seed=self.seed,
-            device="cpu",
+            device=x.device,
         )
         with torch.no_grad():
             x_adv: Tensor = attack.perturb(x, y)

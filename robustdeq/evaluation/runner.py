@@ -18,6 +18,8 @@ from robustdeq import distributed
 from robustdeq.config import Table
 from robustdeq.data import Split
 from robustdeq.deq import equilibria, grad_mode, solver_budget
+from robustdeq.device import CPU
+from robustdeq.device import of as device_of
 from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation.attacks import ATTACKS
 from robustdeq.evaluation.state import EvalState, evaluation_key
@@ -62,6 +64,7 @@ class EvalResult:
     resumed_batches: int = 0  # attack batches taken from a saved state instead of re-run
     batch_size: int = 0  # the attack batch size the records were computed with
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # every attack batch's record
+    attack_seconds: dict[str, float] = field(default_factory=dict)  # wall time per attack run (this process)
 
     def per_example(self) -> dict[str, Any]:
         """The per-example outcomes as JSON data: test-set indices, clean and robust correctness,
@@ -97,13 +100,14 @@ def select_subset(protocol: ProtocolSpec, test: Split, n_examples: int | None = 
     """Indices of the protocol's test examples: the first n, or n from a seeded permutation."""
     n = min(n_examples or protocol.n_examples, len(test))
     if protocol.subset_seed is None:
-        return torch.arange(n)
-    return torch.randperm(len(test), generator=torch.Generator().manual_seed(protocol.subset_seed))[:n]
+        return torch.arange(n, device=CPU)
+    generator = torch.Generator(CPU).manual_seed(protocol.subset_seed)
+    return torch.randperm(len(test), generator=generator, device=CPU)[:n]
 
 
 @dataclass
 class Prediction:
-    """Cold-start eval-mode predictions (N,), with per-example solver outcomes for DEQs.
+    """Cold-start eval-mode predictions (N,), with per-example solver outcomes for DEQs; on the CPU.
 
     ``converged`` (N,) bool, ``steps`` (N,) solver steps, ``trace`` (N, T) relative residual
     after each solver step; all None for explicit models.
@@ -129,14 +133,14 @@ def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Prediction:
     layers = equilibria(model)
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            labels.append(model(x[start : start + batch_size]).argmax(1))
+            labels.append(model(x[start : start + batch_size]).argmax(1).to(CPU))
             stats = [layer.last_stats for layer in layers if layer.last_stats is not None]
             if stats:
-                converged.append(torch.stack([s.converged for s in stats]).all(0))
-                steps.append(torch.stack([s.nstep for s in stats]).sum(0))
+                converged.append(torch.stack([s.converged for s in stats]).all(0).to(CPU))
+                steps.append(torch.stack([s.nstep for s in stats]).sum(0).to(CPU))
                 # torchdeq's column 0 is a placeholder before the first step; traces of several
                 # layers are added up.
-                traces.append(torch.stack([s.rel_trace[:, 1:] for s in stats]).sum(0))
+                traces.append(torch.stack([s.rel_trace[:, 1:] for s in stats]).sum(0).to(CPU))
     if not converged:
         return Prediction(torch.cat(labels))
     return Prediction(torch.cat(labels), torch.cat(converged), torch.cat(steps), torch.cat(traces))
@@ -187,6 +191,7 @@ class SuiteResult:
     attack_settings: dict[str, dict[str, Any]]
     adversarial: list[Prediction]
     flags: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per attack run, this process
 
 
 def run_suite(
@@ -229,15 +234,19 @@ def run_suite(
                     if record is None and not here:
                         record = _placeholder(len(batch))  # another rank's batch, gathered afterwards
                     elif record is None:
-                        labels = y[batch] if protocol.warm_start and attack.holds_broken else None
-                        view = AttackView(model, x[batch], threat, protocol.warm_start, labels)
+                        began = time.perf_counter()
+                        xb, yb = x[batch.to(x.device)], y[batch.to(y.device)]
+                        labels = yb if protocol.warm_start and attack.holds_broken else None
+                        view = AttackView(model, xb, threat, protocol.warm_start, labels)
                         with grad_mode(model, mode) if mode else nullcontext(), loop_gradient(model, loop):
-                            out = attack(view, x[batch], y[batch], offset=start)
+                            out = attack(view, xb, yb, offset=start)
                         adv = _predict(model, out.x_adv, bs)
-                        record = _record(adv, y[batch], out.valid, out.flags)
+                        record = _record(adv, yb.to(CPU), out.valid.to(CPU), out.flags)
                         state.put(name, record)
-                    survived[batch] = torch.tensor(record["survived"], dtype=torch.bool)
-                    valid = torch.tensor(record["valid"], dtype=torch.bool)
+                        spent = time.perf_counter() - began
+                        result.seconds[label] = result.seconds.get(label, 0.0) + spent
+                    survived[batch] = torch.tensor(record["survived"], dtype=torch.bool, device=CPU)
+                    valid = torch.tensor(record["valid"], dtype=torch.bool, device=CPU)
                     result.adversarial.append(_prediction(record).select(valid))
                     result.flags.extend(f for f in record["flags"] if f not in result.flags)
                     advance(len(batch))
@@ -322,6 +331,7 @@ def run_checks(
         suite.attack_settings.update(extra.attack_settings)
         suite.adversarial.extend(extra.adversarial)
         suite.flags.extend(f for f in extra.flags if f not in suite.flags)
+        suite.seconds.update(extra.seconds)
         suite.robust &= extra.robust
         out[label] = fraction(extra.attack_correct[label])
         if out[label] < acc[spec.key] - checks.margin:
@@ -331,9 +341,10 @@ def run_checks(
         (spec,) = [a for a in protocol.attacks if a.name == checks.solver_budget][:1]
         label = f"{spec.key}-solver-2x"
         with solver_budget(model, 2):
-            clean = _predict(model, x, protocol.batch_size).labels == y
+            clean = _predict(model, x, protocol.batch_size).labels == y.to(CPU)
             rerun = AttackSpec(spec.name, spec.settings, label=label)
             extra = run_suite(model, protocol, protocol.threat, (rerun,), x, y, clean, progress, state)
+        suite.seconds.update(extra.seconds)
         out["clean-solver-2x"] = fraction(clean)
         out[label] = fraction(extra.attack_correct[label])
         if abs(out["clean-solver-2x"] - fraction(clean_correct)) > checks.margin:
@@ -364,10 +375,10 @@ def _placeholder(n: int) -> dict[str, Any]:
 
 def _prediction(record: dict[str, Any]) -> Prediction:
     def tensor(key: str, dtype: torch.dtype) -> Tensor | None:
-        return None if record[key] is None else torch.tensor(record[key], dtype=dtype)
+        return None if record[key] is None else torch.tensor(record[key], dtype=dtype, device=CPU)
 
     return Prediction(
-        torch.tensor(record["labels"], dtype=torch.int64),
+        torch.tensor(record["labels"], dtype=torch.int64, device=CPU),
         tensor("converged", torch.bool),
         tensor("steps", torch.int64),
         tensor("trace", torch.float32),
@@ -419,6 +430,7 @@ def _attack_all(
         )
         point = run_suite(model, protocol, threat, specs, x, y, clean_correct, progress, state)
         sweep_points.append((eps, fraction(point.robust)))
+        suite.seconds["eps_sweep"] = suite.seconds.get("eps_sweep", 0.0) + sum(point.seconds.values())
     return suite, checks, sweep_points
 
 
@@ -452,7 +464,8 @@ def evaluate(
     if batch_size is not None:
         protocol = dataclasses.replace(protocol, batch_size=batch_size)
     idx = select_subset(protocol, test, n_examples)
-    x, y = test.x[idx], test.y[idx]
+    device = device_of(model)  # the data follows the model
+    x, y = test.x[idx].to(device), test.y[idx].to(device)
     bs = protocol.batch_size
     flags: list[str] = []
     key = evaluation_key(model, protocol.hash, idx, bs) if state_path else ""
@@ -468,18 +481,20 @@ def evaluate(
         forward_cost = sum(layer.counters.forward_example_evals for layer in layers) / len(y)
     else:
         forward_cost = float(getattr(model, "block_evaluations", 0)) or None
-    clean_correct = clean.labels == y
+    clean_correct = clean.labels == y.to(CPU)  # outcomes are kept on the CPU, the data on the device
     correct_idx = torch.nonzero(clean_correct).flatten()
 
-    zero_frac = zero_gradient_fraction(model, x[correct_idx], y[correct_idx], bs)
+    on_device = correct_idx.to(device)
+    zero_frac = zero_gradient_fraction(model, x[on_device], y[on_device], bs)
     if zero_frac > 0:
         flags.append("zero_gradients")
 
     if world == 1:
         suite, checks, sweep_points = _attack_all(model, protocol, x, y, clean_correct, progress, state)
-        resumed, records = state.resumed, state.batches
+        resumed, records, seconds = state.resumed, state.batches, suite.seconds
     else:
-        _attack_all(model, protocol, x, y, clean_correct, progress, state)  # this rank's batches only
+        mine, _, _ = _attack_all(model, protocol, x, y, clean_correct, progress, state)  # this rank's batches only
+        seconds = mine.seconds
         gathered = distributed.all_gather_object((state.batches, state.resumed))
         merged = EvalState(None, key)
         for batches, _ in gathered:
@@ -496,9 +511,10 @@ def evaluate(
     solver = None
     if clean.converged is not None and clean.steps is not None and clean.trace is not None:
         adv_c = torch.cat(
-            [a.converged for a in adversarial if a.converged is not None] or [torch.ones(0, dtype=torch.bool)]
+            [a.converged for a in adversarial if a.converged is not None]
+            or [torch.ones(0, dtype=torch.bool, device=CPU)]
         )
-        adv_s = torch.cat([a.steps for a in adversarial if a.steps is not None] or [torch.zeros(0)])
+        adv_s = torch.cat([a.steps for a in adversarial if a.steps is not None] or [torch.zeros(0, device=CPU)])
         solver = SolverReport(
             nonconverged_clean=fraction(~clean.converged),
             nonconverged_adversarial=fraction(~adv_c),
@@ -527,4 +543,5 @@ def evaluate(
         resumed_batches=resumed,
         batch_size=bs,
         records=records,
+        attack_seconds={label: round(s, 3) for label, s in seconds.items()},
     )

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robustdeq.device import CPU
 from robustdeq.leaderboard.store import atomic_write_text
 
 
@@ -26,11 +27,11 @@ def evaluation_key(model: nn.Module, protocol_hash: str, indices: Tensor, batch_
     """Hash of the weights (names, shapes, bytes), the protocol, the batch size and the evaluated examples."""
     digest = hashlib.sha256(protocol_hash.encode())
     digest.update(f"batch_size={batch_size}".encode())
-    digest.update(indices.to(torch.int64).numpy().tobytes())
+    digest.update(indices.to(CPU, torch.int64).numpy().tobytes())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+        digest.update(tensor.detach().to(CPU).contiguous().float().numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -78,9 +78,9 @@ class AttackView(nn.Module):
         self.isolated = twice >= 0
         self.warm_start = warm_start and supports_warm_start(model)
         self.cache: Tensor | None = None
-        self.have = torch.zeros(len(anchors), dtype=torch.bool)
+        self.have = torch.zeros(len(anchors), dtype=torch.bool, device=anchors.device)
         self.adjoints: Tensor | None = None
-        self.have_adjoint = torch.zeros(len(anchors), dtype=torch.bool)
+        self.have_adjoint = torch.zeros(len(anchors), dtype=torch.bool, device=anchors.device)
         layers = equilibria(model)
         self.layer = layers[0] if len(layers) == 1 else None
         self.labels = labels
@@ -101,7 +101,7 @@ class AttackView(nn.Module):
         if len(rows) != len(self.anchors):
             return self._match_all(rows, self.anchors, radius)
         own = (self._distance(rows - self.anchors) <= radius) & self.isolated
-        out = torch.where(own, torch.arange(len(rows)), -1)
+        out = torch.where(own, torch.arange(len(rows), device=rows.device), -1)
         if not bool(own.all()):
             out[~own] = self._match_all(rows[~own], self.anchors, radius)
         return out
@@ -121,7 +121,7 @@ class AttackView(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         idx = self.match(x) if self.warm_start or self.labels is not None else None
-        reuse = torch.zeros(len(x), dtype=torch.bool)
+        reuse = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         if idx is not None and self.labels is not None:
             reuse = self.held.lookup(x.detach().flatten(1), idx, HOLD_ATOL)
             self.held_rows += int(reuse.sum())
@@ -162,7 +162,7 @@ class AttackView(nn.Module):
 
         def keep_adjoint(g: Tensor) -> None:
             if self.adjoints is None:
-                self.adjoints = torch.zeros(len(self.anchors), *g.shape[1:], dtype=g.dtype)
+                self.adjoints = g.new_zeros(len(self.anchors), *g.shape[1:])
             self.adjoints[idx[matched]] = g[matched]
             self.have_adjoint[idx[matched]] = True
 
@@ -171,7 +171,7 @@ class AttackView(nn.Module):
             logits: Tensor = self.model(x, z_init=z_init)
         state = cast(Tensor, self.model.last_state)
         if self.cache is None:
-            self.cache = torch.zeros(len(self.anchors), *state.shape[1:], dtype=state.dtype)
+            self.cache = state.new_zeros(len(self.anchors), *state.shape[1:])
         self.cache[idx[matched]] = state[matched]
         self.have[idx[matched]] = True
         return logits
@@ -183,7 +183,7 @@ class AttackView(nn.Module):
         known[known.clone()] = have[idx[known]]
         if cache is None or not bool(known.any()):
             return None
-        out = torch.zeros(len(idx), *cache.shape[1:], dtype=cache.dtype)
+        out = cache.new_zeros(len(idx), *cache.shape[1:])
         out[known] = cache[idx[known]]
         return out
 
@@ -209,11 +209,11 @@ class _Memo:
     def __init__(self, anchors: Tensor) -> None:
         self.x = torch.zeros_like(anchors)
         self.logits: Tensor | None = None
-        self.have = torch.zeros(len(anchors), dtype=torch.bool)
+        self.have = torch.zeros(len(anchors), dtype=torch.bool, device=anchors.device)
 
     def lookup(self, rows: Tensor, idx: Tensor, atol: float) -> Tensor:
         """(B,) mask of the rows equal (to ``atol``, max-abs) to their example's remembered row."""
-        out = torch.zeros(len(rows), dtype=torch.bool)
+        out = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
         known = (idx >= 0).nonzero().flatten()
         known = known[self.have[idx[known]]]
         if len(known):
@@ -225,7 +225,7 @@ class _Memo:
         if not bool(mask.any()):
             return
         if self.logits is None:
-            self.logits = torch.zeros(len(self.have), logits.shape[1], dtype=logits.dtype)
+            self.logits = logits.new_zeros(len(self.have), logits.shape[1])
         # An example that appears in two rows keeps one of them; either is a valid memory.
         self.x[idx[mask]] = rows[mask]
         self.logits[idx[mask]] = logits.detach()[mask]

@@ -50,12 +50,19 @@ def table(entries: list[dict[str, Any]]) -> pd.DataFrame:
             if solver is None
             else round(100 * max(solver["nonconverged_clean"], solver["nonconverged_adversarial"]), 2)
         )
-        row["status"] = f"{UNRELIABLE}: {', '.join(flags)}" if flags else "ok"
+        row["status"] = (f"{UNRELIABLE}: {', '.join(flags)}" if flags else "ok") + computed_on(e)
         row["paper"] = e["paper"]
         rows.append(row)
     frame = pd.DataFrame(rows).sort_values(["robust %", "clean %", "defense"], ascending=[False, False, True])
     frame.insert(0, "rank", range(1, len(frame) + 1))
     return frame.reset_index(drop=True)
+
+
+def computed_on(entry: dict[str, Any]) -> str:
+    """`` (GPU: <name>)`` for an entry computed on a GPU (CUDA numbers differ from CPU ones in the
+    last bits and in PGD's random starts), else nothing."""
+    device = entry["provenance"].get("device")
+    return f" (GPU: {device['name']})" if device is not None and device["type"] == "cuda" else ""
 
 
 def markdown(frame: pd.DataFrame) -> str:

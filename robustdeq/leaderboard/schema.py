@@ -120,6 +120,17 @@ ENTRY_SCHEMA: dict[str, Any] = {
         "python_version": str,
         "git_commit": Optional(str),
         "hardware": str,
+        "device": MayBeAbsent(
+            {
+                "type": str,
+                "name": str,
+                "cuda_version": Optional(str),
+                "cudnn_version": Optional(int),
+                "deterministic_algorithms": bool,
+                "cudnn_deterministic": Optional(bool),
+                "cublas_workspace_config": Optional(str),
+            }
+        ),
         "seed": int,
         "training": {
             "recipe": str,
@@ -135,6 +146,7 @@ ENTRY_SCHEMA: dict[str, Any] = {
         "reduced_budget": bool,
         "train_seconds": float,
         "eval_seconds": float,
+        "attack_seconds": MayBeAbsent(DictOf(float)),
     },
 }
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustdeq.device import CPU
+
 
 def stem_stride(height: int) -> int:
     """Stride of the input convolution: keep 8x8 digits at full resolution, halve 28/32 px images."""
@@ -32,9 +34,10 @@ class ContractiveConv(nn.Module):
         if not 0.0 < bound < 1.0:
             raise ValueError("bound must be in (0, 1)")
         self.bound = bound
-        self.weight = nn.Parameter(torch.empty(channels, channels, 3, 3))
+        # Built on the CPU, so the initial draws do not depend on the device; the caller moves the model.
+        self.weight = nn.Parameter(torch.empty(channels, channels, 3, 3, device=CPU))
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
-        u = torch.randn(1, channels, *spatial)
+        u = torch.randn(1, channels, *spatial, device=CPU)
         self.u: Tensor
         self.register_buffer("u", u / u.norm())
         with torch.no_grad():

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from robustdeq.deq import Equilibrium, SolverSpec
+from robustdeq.device import of as device_of
 from robustdeq.models.blocks import ContractiveConv, Head, stem_stride
 from robustdeq.models.registry import MODELS
 
@@ -60,7 +61,7 @@ class DEQClassifier(nn.Module):
         missing, unexpected = twin.load_state_dict(self.state_dict(), strict=False)
         if missing != ["masks"] or unexpected:
             raise RuntimeError(f"explicit twin: block mismatch (missing {missing}, unexpected {unexpected})")
-        return twin.train(self.training)
+        return twin.to(device_of(self)).train(self.training)
 
     def forward(self, x: Tensor, z_init: Tensor | None = None) -> Tensor:
         """Logits; the solve starts from ``z_init`` (a warm start) or zeros.
@@ -70,7 +71,7 @@ class DEQClassifier(nn.Module):
         """
         u = self.inject(x)
         weight = self.cell.effective_weight()  # once per forward: the norm estimate is not free
-        z0 = torch.zeros(x.shape[0], *self.state_shape, dtype=x.dtype) if z_init is None else z_init
+        z0 = x.new_zeros(x.shape[0], *self.state_shape) if z_init is None else z_init
         z = self.equilibrium(lambda z, u: self.f(z, u, weight), z0, inputs=u)
         self.last_state = z.detach()
         return self.head(z)

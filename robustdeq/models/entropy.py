@@ -125,7 +125,7 @@ class EntropyReduced(nn.Module):
         weight = b.cell.effective_weight()
         low, high = (x - s.radius).clamp(0.0, 1.0), (x + s.radius).clamp(0.0, 1.0)
         xp = x
-        z = torch.zeros(x.shape[0], *b.state_shape, dtype=x.dtype)
+        z = x.new_zeros(x.shape[0], *b.state_shape)
         for _ in range(s.rounds):
             u = b.inject(xp)
             for _ in range(s.solver_steps):

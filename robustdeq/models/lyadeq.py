@@ -64,6 +64,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
 from robustdeq.deq import Equilibrium, SolverSpec
+from robustdeq.device import CPU
 from robustdeq.models.blocks import ContractiveConv, stem_stride
 from robustdeq.models.registry import MODELS
 
@@ -97,10 +98,10 @@ class InputConvexNet(nn.Module):
         self.b_in: Tensor
         self.w_hidden: Tensor  # (hidden, hidden), >= 0
         self.w_out: Tensor  # (hidden,), >= 0
-        self.register_buffer("w_in", (2 * torch.rand(2 * hidden, channels) - 1) * bound)
-        self.register_buffer("b_in", (2 * torch.rand(2 * hidden) - 1) * bound)
-        self.register_buffer("w_hidden", torch.rand(hidden, hidden) * (2.0 / hidden))
-        self.register_buffer("w_out", torch.rand(hidden) * (2.0 * scale / hidden))
+        self.register_buffer("w_in", (2 * torch.rand(2 * hidden, channels, device=CPU) - 1) * bound)
+        self.register_buffer("b_in", (2 * torch.rand(2 * hidden, device=CPU) - 1) * bound)
+        self.register_buffer("w_hidden", torch.rand(hidden, hidden, device=CPU) * (2.0 / hidden))
+        self.register_buffer("w_out", torch.rand(hidden, device=CPU) * (2.0 * scale / hidden))
 
     def _preactivations(self, r: Tensor) -> tuple[Tensor, Tensor]:
         # Channels-last, so every layer is one small matrix product over all positions.
@@ -219,7 +220,7 @@ class LyaDEQClassifier(nn.Module):
         """
         u = self.inject(x)
         weight = self.cell.effective_weight()
-        z0 = torch.zeros(x.shape[0], *self.state_shape, dtype=x.dtype) if z_init is None else z_init
+        z0 = x.new_zeros(x.shape[0], *self.state_shape) if z_init is None else z_init
         self._projected = self._evaluated = 0
         # ``inputs=u``: inside an attack session each example is solved on its own (per-example
         # Anderson from its warm start; the same unique fixed point).

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from robustdeq.deq import SolverSpec
+from robustdeq.device import CPU
 from robustdeq.models.blocks import ContractiveConv, Head, stem_stride
 from robustdeq.models.registry import MODELS
 
@@ -29,11 +30,11 @@ def draw_masks(shape: tuple[int, ...], depth: int, density: float, seed: int) ->
     for n in shape:
         numel *= n
     ones = max(1, round(density * numel))
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(CPU).manual_seed(seed)
     masks: list[Tensor] = []
     while len(masks) < depth:
-        mask = torch.zeros(numel)
-        mask[torch.randperm(numel, generator=generator)[:ones]] = 1.0
+        mask = torch.zeros(numel, device=CPU)
+        mask[torch.randperm(numel, generator=generator, device=CPU)[:ones]] = 1.0
         # Distinct by construction; a repeat (possible only for tiny blocks) is drawn again.
         if ones == numel or not any(torch.equal(mask, m) for m in masks):
             masks.append(mask)
@@ -77,7 +78,7 @@ class WeightTiedClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         u = self.inject(x)
-        z = torch.zeros(x.shape[0], *self.state_shape, dtype=x.dtype)
+        z = x.new_zeros(x.shape[0], *self.state_shape)
         for weight in self.layer_weights():
             z = torch.relu(self.cell(z, weight) + u)
         return self.head(z)

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from robustdeq.config import Table
 from robustdeq.deq import equilibria, solver_budget
+from robustdeq.device import CPU
 from robustdeq.errors import RobustdeqError
 from robustdeq.progress import Progress
 from robustdeq.specs import TrainSpec
@@ -129,12 +130,12 @@ def partition(
 ) -> list[Tensor]:
     """Indices (sorted) of each client's part of the labels ``y``; the parts cover every index once."""
     if scheme == "iid":
-        order = torch.randperm(len(y), generator=generator)
+        order = torch.randperm(len(y), generator=generator, device=CPU)
         return [part.sort().values for part in order.tensor_split(clients)]
     if scheme != "label_skew":
         raise RobustdeqError(f"unknown partition {scheme!r} (known: {', '.join(PARTITIONS)})")
     shards = torch.argsort(y, stable=True).tensor_split(clients * classes_per_client)
-    assignment = torch.randperm(len(shards), generator=generator)
+    assignment = torch.randperm(len(shards), generator=generator, device=CPU)
     per = classes_per_client
     picks = [assignment[k * per : (k + 1) * per] for k in range(clients)]
     return [torch.cat([shards[int(s)] for s in pick]).sort().values for pick in picks]
@@ -190,12 +191,16 @@ def train_federated(
     the bytes sent each way, and the fused model's monitored accuracies.
     """
     k_clients = recipe.clients
-    split_rng = torch.Generator().manual_seed(spec.seed)
-    parts = partition(y, k_clients, recipe.partition, recipe.classes_per_client, split_rng)
+    split_rng = torch.Generator(CPU).manual_seed(spec.seed)
+    # The split is drawn on the CPU (a CPU generator); each client's rows then index the data on its device.
+    parts = partition(y.to(CPU), k_clients, recipe.partition, recipe.classes_per_client, split_rng)
     train_parts, val_parts = [], []
     for part in parts:
         n_val = round(recipe.validation_fraction * len(part))
-        order = torch.randperm(len(part), generator=split_rng) if n_val else torch.arange(len(part))
+        if n_val:
+            order = torch.randperm(len(part), generator=split_rng, device=CPU)
+        else:
+            order = torch.arange(len(part), device=CPU)
         val_parts.append(part[order[:n_val]].sort().values)
         train_parts.append(part[order[n_val:]].sort().values)
     if any(len(p) == 0 for p in train_parts):
@@ -213,7 +218,7 @@ def train_federated(
                 layers = equilibria(client)
                 for layer in layers:
                     layer.counters.reset()
-                idx = train_parts[k]
+                idx = train_parts[k].to(x.device)
                 with solver_budget(client, cap=budgets[k]):
                     stream = spec.seed + 1000 * (r * k_clients + k)
                     final_loss = run_epochs(
@@ -222,7 +227,8 @@ def train_federated(
                 calls = sum(layer.counters.forward_calls for layer in layers)
                 evals = sum(layer.counters.forward_evals for layer in layers)
                 steps.append(evals / calls if calls else 0.0)
-                qualities.append(_accuracy(client, x[val_parts[k]], y[val_parts[k]]))
+                held_out = val_parts[k].to(x.device)
+                qualities.append(_accuracy(client, x[held_out], y[held_out]))
                 states.append(client.state_dict())
             sizes = [len(p) for p in train_parts]
             weights = fusion_weights(sizes, [0.0 if math.isnan(q) else q for q in qualities], recipe.fusion)
@@ -246,7 +252,7 @@ def train_federated(
         "fusion": recipe.fusion,
         "clients": k_clients,
         "client_examples": [len(p) for p in train_parts],
-        "client_labels": [sorted({int(v) for v in y[p]}) for p in train_parts],
+        "client_labels": [sorted({int(v) for v in y.to(CPU)[p]}) for p in train_parts],
         "monitor": monitor.description if monitor is not None else "none",
         "rounds": rounds,
     }

@@ -94,7 +94,7 @@ class JIIO:
             d_next = threat.project(x + delta - self.step_size * steepest_direction(jd_mu, self.norm), x) - x
             return torch.cat([z_next.flatten(1), d_next.flatten(1), mu_next.flatten(1)], dim=1).detach()
 
-        s0 = torch.zeros(batch, 2 * nz + nd, dtype=x.dtype)
+        s0 = x.new_zeros(batch, 2 * nz + nd)
         with torch.no_grad():
             s, _, info = get_solver("anderson")(
                 joint_map, s0, max_iter=self.iterations, tol=1e-12, stop_mode="rel", m=self.anderson_m,

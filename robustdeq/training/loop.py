@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from robustdeq import distributed
 from robustdeq.deq import regularisation
+from robustdeq.device import CPU
 from robustdeq.specs import TrainSpec
 from robustdeq.training.recipes import BatchNoise, Recipe
 
@@ -38,15 +39,15 @@ def run_epochs(
     numbers a single process would give it.
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    shuffle = torch.Generator().manual_seed(stream)
-    attack_rng = torch.Generator().manual_seed(stream + 1)
+    shuffle = torch.Generator(CPU).manual_seed(stream)
+    attack_rng = torch.Generator(CPU).manual_seed(stream + 1)
     n_batches = (len(y) + spec.batch_size - 1) // spec.batch_size
     final_loss = float("nan")
     world = distributed.world_size()
     net = model if world == 1 else distributed.data_parallel(model)
     model.train()
     for _ in range(epochs):
-        order = torch.randperm(len(y), generator=shuffle)
+        order = torch.randperm(len(y), generator=shuffle, device=CPU).to(y.device)
         for b in range(n_batches):
             idx = order[b * spec.batch_size : (b + 1) * spec.batch_size]
             rows = distributed.rows(len(idx))

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from robustdeq.config import Table
 from robustdeq.deq import equilibria
+from robustdeq.device import CPU
 from robustdeq.distributed import unwrap
 from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation.view import attack_model
@@ -28,7 +29,8 @@ class BatchNoise:
     draws the numbers of the whole global batch from its copy of the shared generator (same seed)
     and keeps its own rows, so each example gets exactly the numbers a single process would give
     it and the generators of all processes stay in step. In a single process ``rows`` is every
-    row and the draws are those of ``torch.rand(x.shape, generator=generator)``.
+    row and the draws are those of ``torch.rand(x.shape, generator=generator)``. The generator is a
+    CPU generator and the numbers are moved to the batch's device, so they do not depend on it.
     """
 
     generator: torch.Generator
@@ -36,12 +38,14 @@ class BatchNoise:
     rows: slice = field(default_factory=lambda: slice(None))
 
     def uniform(self, like: Tensor) -> Tensor:
-        """U[0, 1) numbers shaped like ``like`` (this process's rows of the batch)."""
-        return torch.rand((self.size, *like.shape[1:]), generator=self.generator, dtype=like.dtype)[self.rows]
+        """U[0, 1) numbers shaped like ``like`` (this process's rows of the batch), on its device."""
+        shape = (self.size, *like.shape[1:])
+        return torch.rand(shape, generator=self.generator, dtype=like.dtype, device=CPU)[self.rows].to(like.device)
 
     def normal(self, like: Tensor) -> Tensor:
-        """N(0, 1) numbers shaped like ``like`` (this process's rows of the batch)."""
-        return torch.randn((self.size, *like.shape[1:]), generator=self.generator, dtype=like.dtype)[self.rows]
+        """N(0, 1) numbers shaped like ``like`` (this process's rows of the batch), on its device."""
+        shape = (self.size, *like.shape[1:])
+        return torch.randn(shape, generator=self.generator, dtype=like.dtype, device=CPU)[self.rows].to(like.device)
 
 
 class Recipe(Protocol):
@@ -166,7 +170,7 @@ class RandomStates:
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, noise: BatchNoise) -> Tensor:
         # drawn from the batch's generator: under DDP every process draws the same n
-        steps = int(torch.randint(self.min_steps, self.max_steps + 1, (1,), generator=noise.generator))
+        steps = int(torch.randint(self.min_steps, self.max_steps + 1, (1,), generator=noise.generator, device=CPU))
         layers = equilibria(model)
         if not layers or any(layer.spec.train_grad != "phantom" for layer in layers):
             raise RobustdeqError('recipe ris: needs a DEQ with train_grad = "phantom" in [solver]')

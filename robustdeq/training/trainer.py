@@ -13,6 +13,7 @@ from torch import nn
 from robustdeq.config import Table
 from robustdeq.data import DATASETS, Split
 from robustdeq.deq import equilibria
+from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.models import create_model
 from robustdeq.models.entropy import EntropyReduced
@@ -36,17 +37,19 @@ class TrainResult:
     federated: dict[str, Any] | None = None  # per-round record of a federated recipe
 
 
-def build_model(defense: DefenseSpec, dataset: str) -> nn.Module:
-    """The defense's model for ``dataset``: a registered family, or the factory in its model.py."""
+def build_model(defense: DefenseSpec, dataset: str, device: str | torch.device | None = None) -> nn.Module:
+    """The defense's model for ``dataset`` (a registered family, or the factory in its model.py), built
+    on the CPU (its random initialisation does not depend on the device) and moved to ``device``."""
     info = DATASETS.get(dataset)
+    target = resolve_device(device)
     if defense.model.factory is not None:
-        return _from_factory(defense, info.shape, info.num_classes)
+        return _from_factory(defense, info.shape, info.num_classes).to(target)
     settings = dict(defense.model.settings)
     loop = settings.pop("entropy_reduction", None)
     model = create_model(defense.model.family, info.shape, info.num_classes, defense.solver, **settings)
     if loop is not None:  # an inference-time loop around the trained model
         model = entropy_wrap(model, loop, str(defense.path or defense.id))
-    return model
+    return model.to(target)
 
 
 def _from_factory(defense: DefenseSpec, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -77,11 +80,11 @@ def _from_factory(defense: DefenseSpec, in_shape: tuple[int, int, int], num_clas
     return model
 
 
-def _load_checkpoint(defense: DefenseSpec, dataset: str, checkpoint: str) -> TrainResult:
+def _load_checkpoint(defense: DefenseSpec, dataset: str, checkpoint: str, device: torch.device) -> TrainResult:
     """A submission that ships trained weights: build the model and load them; nothing is trained."""
     from robustdeq.checkpoint import load_weights
 
-    model = build_model(defense, dataset)
+    model = build_model(defense, dataset, device)
     load_weights(model, (defense.path or Path(".")) / checkpoint)
     return TrainResult(model, 0.0, {"checkpoint": checkpoint}, float("nan"), 0, 0)
 
@@ -99,23 +102,26 @@ def train_model(
     train: TrainSpec | None = None,
     progress: Progress | None = None,
     monitor: Monitor | None = None,
+    device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train a fresh model of ``defense`` on ``data``; the seed fixes init, shuffling and attacks.
 
     ``train`` overrides the manifest's training spec (e.g. a smaller budget). ``monitor`` is
-    called on the model after each federated round (its numbers go into the entry).
+    called on the model after each federated round (its numbers go into the entry). The model
+    and the data go to ``device`` (default: auto); every random draw of training is made on the CPU.
 
     Under torchrun every recipe trains data-parallel: see
     :func:`robustdeq.training.loop.run_epochs` and README, "Running on a cluster"; the weights
     equal a single process's up to floating-point reduction order.
     """
     spec = train or defense.train
+    target = resolve_device(device)
     if spec.checkpoint is not None:
-        return _load_checkpoint(defense, dataset, spec.checkpoint)
+        return _load_checkpoint(defense, dataset, spec.checkpoint, target)
     recipe = make_recipe(spec, threat, str(defense.path or defense.id))
     torch.manual_seed(spec.seed)
-    model = build_model(defense, dataset)
-    x, y = data.x, data.y
+    model = build_model(defense, dataset, target)
+    x, y = data.x.to(target), data.y.to(target)
     if spec.train_subset is not None:
         x, y = x[: spec.train_subset], y[: spec.train_subset]
     progress = progress or Progress.quiet()
