@@ -94,6 +94,11 @@ def describe(device: torch.device) -> dict[str, Any]:
     }
 
 
+def on_gpu(description: dict[str, Any]) -> bool:
+    """Whether an entry's ``provenance.device`` (:func:`describe`) says it was computed on a GPU."""
+    return description["type"] == "cuda"
+
+
 def of(module: torch.nn.Module) -> torch.device:
     """The device of a model's first parameter or buffer (the CPU for a model with neither)."""
     for tensor in (*module.parameters(), *module.buffers()):

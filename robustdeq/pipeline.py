@@ -13,10 +13,12 @@ import multiprocessing
 import platform
 import subprocess
 import sys
+import tempfile
+import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from torch import Tensor, nn
 
 import robustdeq
 from robustdeq import distributed
-from robustdeq.checkpoint import load_weights, read_meta, save_checkpoint
+from robustdeq.checkpoint import load_weights, read_meta, resolve_file, save_checkpoint, sha256
 from robustdeq.data import Split, load
 from robustdeq.deq import equilibria
 from robustdeq.device import CPU
@@ -37,12 +39,14 @@ from robustdeq.evaluation import EvalResult, evaluate
 from robustdeq.evaluation.runner import select_subset
 from robustdeq.evaluation.view import attack_model
 from robustdeq.leaderboard import read_entries, render, write_entry
+from robustdeq.leaderboard.outcomes import encode_outcomes
 from robustdeq.leaderboard.schema import SCHEMA_VERSION
-from robustdeq.leaderboard.store import atomic_write_text
+from robustdeq.leaderboard.store import atomic_write_text, copy_atomically
 from robustdeq.progress import Progress
-from robustdeq.specs import DefenseSpec, ProtocolSpec, find_defense
+from robustdeq.specs import MANIFEST, DefenseSpec, ProtocolSpec, parse_defense
 from robustdeq.threat import ThreatModel, pgd
 from robustdeq.training import TrainResult, build_model, train_model
+from robustdeq.zoo import write_index
 
 
 @dataclass(frozen=True)
@@ -66,11 +70,13 @@ class Budget:
 @dataclass
 class TrainedModel:
     model: nn.Module
-    train_info: dict[str, Any]
+    train_info: dict[str, Any] | None  # the training record; None for a model robustdeq did not train
     train_seconds: float
     dataset: str = ""
     protocol: str = ""  # the protocol it was trained for
     federated: dict[str, Any] | None = None  # the federated recipe's per-round record
+    checkpoint: Path | None = None  # the checkpoint file it was saved to or loaded from
+    notes: list[str] = field(default_factory=list)  # what a user should know about how it was loaded
 
 
 @dataclass(frozen=True)
@@ -152,33 +158,78 @@ def checkpoint_meta(
     seconds: float,
     federated: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """What a checkpoint carries besides its weights (:mod:`robustdeq.checkpoint`)."""
     return {
-        "federated": federated,
         "defense": defense.id,
-        "defense_path": str(defense.path) if defense.path else None,
+        "defense_path": str(defense.path.resolve()) if defense.path else None,
+        "manifest": defense.manifest,
+        "files": dict(defense.files),
         "protocol": protocol.id,
         "dataset": protocol.dataset,
         "training": record,
         "train_seconds": seconds,
+        "federated": federated,
         "robustdeq_version": robustdeq.__version__,
+        "git_commit": git_commit(),
+        "command": command_line(),
     }
 
 
-def load_trained(folder: Path, device: str | torch.device | None = None) -> tuple[DefenseSpec, TrainedModel]:
-    """A model saved by ``robustdeq train``: its defense spec and the trained model, on ``device``."""
-    meta = read_meta(folder)
-    defense = find_defense(meta["defense_path"] or meta["defense"])
+def defense_from_meta(meta: dict[str, Any], where: Path) -> tuple[DefenseSpec, list[str]]:
+    """The defense a checkpoint carries (its manifest, and its model.py for a submitted model),
+    and a note when the defense folder it came from has another manifest now."""
+    try:
+        data = tomllib.loads(meta["manifest"])
+    except (tomllib.TOMLDecodeError, TypeError) as exc:
+        raise RobustdeqError(f"{where}: the manifest it carries is not valid TOML: {exc}") from None
+    files = meta.get("files") or {}
+    folder = None
+    if files:  # a submitted model.py: materialised where the factory can import it
+        folder = Path(tempfile.mkdtemp(prefix=f"robustdeq-{meta['defense']}-"))
+        for name, text in files.items():
+            (folder / Path(name).name).write_text(text, encoding="utf-8")
+    spec = parse_defense(data, meta["defense"], folder, f"{where} (the manifest it carries)")
+    spec = dataclasses.replace(spec, manifest=meta["manifest"], files=tuple(files.items()))
+    notes = []
+    original = Path(meta["defense_path"]) / MANIFEST if meta.get("defense_path") else None
+    if original is not None and original.is_file() and original.read_text(encoding="utf-8") != meta["manifest"]:
+        notes.append(
+            f"{original} has changed since this checkpoint was trained; evaluating with the manifest it carries"
+        )
+    return spec, notes
+
+
+def load_trained(path: Path | str, device: str | torch.device | None = None) -> tuple[DefenseSpec, TrainedModel]:
+    """A saved model: a `robustdeq train` folder, a checkpoint file, or ``zoo:NAME`` /
+    ``zoo:PROTOCOL/NAME`` (a reference model of the zoo, :mod:`robustdeq.zoo`); its defense spec
+    (from the manifest the checkpoint carries) and the trained model, on ``device``."""
+    from robustdeq import zoo
+
+    text = str(path)
+    file = zoo.fetch(zoo.find_model(text[len("zoo:") :])) if text.startswith("zoo:") else resolve_file(Path(path))
+    meta = read_meta(file)
+    defense, notes = defense_from_meta(meta, file)
     model = build_model(defense, meta["dataset"], device)
-    load_weights(model, folder / "model.safetensors")
+    load_weights(model, file)
     trained = TrainedModel(
         model,
         meta["training"],
-        float(meta["train_seconds"]),
+        float(meta.get("train_seconds") or 0.0),
         meta["dataset"],
         meta["protocol"],
         meta.get("federated"),
+        file,
+        notes,
     )
     return defense, trained
+
+
+def command_line() -> str:
+    """The command this process runs, as a user would type it (for an entry's provenance)."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if program in ("robustdeq", "__main__.py") or program.startswith("robustdeq"):
+        program = "robustdeq"
+    return " ".join([program, *sys.argv[1:]])
 
 
 def git_commit() -> str | None:
@@ -206,14 +257,16 @@ def hardware() -> str:
 def make_entry(
     defense: DefenseSpec,
     protocol: ProtocolSpec,
-    model: nn.Module,
+    trained: TrainedModel,
     result: EvalResult,
-    training: dict[str, Any],
-    train_seconds: float,
     budget: Budget,
-    federated: dict[str, Any] | None = None,
+    checkpoint: dict[str, Any] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
-    """The leaderboard entry (see ``robustdeq.leaderboard.schema``) for one evaluation."""
+    """The leaderboard entry (see ``robustdeq.leaderboard.schema``) for one evaluation of ``trained``;
+    ``checkpoint`` is the entry's checkpoint record (file, url, sha256), ``command`` what ran it
+    (default: this process's command line)."""
+    model = trained.model
     flags = list(result.flags)
     layers = equilibria(model)
     modes = sorted({layer.spec.attack_grad for layer in layers})
@@ -259,24 +312,27 @@ def make_entry(
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "forward_cost": result.forward_cost,
         "solver": solver,
+        "per_example": encode_outcomes(result),
         "provenance": {
             "robustdeq_version": robustdeq.__version__,
             "torch_version": torch.__version__,
             "python_version": sys.version.split()[0],
             "git_commit": git_commit(),
+            "command": command or command_line(),
+            "checkpoint": checkpoint,
             "hardware": hardware(),
             "device": describe_device(device_of(model)),
             "seed": protocol.seed,
-            "training": training,
+            "training": trained.train_info,
             "attack_settings": result.attack_settings,
             "reduced_budget": reduced,
-            "train_seconds": round(train_seconds, 3),
+            "train_seconds": round(trained.train_seconds, 3),
             "eval_seconds": round(result.seconds, 3),
             "attack_seconds": dict(result.attack_seconds),
         },
     }
-    if federated is not None:
-        entry["federated"] = federated
+    if trained.federated is not None:
+        entry["federated"] = trained.federated
     return entry
 
 
@@ -302,9 +358,14 @@ def evaluate_and_write(
     state_path = out / protocol.id / f".{defense.id}.state{suffix}.json"
     state_path.parent.mkdir(parents=True, exist_ok=True)
     result = evaluate(trained.model, protocol, test, budget.n_examples, progress, state_path, budget.batch_size)
-    entry = make_entry(
-        defense, protocol, trained.model, result, trained.train_info, trained.train_seconds, budget, trained.federated
-    )
+    checkpoint = None
+    if distributed.is_main() and trained.checkpoint is not None:
+        # The entry's checkpoint lies beside it: copied there when the model came from elsewhere.
+        beside = out / protocol.id / f"{defense.id}.safetensors"
+        if beside.resolve() != trained.checkpoint.resolve():
+            copy_atomically(trained.checkpoint, beside)
+        checkpoint = {"file": beside.name, "url": None, "sha256": sha256(beside)}
+    entry = make_entry(defense, protocol, trained, result, budget, checkpoint)
     if distributed.is_main():
         write_entry(out, entry)
         if per_example is not None:
@@ -316,6 +377,7 @@ def evaluate_and_write(
     if distributed.is_main():
         folder = out / protocol.id
         render(read_entries(folder), folder)
+        write_index(out)
     return entry
 
 
@@ -325,17 +387,19 @@ def run_defense(
     splits: tuple[Split, Split],
     out: Path,
     budget: Budget = Budget(),
-    checkpoints: Path | None = None,
     progress: Progress | None = None,
     device: str | torch.device | None = None,
 ) -> dict[str, Any]:
-    """Train ``defense`` on ``device``, optionally save the checkpoint, evaluate it and write its entry."""
+    """Train ``defense`` on ``device``, save its checkpoint beside its entry
+    (``<out>/<protocol>/<defense>.safetensors``), evaluate it and write the entry."""
     train, test = splits
     result, record = train_defense(defense, protocol, train, budget, progress, test, device)
-    if checkpoints is not None and distributed.is_main():
-        meta = checkpoint_meta(defense, protocol, record, result.seconds, result.federated)
-        save_checkpoint(result.model, checkpoints / protocol.id / defense.id, meta)
-    trained = TrainedModel(result.model, record, result.seconds, federated=result.federated)
+    checkpoint = out / protocol.id / f"{defense.id}.safetensors"
+    if distributed.is_main():
+        save_checkpoint(
+            result.model, checkpoint, checkpoint_meta(defense, protocol, record, result.seconds, result.federated)
+        )
+    trained = TrainedModel(result.model, record, result.seconds, federated=result.federated, checkpoint=checkpoint)
     return evaluate_and_write(defense, protocol, trained, test, out, budget, progress)
 
 
@@ -346,7 +410,6 @@ def run_defenses(
     download: bool,
     out: Path,
     budget: Budget = Budget(),
-    checkpoints: Path | None = None,
     progress: Progress | None = None,
     jobs: int = 1,
     device: str | torch.device | None = None,
@@ -371,7 +434,7 @@ def run_defenses(
         with _threads(1):
             for defense in defenses:
                 progress.console.print(f"[bold]{defense.id}[/bold] ({defense.name}) under {protocol.id}")
-                entries.append(run_defense(defense, protocol, splits, out, budget, checkpoints, progress, target))
+                entries.append(run_defense(defense, protocol, splits, out, budget, progress, target))
         return entries
     load_splits(protocol, data_dir, download)  # a missing data set fails here, before any worker starts
     # Longest first: adversarially trained DEQs, then other DEQs, then explicit models.
@@ -382,8 +445,7 @@ def run_defenses(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {
-            pool.submit(_run_in_worker, defenses[i], protocol, data_dir, out, budget, checkpoints, str(target)): i
-            for i in order
+            pool.submit(_run_in_worker, defenses[i], protocol, data_dir, out, budget, str(target)): i for i in order
         }
         for future in as_completed(futures):
             i = futures[future]
@@ -395,6 +457,7 @@ def run_defenses(
             )
     folder = out / protocol.id
     render(read_entries(folder), folder)  # once more, after every worker has written its entry
+    write_index(out)
     return [results[i] for i in range(len(defenses))]
 
 
@@ -404,12 +467,11 @@ def _run_in_worker(
     data_dir: Path | None,
     out: Path,
     budget: Budget,
-    checkpoints: Path | None,
     device: str,
 ) -> dict[str, Any]:
     torch.set_num_threads(1)
     splits = load_splits(protocol, data_dir, False)
-    return run_defense(defense, protocol, splits, out, budget, checkpoints, Progress.quiet(), device)
+    return run_defense(defense, protocol, splits, out, budget, Progress.quiet(), device)
 
 
 @contextmanager

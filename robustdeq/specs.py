@@ -24,6 +24,8 @@ content hash goes into every leaderboard entry.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ MANIFEST = "defense.toml"
 SUITES = ("core", "extended")
 
 
-def _data_dir(name: str) -> Path:
+def repo_folder(name: str) -> Path:
     """``./<name>`` when run from a checkout, else the checkout this package was installed from."""
     here = Path(name)
     if here.is_dir():
@@ -47,8 +49,8 @@ def _data_dir(name: str) -> Path:
     return Path(__file__).resolve().parent.parent / name
 
 
-DEFENSES_DIR = _data_dir("defenses")
-ATTACKS_DIR = _data_dir("attacks")
+DEFENSES_DIR = repo_folder("defenses")
+ATTACKS_DIR = repo_folder("attacks")
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,9 @@ class DefenseSpec:
     path: Path | None = None
     protocols: tuple[str, ...] = ()
     suite: str = "core"
+    manifest: str = ""  # the manifest's text, carried by checkpoints
+    files: tuple[tuple[str, str], ...] = ()  # (name, text) of the factory's source file, carried too
+    torchdeq_adapter: bool = True  # adapt torchdeq DEQ modules (robustdeq/deq/torchdeq_adapter.py)
 
 
 def _solver_spec(table: Table) -> SolverSpec:
@@ -129,6 +134,21 @@ def _solver_spec(table: Table) -> SolverSpec:
     return SolverSpec(**kwargs)
 
 
+def defense_id(folder: Path) -> str:
+    """The id of a defense folder: its resolved name (``.`` names the current folder), which must be
+    a plain lowercase name (letters, digits, ``-``, ``_``, ``.``; starting with a letter or digit)."""
+    name = folder.resolve().name
+    if not ID_PATTERN.fullmatch(name):
+        raise RobustdeqError(
+            f"{folder}: defense id {name!r} is not a plain lowercase name (a-z, 0-9, '-', '_', '.'; "
+            "starting with a letter or digit); rename the folder"
+        )
+    return name
+
+
+ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+
 def load_defense(path: Path) -> DefenseSpec:
     """Read ``<path>/defense.toml`` (``path`` may also be the manifest itself)."""
     folder = path.parent if path.name == MANIFEST else path
@@ -138,12 +158,25 @@ def load_defense(path: Path) -> DefenseSpec:
     if not manifest.is_file():
         raise RobustdeqError(f"{folder}: missing manifest {MANIFEST}")
     data, _ = read_toml(manifest)
-    top = Table(data, str(manifest))
+    spec = parse_defense(data, defense_id(folder), folder, str(manifest))
+    files: tuple[tuple[str, str], ...] = ()
+    if spec.model.factory is not None:
+        source = folder / spec.model.factory.split(":")[0]
+        if source.is_file():
+            files = ((source.name, source.read_text(encoding="utf-8")),)
+    return dataclasses.replace(spec, manifest=manifest.read_text(encoding="utf-8"), files=files)
+
+
+def parse_defense(data: dict[str, Any], defense: str, folder: Path | None, where: str) -> DefenseSpec:
+    """A defense spec from a parsed manifest (``where`` names it in error messages)."""
+    top = Table(data, where)
+    manifest = where
     name = top.text("name", required=True)
     paper = top.text("paper", "")
     description = top.text("description", "")
     authors = top.texts("authors")
     suite = top.text("suite", "core")
+    adapter = top.flag("torchdeq_adapter", True)
     if suite not in SUITES:
         raise RobustdeqError(f"{manifest}: suite must be one of {', '.join(SUITES)}, got {suite!r}")
 
@@ -180,7 +213,7 @@ def load_defense(path: Path) -> DefenseSpec:
         raise RobustdeqError(f"{manifest} [train]: epochs >= 0, batch_size >= 1 and lr > 0 are required")
     top.done()
     return DefenseSpec(
-        id=folder.name,
+        id=defense,
         name=name,
         model=model,
         train=train,
@@ -191,6 +224,7 @@ def load_defense(path: Path) -> DefenseSpec:
         path=folder,
         protocols=protocols,
         suite=suite,
+        torchdeq_adapter=adapter,
     )
 
 

@@ -64,4 +64,4 @@ def run_sweep(
     splits = load_splits(protocol, data_dir, download)
     budget = budget or Budget()
     target = resolve_device(device)
-    return [run_defense(point, protocol, splits, out, budget, None, progress, target) for point in points]
+    return [run_defense(point, protocol, splits, out, budget, progress, target) for point in points]

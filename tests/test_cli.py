@@ -43,8 +43,10 @@ def test_bench_writes_entries_and_tables_and_is_deterministic(tiny_protocol: Pat
     assert code == 0, out
     folder = tmp_path / "a" / "tiny-digits"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "cnn-standard.json", "deq-pgd-at.json", "leaderboard.csv", "leaderboard.html", "leaderboard.md",
+        "cnn-standard.json", "cnn-standard.safetensors", "deq-pgd-at.json", "deq-pgd-at.safetensors",
+        "leaderboard.csv", "leaderboard.html", "leaderboard.md",
     ]  # fmt: skip
+    assert (tmp_path / "a" / "zoo.json").is_file()
     entry = json.loads((folder / "deq-pgd-at.json").read_text())
     assert entry["provenance"]["training"]["recipe"] == "pgd_at"
     assert entry["provenance"]["training"]["recipe_settings"]["eps"] == 0.2
@@ -80,7 +82,7 @@ def test_missing_data_is_a_one_line_error_and_writes_nothing(tmp_path: Path) -> 
         (["bench", "--defenses", "nope"], "unknown defense 'nope'"),
         (["bench", "--protocol", "nope"], "unknown protocol 'nope'"),
         (["leaderboard", "/nonexistent"], "no such leaderboard folder"),
-        (["evaluate", "/nonexistent"], "no meta.json"),
+        (["evaluate", "/nonexistent"], "no checkpoint there"),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line(args: list[str], message: str) -> None:
@@ -92,7 +94,7 @@ def test_train_evaluate_leaderboard_report(tiny_protocol: Path, tmp_path: Path) 
     code, out = run("train", "deq-standard", "--protocol", str(tiny_protocol), "--out", str(tmp_path / "runs"), *TINY)
     assert code == 0, out
     ckpt = tmp_path / "runs" / "tiny-digits" / "deq-standard"
-    assert (ckpt / "model.safetensors").is_file() and (ckpt / "meta.json").is_file()
+    assert (ckpt / "model.safetensors").is_file()
     code, out = run("evaluate", str(ckpt), "--protocol", str(tiny_protocol), "--out", str(tmp_path / "lb"), "--quiet")
     assert code == 0, out
     assert (tmp_path / "lb" / "tiny-digits" / "deq-standard.json").is_file()

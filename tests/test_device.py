@@ -21,7 +21,7 @@ from robustdeq.device import describe, resolve
 from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation import evaluate
 from robustdeq.models import MODELS, create_model
-from robustdeq.pipeline import Budget, load_splits, make_entry, train_defense
+from robustdeq.pipeline import Budget, TrainedModel, load_splits, make_entry, train_defense
 from robustdeq.specs import DefenseSpec, ModelSpec, TrainSpec, find_defense, load_protocol
 
 EVERY_ATTACK = """
@@ -160,7 +160,8 @@ def test_every_recipe_trains_and_every_attack_runs_on_the_device(name: str, devi
     model = result.model
     assert _on(model, target)
     ev = evaluate(model, protocol, test)
-    entry = make_entry(defense, protocol, model, ev, record, result.seconds, budget, result.federated)
+    trained = TrainedModel(model, record, result.seconds, federated=result.federated)
+    entry = make_entry(defense, protocol, trained, ev, budget)
     assert entry["provenance"]["device"] == describe(target)
     assert entry["provenance"]["device"]["type"] == target.type
     assert 0.0 <= entry["robust_accuracy"] <= entry["clean_accuracy"]

@@ -98,7 +98,7 @@ def launch(args: list[str], processes: int = 1) -> subprocess.CompletedProcess[s
 
 def without_timings(path: Path) -> dict:  # type: ignore[type-arg]
     entry = json.loads(path.read_text())
-    for key in ("train_seconds", "eval_seconds", "hardware"):
+    for key in ("train_seconds", "eval_seconds", "attack_seconds", "hardware", "command"):
         entry["provenance"].pop(key)
     return entry
 
@@ -124,7 +124,7 @@ def test_sharded_evaluation_equals_one_process_and_resumes_per_rank(tmp_path: Pa
     assert entry == without_timings(tmp_path / "np2" / "dist-digits" / "deq-pgd-at.json")
     assert {s["batch_size"] for s in entry["provenance"]["attack_settings"].values()} == {8}
     assert sorted(p.name for p in (tmp_path / "np2" / "dist-digits").iterdir()) == [
-        "deq-pgd-at.json", "leaderboard.csv", "leaderboard.html", "leaderboard.md",
+        "deq-pgd-at.json", "deq-pgd-at.safetensors", "leaderboard.csv", "leaderboard.html", "leaderboard.md",
     ]  # fmt: skip
 
     # Resume: each rank finds its own state file, holding any of the batches (here half each,

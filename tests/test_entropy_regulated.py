@@ -16,7 +16,7 @@ from robustdeq.evaluation import evaluate
 from robustdeq.evaluation.attacks import AutoAttackSuite
 from robustdeq.leaderboard.schema import validate_entry
 from robustdeq.models.entropy import EntropyReduced, entropy
-from robustdeq.pipeline import Budget, make_entry
+from robustdeq.pipeline import Budget, TrainedModel, make_entry
 from robustdeq.specs import DefenseSpec, find_defense, find_protocol, load_protocol
 from robustdeq.threat import ThreatModel, pgd
 from robustdeq.training import build_model, train_model
@@ -174,7 +174,7 @@ def test_the_evaluation_attacks_every_loop_gradient_and_flags_the_loop(
     for survived in result.attack_correct.values():
         assert not bool((result.robust & ~survived).any())  # robust = survived every run
     defense = find_defense("deq-pgd-at-er")
-    entry = make_entry(defense, protocol, looped, result, defense.train.to_dict(), 0.0, Budget())
+    entry = make_entry(defense, protocol, TrainedModel(looped, defense.train.to_dict(), 0.0), result, Budget())
     assert "test_time_optimisation" in entry["flags"]
     validate_entry(entry)
 

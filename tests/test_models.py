@@ -30,7 +30,7 @@ def test_checkpoint_round_trip_reproduces_outputs(family: str, tmp_path) -> None
     x = torch.rand(4, 1, 8, 8)
     with torch.no_grad():
         before = model(x)
-    save_checkpoint(model, tmp_path, {"family": family})
+    save_checkpoint(model, tmp_path / "model.safetensors", {"family": family})
     torch.manual_seed(1)
     other = create_model(family, (1, 8, 8), 10, SolverSpec())
     load_weights(other, tmp_path / "model.safetensors")

@@ -32,7 +32,7 @@ FACTORIES = {
     "arange", "empty", "eye", "full", "linspace", "ones", "rand", "randint", "randn", "randperm", "tensor",
     "zeros", "as_tensor", "Generator", "logspace", "empty_strided", "normal", "bernoulli", "multinomial",
 }  # fmt: skip
-DEVICE_WORDS = ("cpu", "cuda", "mps", "xla", "meta")
+DEVICE_WORDS = ("cpu", "cuda", "mps", "xla")
 RESOLVER = REPO / "robustdeq" / "device.py"
 
 

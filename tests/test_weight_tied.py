@@ -32,7 +32,7 @@ def test_masks_are_distinct_have_the_density_and_come_from_the_seed() -> None:
 
 def test_masks_survive_save_and_load(tmp_path: Path) -> None:
     model = make(depth=4, density=0.5, mask_seed=3).eval()
-    save_checkpoint(model, tmp_path, {})
+    save_checkpoint(model, tmp_path / "model.safetensors", {})
     other = make(depth=4, density=0.5, mask_seed=99)
     assert not torch.equal(other.masks, model.masks)
     load_weights(other, tmp_path / "model.safetensors")

@@ -14,6 +14,7 @@ from robustdeq.cli.report import report
 from robustdeq.cli.submit import submit
 from robustdeq.cli.sweep import sweep
 from robustdeq.cli.train import train
+from robustdeq.cli.zoo import zoo
 from robustdeq.errors import RobustdeqError
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app.command()(leaderboard)
 app.command()(report)
 app.command()(submit)
 app.command()(sweep)
+app.command()(zoo)
 app.add_typer(data.app, name="data")
 
 

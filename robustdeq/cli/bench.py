@@ -40,9 +40,6 @@ def bench(
     n_examples: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N protocol examples.")] = None,
     epochs: Annotated[int | None, typer.Option(min=0, help="Override every defense's training epochs.")] = None,
     train_subset: Annotated[int | None, typer.Option(min=1, help="Train on the first N training examples.")] = None,
-    checkpoints: Annotated[
-        Path | None, typer.Option(help="Also save each trained model under CHECKPOINTS/<protocol>/<defense>/.")
-    ] = None,
     jobs: Annotated[
         int | None,
         typer.Option(
@@ -62,7 +59,8 @@ def bench(
     device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Train every defense, evaluate it under the protocol, write one JSON entry each plus the tables.
+    """Train every defense, evaluate it under the protocol, write one JSON entry and its checkpoint each
+    (OUT/<protocol>/<defense>.json and .safetensors: the zoo) plus the tables.
 
     Under `torchrun --nproc-per-node N -m robustdeq bench ...` the ranks train each defense data-parallel and
     share its attack batches; rank 0 writes the entries and tables.
@@ -77,7 +75,7 @@ def bench(
     progress = Progress(enabled=not quiet)
     if jobs is None:
         jobs = 1 if distributed.world_size() > 1 else 2
-    entries = run_defenses(chosen, spec, data_dir, download, out, budget, checkpoints, progress, jobs, compute)
+    entries = run_defenses(chosen, spec, data_dir, download, out, budget, progress, jobs, compute)
     summary = Table(title=f"{spec.id}: {spec.threat.norm} eps={spec.threat.eps}, {entries[0]['n_examples']} examples")
     for column in ("defense", "clean %", "robust %", "strongest attack", "flags"):
         summary.add_column(column)

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_errors
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
+from robustdeq.leaderboard.store import read_entry
 from robustdeq.pipeline import Budget, evaluate_and_write, load_splits, load_trained
 from robustdeq.progress import Progress
 from robustdeq.specs import find_protocol
+from robustdeq.zoo import ZooModel, find_model
 
 
 @one_line_errors
 def evaluate(
     checkpoint: Annotated[
-        Path, typer.Argument(help="A folder written by `robustdeq train` (model.safetensors + meta.json).")
+        str,
+        typer.Argument(
+            help="A folder written by `robustdeq train`, a checkpoint file, or zoo:NAME (a trained reference "
+            "model: `robustdeq zoo` lists them)."
+        ),
     ],
     protocol: Annotated[str | None, typer.Option(help="Protocol to run (default: the one it was trained for).")] = None,
     out: Annotated[Path, typer.Option(help="Leaderboard root; the entry goes to OUT/<protocol>/.")] = Path(
@@ -58,6 +64,8 @@ def evaluate(
     """
     compute = resolve_device(device)
     defense, trained = load_trained(checkpoint, compute)
+    for note in trained.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     spec = find_protocol(protocol or trained.protocol)
     if spec.dataset != trained.dataset:
         raise RobustdeqError(f"checkpoint was trained on {trained.dataset!r}, protocol {spec.id} uses {spec.dataset!r}")
@@ -70,6 +78,23 @@ def evaluate(
         f"{defense.id} under {spec.id}: clean {100 * entry['clean_accuracy']:.2f}%, "
         f"robust {100 * entry['robust_accuracy']:.2f}%; entry in {out / spec.id}"
     )
+    if checkpoint.startswith("zoo:"):
+        console.print(reproduction(entry, find_model(checkpoint[len("zoo:") :])), highlight=False, soft_wrap=True)
+
+
+def reproduction(entry: dict[str, Any], model: ZooModel) -> str:
+    """Whether a re-evaluation of a zoo model gives its committed entry's numbers."""
+    committed = read_entry(model.entry)
+    if (committed["protocol_hash"], committed["n_examples"]) != (entry["protocol_hash"], entry["n_examples"]):
+        return f"not comparable with {model.entry}: another protocol version or number of examples"
+    keys = ["clean_accuracy", "robust_accuracy"]
+    differ = [k for k in keys if committed[k] != entry[k]]
+    differ += [f"attacks.{a}" for a in entry["attacks"] if committed["attacks"].get(a) != entry["attacks"][a]]
+    if committed.get("per_example") and committed["per_example"] != entry["per_example"]:
+        differ.append("per_example")
+    if not differ:
+        return f"reproduces {model.entry} exactly (every accuracy and every example's outcome)"
+    return f"differs from {model.entry} in {', '.join(differ)}"
 
 
 def parse_eps_list(text: str) -> tuple[float, ...]:

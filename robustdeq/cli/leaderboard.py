@@ -10,6 +10,7 @@ import typer
 from robustdeq.cli.common import console, one_line_errors
 from robustdeq.leaderboard import read_entries, render, table
 from robustdeq.leaderboard.store import protocol_folders
+from robustdeq.zoo import write_index
 
 
 @one_line_errors
@@ -27,3 +28,6 @@ def leaderboard(
         frame = table(entries)
         console.print(f"[bold]{folder.name}[/bold] ({len(entries)} entries) -> {', '.join(str(p) for p in paths)}")
         console.print(frame.drop(columns=["paper"]).to_string(index=False))
+    index = write_index(root)
+    if index is not None:
+        console.print(f"zoo index -> {index}")

@@ -53,7 +53,7 @@ def submit(
     splits = {spec.id: load_splits(spec, data_dir, download) for spec in specs}  # a missing data set fails here
     progress = Progress(enabled=not quiet)
     for spec in specs:
-        entry = run_defense(defense, spec, splits[spec.id], out, Budget(), None, progress, compute)
+        entry = run_defense(defense, spec, splits[spec.id], out, Budget(), progress, compute)
         console.print(
             f"submitted {defense.id} under {spec.id}: clean {100 * entry['clean_accuracy']:.2f}%, "
             f"robust {100 * entry['robust_accuracy']:.2f}%; entry {entry_path(out, spec.id, defense.id)}"

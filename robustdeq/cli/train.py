@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from robustdeq import distributed
-from robustdeq.checkpoint import save_checkpoint
+from robustdeq.checkpoint import FILENAME, save_checkpoint
 from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_errors
 from robustdeq.device import resolve as resolve_device
 from robustdeq.pipeline import Budget, checkpoint_meta, load_splits, train_defense
@@ -33,7 +33,8 @@ def train(
     device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Train a defense and save model.safetensors + meta.json (evaluate it with `robustdeq evaluate`).
+    """Train a defense and save OUT/<protocol>/<defense>/model.safetensors, which carries the manifest it was
+    trained from (evaluate it with `robustdeq evaluate`).
 
     Under `torchrun --nproc-per-node N -m robustdeq train ...` the ranks train data-parallel (each takes its
     share of every batch) and rank 0 saves the checkpoint.
@@ -46,5 +47,6 @@ def train(
     result, record = train_defense(chosen, spec, train_split, budget, Progress(enabled=not quiet), test_split, compute)
     folder = out / spec.id / chosen.id
     if distributed.is_main():
-        save_checkpoint(result.model, folder, checkpoint_meta(chosen, spec, record, result.seconds, result.federated))
+        meta = checkpoint_meta(chosen, spec, record, result.seconds, result.federated)
+        save_checkpoint(result.model, folder / FILENAME, meta)
     console.print(f"trained {chosen.id} in {result.seconds:.1f} s (final loss {result.final_loss:.4f}); saved {folder}")

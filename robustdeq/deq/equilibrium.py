@@ -227,11 +227,13 @@ class Equilibrium(nn.Module):
             return self._override
         return self.spec.train_grad if self.training else self.spec.attack_grad
 
-    def forward(self, f: Cell, z0: Tensor, inputs: Tensor | None = None) -> Tensor:
+    def forward(self, f: Cell, z0: Tensor, inputs: Tensor | None = None, z_star: Tensor | None = None) -> Tensor:
         """Fixed point of ``f`` from ``z0`` (B, ...); differentiable when autograd is on.
 
         ``f(z)``, or ``f(z, inputs)`` when the per-example ``inputs`` (B, ...) are given, which
-        lets an attack session evaluate the cell on a subset of the rows.
+        lets an attack session evaluate the cell on a subset of the rows. ``z_star``: a fixed point
+        the caller has already solved for (and whose :attr:`last_stats` it has set): only the
+        gradient is attached (:mod:`robustdeq.deq.torchdeq_adapter` does this).
         """
         spec = self._forward_spec()
         cell: Callable[[Tensor], Tensor] = f if inputs is None else (lambda z: f(z, inputs))
@@ -243,7 +245,9 @@ class Equilibrium(nn.Module):
 
         session = self._session if inputs is not None else None
         with torch.no_grad():
-            if session is not None and inputs is not None:
+            if z_star is not None:
+                z_star = z_star.detach()
+            elif session is not None and inputs is not None:
                 z_star = self._solve_per_example(f, z0, inputs)
             else:
                 z_star = self._solve_batch(counted, z0)

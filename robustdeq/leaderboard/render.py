@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from robustdeq.device import on_gpu
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard.store import atomic_write_text
 
@@ -62,7 +63,7 @@ def computed_on(entry: dict[str, Any]) -> str:
     """`` (GPU: <name>)`` for an entry computed on a GPU (CUDA numbers differ from CPU ones in the
     last bits and in PGD's random starts), else nothing."""
     device = entry["provenance"].get("device")
-    return f" (GPU: {device['name']})" if device is not None and device["type"] == "cuda" else ""
+    return f" (GPU: {device['name']})" if device is not None and on_gpu(device) else ""
 
 
 def markdown(frame: pd.DataFrame) -> str:

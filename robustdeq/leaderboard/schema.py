@@ -12,7 +12,10 @@ from typing import Any
 
 from robustdeq.errors import RobustdeqError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Entries written before this round's regeneration (version 1) are read until it replaces them;
+# the keys version 2 adds are optional for them (docs/entry.md).
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,15 @@ ENTRY_SCHEMA: dict[str, Any] = {
             "rounds": ListOf(FEDERATED_ROUND),
         }
     ),
+    "per_example": MayBeAbsent(
+        {
+            "indices": str,
+            "clean_correct": str,
+            "robust": str,
+            "attack_order": ListOf(str),
+            "broken_by": str,
+        }
+    ),
     "solver": Optional(
         {
             "settings": SOLVER_SETTINGS,
@@ -119,6 +131,8 @@ ENTRY_SCHEMA: dict[str, Any] = {
         "torch_version": str,
         "python_version": str,
         "git_commit": Optional(str),
+        "command": MayBeAbsent(str),
+        "checkpoint": MayBeAbsent(Optional({"file": Optional(str), "url": Optional(str), "sha256": str})),
         "hardware": str,
         "device": MayBeAbsent(
             {
@@ -132,16 +146,18 @@ ENTRY_SCHEMA: dict[str, Any] = {
             }
         ),
         "seed": int,
-        "training": {
-            "recipe": str,
-            "epochs": int,
-            "batch_size": int,
-            "lr": float,
-            "weight_decay": float,
-            "seed": int,
-            "train_subset": Optional(int),
-            "recipe_settings": FreeTable,
-        },
+        "training": Optional(
+            {
+                "recipe": str,
+                "epochs": int,
+                "batch_size": int,
+                "lr": float,
+                "weight_decay": float,
+                "seed": int,
+                "train_subset": Optional(int),
+                "recipe_settings": FreeTable,
+            }
+        ),
         "attack_settings": DictOf(FreeTable),
         "reduced_budget": bool,
         "train_seconds": float,
@@ -216,8 +232,16 @@ def validate(value: Any, schema: Any = None, where: str = "entry") -> None:
 def validate_entry(entry: dict[str, Any], where: str = "entry") -> None:
     """Schema check plus the invariants a leaderboard relies on."""
     validate(entry, ENTRY_SCHEMA, where)
-    if entry["schema_version"] != SCHEMA_VERSION:
-        raise RobustdeqError(f"{where}: schema_version {entry['schema_version']} is not {SCHEMA_VERSION}")
+    if entry["schema_version"] not in READABLE_VERSIONS:
+        known = ", ".join(map(str, READABLE_VERSIONS))
+        raise RobustdeqError(f"{where}: schema_version {entry['schema_version']} is not one of {known}")
+    if entry["schema_version"] >= 2:
+        for key in ("per_example",):
+            if key not in entry:
+                raise RobustdeqError(f"{where}: missing key {key!r}")
+        for key in ("command", "checkpoint"):
+            if key not in entry["provenance"]:
+                raise RobustdeqError(f"{where}.provenance: missing key {key!r}")
     for key in ("clean_accuracy", "robust_accuracy"):
         if not 0.0 <= entry[key] <= 1.0:
             raise RobustdeqError(f"{where}.{key}: must be in [0, 1]")
@@ -226,3 +250,7 @@ def validate_entry(entry: dict[str, Any], where: str = "entry") -> None:
     for name, acc in entry["attacks"].items():
         if not entry["robust_accuracy"] <= acc <= entry["clean_accuracy"]:
             raise RobustdeqError(f"{where}.attacks.{name}: must lie between robust and clean accuracy")
+    if "per_example" in entry:
+        from robustdeq.leaderboard.outcomes import check_outcomes
+
+        check_outcomes(entry, where)

@@ -13,6 +13,7 @@ from torch import nn
 from robustdeq.config import Table
 from robustdeq.data import DATASETS, Split
 from robustdeq.deq import equilibria
+from robustdeq.deq.torchdeq_adapter import from_torchdeq
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.models import create_model
@@ -43,7 +44,9 @@ def build_model(defense: DefenseSpec, dataset: str, device: str | torch.device |
     info = DATASETS.get(dataset)
     target = resolve_device(device)
     if defense.model.factory is not None:
-        return _from_factory(defense, info.shape, info.num_classes).to(target)
+        model = _from_factory(defense, info.shape, info.num_classes)
+        # torchdeq DEQ modules give no input gradient in eval mode: adapted unless the manifest says not.
+        return (from_torchdeq(model) if defense.torchdeq_adapter else model).to(target)
     settings = dict(defense.model.settings)
     loop = settings.pop("entropy_reduction", None)
     model = create_model(defense.model.family, info.shape, info.num_classes, defense.solver, **settings)
