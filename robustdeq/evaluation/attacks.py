@@ -281,8 +281,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 class Transfer(Attack):
     """Transfer from the explicit twin: PGD on the weight-tied model with the DEQ's own block
-    applied as many times as the DEQ's mean solver steps on the batch, then the examples are
-    tried on the DEQ. Needs no gradient of the DEQ, so it brings down DEQs whose gradient is
+    applied as many times as the DEQ's mean solver steps on the batch (for LyaDEQ: its own cell
+    and head without the Lyapunov module, for its step budget), then the examples are tried on
+    the DEQ. Needs no gradient of the DEQ, so it brings down DEQs whose gradient is
     broken (detached fixed points, non-differentiable steps inside the forward pass)."""
 
     name = "transfer"
@@ -304,8 +305,9 @@ class Transfer(Attack):
         with torch.no_grad():
             deq(x)
         steps = [layer.last_stats.nstep.float().mean() for layer in equilibria(deq) if layer.last_stats is not None]
-        depth = max(1, round(float(sum(steps)))) if steps else 1
-        twin = deq.explicit_twin(depth)  # type: ignore[operator]
+        # A DEQ's twin unrolls its mean solver steps; a model read out after a fixed budget (LyaDEQ) its budget.
+        budget = float(sum(steps)) if steps else float(getattr(deq, "block_evaluations", 1))
+        twin = deq.explicit_twin(max(1, round(budget)))  # type: ignore[operator]
         return self.pgd.perturb(twin.eval(), x, y)
 
 

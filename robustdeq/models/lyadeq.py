@@ -1,146 +1,79 @@
-"""LyaDEQ: a DEQ whose dynamics are projected to decrease a convex Lyapunov function, then an
-orthogonal layer (Chu, Wei, Liu, Zhao 2023, "Learning Robust Deep Equilibrium Models",
-arXiv 2304.12707), on the shared :class:`~robustdeq.deq.Equilibrium` layer.
+"""LyaDEQ (Chu, Wei, Liu, Zhao, arXiv 2304.12707: v1/v2 "Learning Robust Deep Equilibrium Models",
+v3 "Lyapunov-Stable Deep Equilibrium Models", AAAI 2024), in the reading documented here and in
+``docs/lyadeq.md``.
 
-**Dynamics.** The cell is the reference DEQ's, f(z, x) = relu(W z + U x) with W a
-:class:`ContractiveConv` (operator norm <= ``bound`` < 1), viewed as the dynamical system
-dz/dt = F(z) = f(z, x) - z, whose only equilibrium is the cell's unique fixed point z*(x).
+**The model.** The reference DEQ's cell f(z, x) = relu(W z + U x) (W a :class:`ContractiveConv`
+of operator norm <= ``bound``, the reference DEQ's 0.9) defines the dynamics dz/dt = F(z) =
+f(z, x) - z. A convex Lyapunov function of the state,
 
-**Lyapunov function.** V_x(z) = V0(r) with r = z - f(z, x) the residual and
-V0(r) = s(g(r) - g(0)) + eps |r|^2, where g is an input-convex network (per-position
-two-layer ICNN: non-negative hidden-to-hidden and output weights, softplus activations, which
-are convex and non-decreasing) and s the smoothed ReLU of Kolter & Manek (2019). V0 is
-convex with V0(0) = 0, and V0(r) >= eps |r|^2, so V_x >= eps (1 - bound)^2 |z - z*|^2 and
-V_x(z) = 0 only at z = z*. V_x is convex in the residual coordinates r; it is *not* convex in
-z (the map z -> r is a bi-Lipschitz bijection, not an affine one).
+    V(z) = g(z) - g(0) - grad g(0) . z + eps |z|^2        (g an input-convex network, trained),
 
-Why the minimum sits at the implicit fixed point: with the projection below and alpha > 0,
-every equilibrium of the projected dynamics has V = 0 (F~ = 0 means F = c grad V with
-c |grad V|^2 = ReLU(c |grad V|^2 + alpha V): either the ReLU is active and alpha V = 0, or
-c = 0 and alpha V <= 0), so the only equilibrium is argmin V. A V minimised at a fixed
-reference would send every input to that one point; one minimised at an explicit map of x
-would make the "DEQ" that explicit map. Measuring V in residual coordinates puts its minimum
-at the cell's own fixed point, which has no closed form. (The paper leaves this open; this
-is our choice.)
+with its unique minimum V(0) = 0 at the origin of the state space (Manek & Kolter 2019's
+construction, arXiv 2001.06116, with g's Bregman divergence in place of their rehu(g(z) - g(0)):
+:class:`~robustdeq.models.lyapunov.LyapunovFunction` says why), is made to decrease along the dynamics by projection:
 
-**Projection and solve.** F~(z) = F(z) - grad V ReLU(grad V . F + alpha V) / |grad V|^2, with
-grad V = (I - J_f)^T grad V0(r) in closed form. Along F~, dV/dt <= -alpha V exactly. The
-solver iterates the Euler step G(z) = z + F~(z), which equals the plain cell f(z) wherever
-the projection is inactive. The contraction alone gives dV/dt <= -2 (1 - bound) V for the
-quadratic part of V (-V at bound 0.5); alpha = 1.5 asks for more, so the projection acts on
-most solver steps (70-95% on trained digits models) rather than only where the ICNN part
-bends V. The reference defenses iterate G by plain fixed-point iteration, so the solver
-trajectory is the discretised projected flow. bound = 0.5 (the reference DEQ uses 0.9) keeps
-grad V = (I - J_f)^T grad V0 well conditioned; at 0.9 the projected Euler steps overshoot and
-V rises along the iteration.
+    F~(z) = F(z) - grad V(z) * ReLU(grad V(z) . F(z) + alpha V(z)) / |grad V(z)|^2,
 
-**What is guaranteed, what is not.**
+so that dV/dt <= -alpha V along F~ (the "Lyapunov stability module"). The solver iterates the
+Euler step z + F~(z) = f(z) - correction, which can overshoot: the projection holds for the
+flow, not for a unit step (measured while building this: on a model trained without it, V *rose*
+on 96% of the solver's steps; on a trained model with it, the bare Euler step misses the decay
+factor below on most digits in the first three steps). A safeguard therefore scales each step towards V's minimum just
+enough that V(z_{k+1}) <= exp(-alpha) V(z_k) (exact by convexity: :meth:`safeguard`), the
+discrete counterpart of the flow's decay rate. The state the head reads is z_K, after K =
+``steps`` solver steps: z_1 = f(0, x) = relu(U x), then K - 1 steps of the stable map (the
+DEQ solver's budget: fixed-point iteration, no early stop).
+The head is an orthogonal fully connected layer (``parametrizations.orthogonal``), a ReLU and
+the linear classifier. V's ICNN is trained end to end with the task loss, through the K steps.
+Gradients, for training and for every attack, are exact: backpropagation through the K steps
+the forward pass takes (nothing is detached, no implicit-function shortcut).
 
-- Guaranteed: the equilibrium exists, is unique and is z*(x), the fixed point of the plain
-  cell (contraction); the projection never moves it. Under the continuous flow of F~, V
-  decays at least like exp(-alpha t) from every initial state.
-- Not guaranteed: V decreasing along the *discrete* iteration (an Euler step can overshoot);
-  it is observed on trained models (``tests/test_lyadeq.py``). An accelerated solver
-  (Anderson) extrapolates and does not follow the flow at all.
-- Consequence: the logits depend on x only through z*(x), which does not depend on V or
-  alpha. The Lyapunov module therefore cannot by itself change accuracy or robustness: it
-  shapes and certifies the path to the fixed point. Nor can V be learned from the task loss
-  (dz*/d(theta_V) = 0): unlike the paper, which trains V end to end, V's ICNN weights are drawn
-  once at initialisation and kept as buffers (saved with the checkpoint). The correction
-  term is detached in the solver map, which leaves the implicit gradient exact (z* is the
-  fixed point of f alone) and keeps the adjoint solve on the contractive cell.
+**Why this reading.** The paper's abstract says the module makes "the fixed points of the DEQ
+models ... Lyapunov stable", that V is learned (an ICNN, as in Manek & Kolter), and that an
+orthogonal fully connected layer is added "to avoid poor adversarial defense due to
+Lyapunov-stable fixed points being located near each other". Its method and experiment
+sections and any code are not public (``docs/lyadeq.md`` lists what was searched). Two facts
+then fix the reading:
 
-**Head.** pooled z* (C * 4 * 4 features) -> orthogonal fully connected layer Q (square,
-kept orthogonal by ``torch.nn.utils.parametrizations.orthogonal``: Q Q^T = I by construction,
-not by a penalty) -> ReLU -> linear classifier. ``orthogonal=False`` drops Q (the ablation):
-the head is then the reference DEQ's (pool, linear).
+- With alpha > 0 the projected field's only equilibrium is argmin V (F~ = 0 forces
+  ReLU(...) |grad V|^2 ... = 0, hence alpha V = 0). So the place of V's minimum decides what an
+  *exactly solved* LyaDEQ computes. Minimum at a fixed point (here the origin): every input goes
+  to the same state, accuracy is chance. Minimum at the plain cell's own fixed point (V in the
+  residual z - f(z), ``lyadeq_residual``): the projection never moves the equilibrium, V gets
+  no gradient, and the module cannot change the output. Minimum at a learned function m(x): the
+  solved model is head(m(x)), an explicit network. None of these lets a trained V matter at
+  convergence, so a LyaDEQ with a working module reads a state the solver reaches within its
+  budget, not the equilibrium: the reading here.
+- Then, the paper's diagnosis follows: V decreases along every trajectory and is minimal at one
+  point, so the states the head reads are pulled towards each other (V(z_K) <= V(z_1), far
+  below the plain cell's fixed points' V) -- "fixed points located near each other" -- which is
+  the stated reason for the orthogonal layer. The same first author's later "Lyapunov Stable
+  Graph Neural Flow" (arXiv 2603.12557) also trains the Lyapunov function and reads the flow at
+  a finite time.
+
+The alternatives are kept: ``lyapunov = false`` (the same model without the module: the cell
+iterated K times, a weight-tied model) and ``orthogonal = false`` are the ablation arms, and
+the earlier residual construction is the family ``lyadeq_residual``.
+
+**What is guaranteed.** V >= 0, convex, V = 0 only at z = 0; along the continuous flow of F~,
+V decays at least like exp(-alpha t), and along the solver's steps V(z_{k+1}) <= exp(-alpha)
+V(z_k) (the safeguard), so V(z_K) <= exp(-alpha (K - 1)) V(z_1). The readout is not an equilibrium
+(:meth:`LyaDEQClassifier.readout_residual` reports how far from one), and the model's output
+changes with K: entries report K as the forward cost and the per-example residual.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import parametrizations
 
-from robustdeq.deq import Equilibrium, SolverSpec
-from robustdeq.device import CPU
+from robustdeq.deq import SolverSpec
 from robustdeq.models.blocks import ContractiveConv, stem_stride
+from robustdeq.models.lyapunov import LyapunovFunction, OrthogonalHead
 from robustdeq.models.registry import MODELS
-
-
-def rehu(t: Tensor, d: float = 1.0) -> Tensor:
-    """Smoothed ReLU (Kolter & Manek 2019): 0 for t <= 0, t^2 / 2d on (0, d), t - d/2 beyond."""
-    c = t.clamp(0.0, d)
-    return c * c / (2 * d) + (t - d).clamp_min(0.0)
-
-
-def rehu_grad(t: Tensor, d: float = 1.0) -> Tensor:
-    """Derivative of :func:`rehu`."""
-    return t.clamp(0.0, d) / d
-
-
-class InputConvexNet(nn.Module):
-    """g(r): states (B, C, H, W) -> (B,), convex in r; a two-layer ICNN applied at every position.
-
-    a1 = A1 r + b1, a2 = Wh s(a1) + A2 r + b2, g = sum over positions of w_out . s(a2), with Wh
-    and w_out non-negative and s = softplus (convex, non-decreasing): a non-negative
-    combination of convex functions, through a convex non-decreasing activation, is convex.
-    The weights are buffers drawn once (see the module docstring); ``scale`` sets the size of
-    g against the quadratic term of V.
-    """
-
-    def __init__(self, channels: int, hidden: int, scale: float) -> None:
-        super().__init__()
-        bound = channels**-0.5
-        self.hidden = hidden
-        self.w_in: Tensor  # (2 * hidden, C): A1 and A2 stacked
-        self.b_in: Tensor
-        self.w_hidden: Tensor  # (hidden, hidden), >= 0
-        self.w_out: Tensor  # (hidden,), >= 0
-        self.register_buffer("w_in", (2 * torch.rand(2 * hidden, channels, device=CPU) - 1) * bound)
-        self.register_buffer("b_in", (2 * torch.rand(2 * hidden, device=CPU) - 1) * bound)
-        self.register_buffer("w_hidden", torch.rand(hidden, hidden, device=CPU) * (2.0 / hidden))
-        self.register_buffer("w_out", torch.rand(hidden, device=CPU) * (2.0 * scale / hidden))
-
-    def _preactivations(self, r: Tensor) -> tuple[Tensor, Tensor]:
-        # Channels-last, so every layer is one small matrix product over all positions.
-        a1, skip = F.linear(r.permute(0, 2, 3, 1).contiguous(), self.w_in, self.b_in).split(self.hidden, -1)
-        return a1, F.linear(F.softplus(a1), self.w_hidden) + skip
-
-    def forward(self, r: Tensor) -> Tensor:
-        _, a2 = self._preactivations(r)
-        return (F.softplus(a2) @ self.w_out).sum((1, 2))
-
-    def value_and_grad(self, r: Tensor) -> tuple[Tensor, Tensor]:
-        """g(r) (B,) and its gradient (B, C, H, W), by hand: the solver calls this at every step."""
-        a1, a2 = self._preactivations(r)
-        g2 = torch.sigmoid(a2) * self.w_out
-        g1 = torch.sigmoid(a1) * (g2 @ self.w_hidden)
-        grad = torch.cat([g1, g2], -1) @ self.w_in
-        return (F.softplus(a2) @ self.w_out).sum((1, 2)), grad.permute(0, 3, 1, 2)
-
-
-class LyapunovFunction(nn.Module):
-    """V0(r) = rehu(g(r) - g(0)) + eps |r|^2 (B,): convex, V0(0) = 0, V0(r) >= eps |r|^2."""
-
-    def __init__(self, channels: int, hidden: int, eps: float, scale: float) -> None:
-        super().__init__()
-        if eps <= 0:
-            raise ValueError("lyapunov_eps must be positive")
-        self.icnn = InputConvexNet(channels, hidden, scale)
-        self.eps = eps
-
-    def forward(self, r: Tensor) -> Tensor:
-        return self.value_and_grad(r)[0]
-
-    def value_and_grad(self, r: Tensor) -> tuple[Tensor, Tensor]:
-        g0 = self.icnn(torch.zeros_like(r[:1]))
-        g, dg = self.icnn.value_and_grad(r)
-        t = g - g0
-        value = rehu(t) + self.eps * r.flatten(1).pow(2).sum(1)
-        grad = rehu_grad(t).view(-1, 1, 1, 1) * dg + 2 * self.eps * r
-        return value, grad
 
 
 class LyaDEQClassifier(nn.Module):
@@ -152,85 +85,113 @@ class LyaDEQClassifier(nn.Module):
         self,
         in_shape: tuple[int, int, int],
         num_classes: int,
-        solver: SolverSpec | None = None,
         channels: int = 16,
-        bound: float = 0.5,
-        alpha: float = 1.5,
-        lyapunov_hidden: int = 8,
-        lyapunov_eps: float = 0.1,
+        bound: float = 0.9,
+        steps: int = 12,
+        alpha: float = 0.1,
+        lyapunov: bool = True,
+        lyapunov_hidden: int = 16,
+        lyapunov_eps: float = 0.01,
         lyapunov_scale: float = 1.0,
         orthogonal: bool = True,
     ) -> None:
         super().__init__()
-        if alpha <= 0:
-            raise ValueError("alpha must be positive")
+        if alpha <= 0 or steps < 1:
+            raise ValueError("alpha > 0 and steps >= 1 are required")
         c, h, w = in_shape
         s = stem_stride(h)
+        self.in_shape = in_shape
         self.inject = nn.Conv2d(c, channels, 3, stride=s, padding=1)
         self.state_shape = (channels, (h - 1) // s + 1, (w - 1) // s + 1)
         self.cell = ContractiveConv(channels, self.state_shape[1:], bound)
         self.lyapunov = LyapunovFunction(channels, lyapunov_hidden, lyapunov_eps, lyapunov_scale)
+        self.use_lyapunov = lyapunov
         self.alpha = alpha
-        self.equilibrium = Equilibrium(solver)
-        self.pool = nn.AdaptiveAvgPool2d(4)
-        features = channels * 16
-        self.fc = parametrizations.orthogonal(nn.Linear(features, features)) if orthogonal else None
-        self.classifier = nn.Linear(features, num_classes)
+        self.steps = steps
+        self.block_evaluations = steps
+        self.head = OrthogonalHead(channels, num_classes, orthogonal)
         self.last_state: Tensor | None = None
         self.last_projection_rate: float | None = None
-        self._projected = 0
-        self._evaluated = 0
 
     def f(self, z: Tensor, u: Tensor, weight: Tensor) -> Tensor:
         """The plain cell relu(W z + u), with W = ``weight``."""
         return torch.relu(self.cell(z, weight) + u)
 
-    def lyapunov_value(self, z: Tensor, u: Tensor, weight: Tensor) -> Tensor:
-        """V_x(z) (B,) for the injection ``u`` = U x."""
-        return self.lyapunov(z - self.f(z, u, weight))
+    def correction(self, z: Tensor, fz: Tensor) -> Tensor:
+        """grad V ReLU(grad V . F + alpha V) / |grad V|^2 at z, with F = fz - z (zero where grad V = 0,
+        i.e. at the origin, where V = 0 and the constraint holds already)."""
+        value, grad = self.lyapunov.value_and_grad(z)
+        excess = torch.relu((grad * (fz - z)).flatten(1).sum(1) + self.alpha * value)
+        norm2 = grad.flatten(1).pow(2).sum(1)
+        safe = torch.where(norm2 > 0, norm2, torch.ones_like(norm2))
+        coef = torch.where(norm2 > 0, excess / safe, torch.zeros_like(excess))
+        return coef.view(-1, 1, 1, 1) * grad
 
-    def projected_drift(self, z: Tensor, u: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-        """(f(z), correction), without gradient: F~(z) = f(z) - z - correction."""
-        with torch.no_grad():
-            pre = self.cell(z, weight) + u
-            fz = torch.relu(pre)
-            drift = fz - z
-            v, grad_v0 = self.lyapunov.value_and_grad(-drift)
-            # grad_z V = (I - J_f)^T grad V0, with J_f^T g = W^T (relu'(pre) * g).
-            grad_v = grad_v0 - F.conv_transpose2d((pre > 0).to(z.dtype) * grad_v0, weight, padding=1)
-            excess = torch.relu((grad_v * drift).flatten(1).sum(1) + self.alpha * v)
-            coef = excess / grad_v.flatten(1).pow(2).sum(1).clamp_min(torch.finfo(z.dtype).tiny)
-            self._projected += int((excess > 0).sum())
-            self._evaluated += len(z)
-            return fz, coef.view(-1, 1, 1, 1) * grad_v
+    def safeguard(self, z: Tensor, candidate: Tensor) -> Tensor:
+        """``candidate`` scaled towards V's minimum (the origin) just enough that V falls by the factor
+        exp(-alpha) from z: by convexity and V(0) = 0, V(s y) <= s V(y) for s in [0, 1], so
+        s = min(1, exp(-alpha) V(z) / V(y)) gives V(s y) <= exp(-alpha) V(z) exactly."""
+        target = math.exp(-self.alpha) * self.lyapunov(z)
+        reached = self.lyapunov(candidate)
+        over = reached > target
+        scale = torch.where(
+            over, target / torch.where(over, reached, torch.ones_like(reached)), torch.ones_like(reached)
+        )
+        return candidate * scale.view(-1, 1, 1, 1)
 
     def step(self, z: Tensor, u: Tensor, weight: Tensor) -> Tensor:
-        """The solver map G(z) = z + F~(z) = f(z) - correction; the correction is detached."""
-        fz, correction = self.projected_drift(z, u, weight)
-        if torch.is_grad_enabled():
-            fz = self.f(z, u, weight)
-        return fz - correction
+        """One step of the stable dynamics: the Euler step z + F~(z) = f(z) - correction, then the
+        safeguard (without the module: the plain cell f(z))."""
+        fz = self.f(z, u, weight)
+        if not self.use_lyapunov:
+            return fz
+        return self.safeguard(z, fz - self.correction(z, fz))
 
-    def forward(self, x: Tensor, z_init: Tensor | None = None) -> Tensor:
-        """Logits; the solve starts from ``z_init`` (a warm start) or zeros.
+    def trajectory(self, x: Tensor) -> list[Tensor]:
+        """The states z_1, ..., z_K (each (B, *state_shape)): z_1 = f(0, x) = relu(U x), the cell's
+        first step from zero (V(0) = 0, so no step from the origin could decrease V), then K - 1
+        steps of the stable dynamics."""
+        u = self.inject(x)
+        weight = self.cell.effective_weight()  # once per forward: the norm estimate is not free
+        states = [self.f(x.new_zeros(x.shape[0], *self.state_shape), u, weight)]
+        for _ in range(self.steps - 1):
+            states.append(self.step(states[-1], u, weight))
+        return states
 
-        The fixed point (detached) is left in :attr:`last_state`, the solver statistics in
-        ``self.equilibrium.last_stats``, and the share of solver steps (over examples) at
-        which the projection acted in :attr:`last_projection_rate`.
-        """
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.trajectory(x)[-1]
+        self.last_state = z.detach()
+        out: Tensor = self.head(z)
+        return out
+
+    @torch.no_grad()
+    def readout_residual(self, x: Tensor) -> Tensor:
+        """Relative residual |G(z_K) - z_K| / |G(z_K)| (B,) of the readout under the projected map G:
+        how far the state the head reads is from a fixed point of the model's own dynamics."""
         u = self.inject(x)
         weight = self.cell.effective_weight()
-        z0 = x.new_zeros(x.shape[0], *self.state_shape) if z_init is None else z_init
-        self._projected = self._evaluated = 0
-        # ``inputs=u``: inside an attack session each example is solved on its own (per-example
-        # Anderson from its warm start; the same unique fixed point).
-        z = self.equilibrium(lambda z, u: self.step(z, u, weight), z0, inputs=u)
-        self.last_projection_rate = self._projected / max(1, self._evaluated)
-        self.last_state = z.detach()
-        features = self.pool(z).flatten(1)
-        if self.fc is not None:
-            features = torch.relu(self.fc(features))
-        return self.classifier(features)
+        z = self.trajectory(x)[-1]
+        nxt = self.step(z, u, weight)
+        return (nxt - z).flatten(1).norm(dim=1) / (nxt.flatten(1).norm(dim=1) + 1e-9)
+
+    @torch.no_grad()
+    def projection_rate(self, x: Tensor) -> float:
+        """Share of (example, step) pairs at which the projection changed the plain cell's step."""
+        if not self.use_lyapunov:
+            return 0.0
+        u = self.inject(x)
+        weight = self.cell.effective_weight()
+        states = self.trajectory(x)
+        acted = sum(int((self.step(z, u, weight) != self.f(z, u, weight)).flatten(1).any(1).sum()) for z in states[:-1])
+        return acted / max(1, len(x) * (len(states) - 1))
+
+    def explicit_twin(self, depth: int | None = None) -> nn.Module:
+        """The same weights without the Lyapunov module: the plain cell iterated ``depth`` (default K)
+        times, then this model's head; the transfer attack's source."""
+        twin = copy.deepcopy(self)
+        twin.use_lyapunov = False
+        twin.steps = twin.block_evaluations = depth or self.steps
+        return twin.train(self.training)
 
 
 @MODELS.register("lyadeq")
@@ -239,20 +200,23 @@ def make_lyadeq(
     num_classes: int,
     solver: SolverSpec | None = None,
     channels: int = 16,
-    bound: float = 0.5,
-    alpha: float = 1.5,
-    lyapunov_hidden: int = 8,
-    lyapunov_eps: float = 0.1,
+    bound: float = 0.9,
+    steps: int = 12,
+    alpha: float = 0.1,
+    lyapunov: bool = True,
+    lyapunov_hidden: int = 16,
+    lyapunov_eps: float = 0.01,
     lyapunov_scale: float = 1.0,
     orthogonal: bool = True,
 ) -> nn.Module:
     return LyaDEQClassifier(
         in_shape,
         num_classes,
-        solver,
         channels=channels,
         bound=bound,
+        steps=steps,
         alpha=alpha,
+        lyapunov=lyapunov,
         lyapunov_hidden=lyapunov_hidden,
         lyapunov_eps=lyapunov_eps,
         lyapunov_scale=lyapunov_scale,

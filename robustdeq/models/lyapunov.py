@@ -1,0 +1,110 @@
+"""Convex Lyapunov functions (Manek & Kolter 2019, arXiv 2001.06116) and the orthogonal head, shared
+by the LyaDEQ families (:mod:`robustdeq.models.lyadeq`, :mod:`robustdeq.models.lyadeq_residual`)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrizations
+
+from robustdeq.device import CPU
+
+
+class InputConvexNet(nn.Module):
+    """g(s): states (B, C, H, W) -> (B,), convex in s; a two-layer ICNN applied at every position.
+
+    a1 = A1 s + b1, a2 = Wh softplus(a1) + A2 s + b2, g = sum over positions of w_out . softplus(a2).
+    Wh and w_out are non-negative by construction (softplus of free parameters, divided by the
+    width, as in Manek & Kolter's ICNN); softplus is convex and non-decreasing, so g is convex:
+    a non-negative combination of convex functions, through a convex non-decreasing activation.
+    All of it is trainable (``nn.Parameter``); ``scale`` sets g's size against V's quadratic term.
+    """
+
+    def __init__(self, channels: int, hidden: int, scale: float) -> None:
+        super().__init__()
+        bound = channels**-0.5
+        self.hidden = hidden
+        self.scale = scale
+        # Built on the CPU (the model is moved afterwards), so the draws do not depend on the device.
+        self.w_in = nn.Parameter((2 * torch.rand(2 * hidden, channels, device=CPU) - 1) * bound)  # A1, A2
+        self.b_in = nn.Parameter((2 * torch.rand(2 * hidden, device=CPU) - 1) * bound)
+        self.hidden_raw = nn.Parameter(torch.randn(hidden, hidden, device=CPU))
+        self.out_raw = nn.Parameter(torch.randn(hidden, device=CPU))
+
+    @property
+    def w_hidden(self) -> Tensor:
+        return F.softplus(self.hidden_raw) / self.hidden
+
+    @property
+    def w_out(self) -> Tensor:
+        return F.softplus(self.out_raw) * (self.scale / self.hidden)
+
+    def _preactivations(self, s: Tensor) -> tuple[Tensor, Tensor]:
+        # Channels-last, so every layer is one small matrix product over all positions.
+        a1, skip = F.linear(s.permute(0, 2, 3, 1), self.w_in, self.b_in).split(self.hidden, -1)
+        return a1, F.linear(F.softplus(a1), self.w_hidden) + skip
+
+    def forward(self, s: Tensor) -> Tensor:
+        _, a2 = self._preactivations(s)
+        return (F.softplus(a2) @ self.w_out).sum((1, 2))
+
+    def value_and_grad(self, s: Tensor) -> tuple[Tensor, Tensor]:
+        """g(s) (B,) and its gradient in s (B, C, H, W), in closed form (differentiable in the
+        weights and in s, so the projection that uses it trains V and is attacked exactly)."""
+        a1, a2 = self._preactivations(s)
+        w_out = self.w_out
+        g2 = torch.sigmoid(a2) * w_out
+        g1 = torch.sigmoid(a1) * (g2 @ self.w_hidden)
+        grad = torch.cat([g1, g2], -1) @ self.w_in
+        return (F.softplus(a2) @ w_out).sum((1, 2)), grad.permute(0, 3, 1, 2)
+
+
+class LyapunovFunction(nn.Module):
+    """V(s) = g(s) - g(0) - grad g(0) . s + eps |s|^2 (B,), g an :class:`InputConvexNet`.
+
+    The first three terms are g's Bregman divergence from the origin: non-negative and zero at
+    s = 0 because g is convex, and convex in s (g minus an affine function). So V is convex,
+    V(0) = 0 and V(s) >= eps |s|^2: its only minimum is the origin. Manek & Kolter (2019) write
+    V = rehu(g(s) - g(0)) + eps |s|^2 instead; that V is just eps |s|^2 wherever g(s) < g(0),
+    which at initialisation held for every digit's DEQ state, so g received no gradient at all
+    and could not be learned. The Bregman form has the same minimum and convexity and always
+    depends on g. g(0) and grad g(0) are recomputed at every call, so this holds while g trains.
+    """
+
+    def __init__(self, channels: int, hidden: int, eps: float, scale: float) -> None:
+        super().__init__()
+        if eps <= 0:
+            raise ValueError("lyapunov_eps must be positive")
+        self.icnn = InputConvexNet(channels, hidden, scale)
+        self.eps = eps
+
+    def forward(self, s: Tensor) -> Tensor:
+        return self.value_and_grad(s)[0]
+
+    def value_and_grad(self, s: Tensor) -> tuple[Tensor, Tensor]:
+        """V(s) (B,) and grad V(s) (B, C, H, W), in closed form."""
+        g0, dg0 = self.icnn.value_and_grad(torch.zeros_like(s[:1]))
+        g, dg = self.icnn.value_and_grad(s)
+        flat = s.flatten(1)
+        value = g - g0 - (dg0.flatten(1) * flat).sum(1) + self.eps * flat.pow(2).sum(1)
+        return value, dg - dg0 + 2 * self.eps * s
+
+
+class OrthogonalHead(nn.Module):
+    """pool to 4x4 -> orthogonal fully connected layer Q (square; Q Q^T = I by construction, torch's
+    ``parametrizations.orthogonal``) -> ReLU -> linear classifier; without Q: pool -> linear."""
+
+    def __init__(self, channels: int, num_classes: int, orthogonal: bool) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        features = channels * 16
+        self.fc = parametrizations.orthogonal(nn.Linear(features, features)) if orthogonal else None
+        self.classifier = nn.Linear(features, num_classes)
+
+    def forward(self, z: Tensor) -> Tensor:
+        features = self.pool(z).flatten(1)
+        if self.fc is not None:
+            features = torch.relu(self.fc(features))
+        out: Tensor = self.classifier(features)
+        return out
