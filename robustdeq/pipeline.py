@@ -313,6 +313,16 @@ def make_entry(
         "forward_cost": result.forward_cost,
         "solver": solver,
         "per_example": encode_outcomes(result),
+        "fidelity": defense.fidelity.to_dict() if defense.fidelity is not None else None,
+        "paper_evaluation": [
+            {
+                "label": label.removeprefix("paper:"),
+                "description": defense.fidelity.describe(label) if defense.fidelity is not None else "",
+                "accuracy": accuracy,
+                "settings": settings,
+            }
+            for label, (accuracy, settings) in result.paper_evaluation.items()
+        ],
         "provenance": {
             "robustdeq_version": robustdeq.__version__,
             "torch_version": torch.__version__,
@@ -357,7 +367,8 @@ def evaluate_and_write(
     suffix = f".rank{distributed.rank()}" if distributed.world_size() > 1 else ""
     state_path = out / protocol.id / f".{defense.id}.state{suffix}.json"
     state_path.parent.mkdir(parents=True, exist_ok=True)
-    result = evaluate(trained.model, protocol, test, budget.n_examples, progress, state_path, budget.batch_size)
+    paper = defense.fidelity.paper_evaluation if defense.fidelity is not None else ()
+    result = evaluate(trained.model, protocol, test, budget.n_examples, progress, state_path, budget.batch_size, paper)
     checkpoint = None
     if distributed.is_main() and trained.checkpoint is not None:
         # The entry's checkpoint lies beside it: copied there when the model came from elsewhere.

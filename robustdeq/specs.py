@@ -100,6 +100,75 @@ class TrainSpec:
         }
 
 
+DEVIATION_KINDS = ("cpu-budget", "unknown-in-paper", "our-choice")
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """One way a reference defense departs from its paper: ``what`` differs, of which ``kind``
+    (scaled down for the CPU, not stated in the paper, or robustdeq's choice), and ``why``."""
+
+    what: str
+    kind: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """A reference defense's record of its paper (the manifest's ``[fidelity]`` table): what the
+    paper is and did, the deviations, and the paper's own evaluation when robustdeq runs it beside
+    the protocol's (``[[fidelity.paper_evaluation]]``: attacks outside the worst case).
+    ``docs/fidelity.md`` is rendered from these records (``robustdeq fidelity``)."""
+
+    title: str
+    arxiv: str  # "" for a baseline without a paper of its own
+    venue: str
+    code: str
+    data: str
+    architecture: str
+    training: str
+    evaluation: str
+    reported: str
+    deviations: tuple[Deviation, ...] = ()
+    paper_evaluation: tuple[AttackSpec, ...] = ()
+
+    def describe(self, label: str) -> str:
+        """The description of the paper evaluation kept under ``label``."""
+        return next((e.description for e in self.paper_evaluation if e.key == label), "")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in ("title", "arxiv", "venue", "code", "data", "architecture", "training")}
+        out.update(evaluation=self.evaluation, reported=self.reported)
+        out["deviations"] = [asdict(d) for d in self.deviations]
+        return out
+
+
+def _fidelity(table: Table) -> Fidelity:
+    fields = {
+        key: table.text(key, required=key in ("title", "arxiv", "venue"), default="")
+        for key in ("title", "arxiv", "venue", "code", "data", "architecture", "training", "evaluation", "reported")
+    }
+    deviations = []
+    for item in table.tables("deviations"):
+        kind = item.choice("kind", DEVIATION_KINDS)
+        deviations.append(Deviation(item.text("what", required=True), kind, item.text("why", required=True)))
+        item.done()
+    evaluations = []
+    for item in table.tables("paper_evaluation"):
+        label = item.text("label", required=True)
+        description = item.text("description", required=True)
+        name = item.text("name", required=True)
+        grad, loop = item.text("grad", None), item.text("loop_gradient", None)
+        if grad is not None and not is_attack_mode(grad):
+            raise RobustdeqError(f"{item.where}: unknown grad {grad!r}")
+        if not ID_PATTERN.fullmatch(label):
+            raise RobustdeqError(f"{item.where}: label {label!r} is not a plain lowercase name")
+        spec = AttackSpec(name, item.rest(), (), label=f"paper:{label}", grad=grad, loop=loop, description=description)
+        evaluations.append(spec)
+    table.done()
+    return Fidelity(**fields, deviations=tuple(deviations), paper_evaluation=tuple(evaluations))
+
+
 @dataclass(frozen=True)
 class DefenseSpec:
     id: str
@@ -113,6 +182,7 @@ class DefenseSpec:
     path: Path | None = None
     protocols: tuple[str, ...] = ()
     suite: str = "core"
+    fidelity: Fidelity | None = None  # required of the reference defenses in defenses/
     manifest: str = ""  # the manifest's text, carried by checkpoints
     files: tuple[tuple[str, str], ...] = ()  # (name, text) of the factory's source file, carried too
     torchdeq_adapter: bool = True  # adapt torchdeq DEQ modules (robustdeq/deq/torchdeq_adapter.py)
@@ -149,8 +219,9 @@ def defense_id(folder: Path) -> str:
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
-def load_defense(path: Path) -> DefenseSpec:
-    """Read ``<path>/defense.toml`` (``path`` may also be the manifest itself)."""
+def load_defense(path: Path, reference: bool = False) -> DefenseSpec:
+    """Read ``<path>/defense.toml`` (``path`` may also be the manifest itself). A reference defense
+    (``reference``, or any folder in ``defenses/``) must carry a ``[fidelity]`` record."""
     folder = path.parent if path.name == MANIFEST else path
     manifest = folder / MANIFEST
     if not folder.is_dir():
@@ -159,6 +230,10 @@ def load_defense(path: Path) -> DefenseSpec:
         raise RobustdeqError(f"{folder}: missing manifest {MANIFEST}")
     data, _ = read_toml(manifest)
     spec = parse_defense(data, defense_id(folder), folder, str(manifest))
+    if spec.fidelity is None and (reference or folder.resolve().parent == DEFENSES_DIR.resolve()):
+        raise RobustdeqError(
+            f"{manifest}: a reference defense needs a [fidelity] record of its paper (docs/fidelity.md)"
+        )
     files: tuple[tuple[str, str], ...] = ()
     if spec.model.factory is not None:
         source = folder / spec.model.factory.split(":")[0]
@@ -191,6 +266,7 @@ def parse_defense(data: dict[str, Any], defense: str, folder: Path | None, where
     protocols = tuple(top.texts("protocols"))
 
     solver = _solver_spec(top.table("solver")) if "solver" in data else None
+    fidelity = _fidelity(top.table("fidelity")) if "fidelity" in data else None
 
     train_table = top.table("train", required=True)
     checkpoint = train_table.text("checkpoint", None)
@@ -225,6 +301,7 @@ def parse_defense(data: dict[str, Any], defense: str, folder: Path | None, where
         protocols=protocols,
         suite=suite,
         torchdeq_adapter=adapter,
+        fidelity=fidelity,
     )
 
 
@@ -238,14 +315,14 @@ def list_defenses(root: Path = DEFENSES_DIR, suite: str = "all") -> list[str]:
     names = sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file())
     if suite == "all":
         return names
-    return [name for name in names if load_defense(root / name).suite == suite]
+    return [name for name in names if load_defense(root / name, reference=True).suite == suite]
 
 
 def find_defense(name_or_path: str, root: Path = DEFENSES_DIR) -> DefenseSpec:
-    """A defense by id (a folder under ``root``) or by path to its folder."""
+    """A defense by id (a folder under ``root``: a reference defense) or by path to its folder."""
     candidate = Path(name_or_path)
     if (root / name_or_path / MANIFEST).is_file():
-        return load_defense(root / name_or_path)
+        return load_defense(root / name_or_path, reference=True)
     if candidate.is_dir() or candidate.name == MANIFEST:
         return load_defense(candidate)
     known = ", ".join(list_defenses(root)) or "none"
@@ -265,6 +342,9 @@ class AttackSpec:
     settings: dict[str, Any] = field(default_factory=dict)
     grad_modes: tuple[str, ...] = ()
     label: str = ""  # the name results are kept under; defaults to ``name``
+    grad: str | None = None  # one attack-time gradient mode for a single run (a paper's own evaluation)
+    loop: str | None = None  # one inference-loop gradient for a single run
+    description: str = ""  # what the run is, for a reader (a paper's own evaluation)
 
     @property
     def key(self) -> str:
@@ -301,6 +381,7 @@ class ProtocolSpec:
     batch_size: int = 250
     seed: int = 0
     warm_start: bool = False
+    paper_evaluations: bool = False  # also run each defense's own paper's evaluation (outside the worst case)
     checks: Checks = Checks()
     eps_sweep: tuple[float, ...] = ()
     eps_sweep_attacks: tuple[str, ...] = ("pgd",)
@@ -317,6 +398,7 @@ class ProtocolSpec:
             "n_examples": self.n_examples,
             "subset_seed": self.subset_seed,
             "warm_start": self.warm_start,
+            "paper_evaluations": self.paper_evaluations,
             "checks": asdict(self.checks),
             "attacks": [{"name": a.name, **a.settings} for a in self.attacks],
             "eps_sweep": {"eps": list(self.eps_sweep), "attacks": list(self.eps_sweep_attacks)},
@@ -345,6 +427,7 @@ def load_protocol(path: Path) -> ProtocolSpec:
     batch_size = evaluation.integer("batch_size", 250)
     seed = evaluation.integer("seed", 0)
     warm_start = evaluation.flag("warm_start", False)
+    paper_evaluations = evaluation.flag("paper_evaluations", False)
     evaluation.done()
     attacks = []
     for t in top.tables("attacks"):
@@ -395,6 +478,7 @@ def load_protocol(path: Path) -> ProtocolSpec:
         batch_size=batch_size,
         seed=seed,
         warm_start=warm_start,
+        paper_evaluations=paper_evaluations,
         checks=checks,
         description=description,
         hash=digest,

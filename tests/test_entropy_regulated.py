@@ -15,7 +15,7 @@ from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation import evaluate
 from robustdeq.evaluation.attacks import AutoAttackSuite
 from robustdeq.leaderboard.schema import validate_entry
-from robustdeq.models.entropy import EntropyReduced, entropy
+from robustdeq.models.entropy import EntropyReduced, EntropySettings, entropy
 from robustdeq.pipeline import Budget, TrainedModel, make_entry
 from robustdeq.specs import DefenseSpec, find_defense, find_protocol, load_protocol
 from robustdeq.threat import ThreatModel, pgd
@@ -142,8 +142,15 @@ def test_adaptive_attacks_through_the_loop_are_not_weaker(looped: EntropyReduced
     assert int(adaptive.sum()) < int(clean.sum())
 
 
-def test_unrolled_gradient_is_the_derivative_of_the_loop(looped: EntropyReduced, data: tuple[Any, Any]) -> None:
-    """The unroll path's input gradient matches a finite difference of the whole looped model."""
+@pytest.mark.parametrize("readout", ["equilibrium", "early"])
+def test_unrolled_gradient_is_the_derivative_of_the_loop(
+    looped: EntropyReduced, data: tuple[Any, Any], readout: str
+) -> None:
+    """The unroll path's input gradient matches a finite difference of the whole looped model (a short
+    loop with a small ball: the paper's 40 sign steps make the looped function piecewise constant in
+    places, where no finite difference can check a derivative)."""
+    short = EntropySettings(rounds=2, solver_steps=2, input_steps=3, step_size=0.02, radius=0.05, readout=readout)
+    looped = EntropyReduced(looped.base, short).eval()
     x = data[1].x[:1].clone().requires_grad_(True)
     with looped.loop_gradient_mode("unroll"):
         (grad,) = torch.autograd.grad(looped(x)[0, 3], x)
@@ -186,3 +193,72 @@ def test_autoattack_flags_the_loop_and_only_the_loop(looped: EntropyReduced, dat
     attack = AutoAttackSuite(THREAT, version="custom", attacks=("apgd-ce",), n_iter=2)
     assert "autoattack_dynamic_defense" in attack(looped, x, y).flags
     assert "autoattack_dynamic_defense" not in attack(looped.base, x, y).flags
+
+
+def _recorded_forwards(model: nn.Module) -> list[tuple[bool, int | None, str]]:
+    """(training, drawn budget or None, gradient mode) of every equilibrium forward of ``model``."""
+    layer = equilibria(model)[0]
+    seen: list[tuple[bool, int | None, str]] = []
+    layer.register_forward_hook(
+        lambda m, *_: seen.append((m.training, m.last_budget if m.sampling else None, m.active_grad_mode))
+    )
+    return seen
+
+
+def test_paper_random_states_draw_a_budget_per_forward_also_inside_the_inner_attack(data: tuple[Any, Any]) -> None:
+    defense = find_defense("deq-ris-pgd-at")  # the paper's settings: draw per forward, inner attack on the states
+    recipe = make_recipe(defense.train, THREAT, "test")
+    torch.manual_seed(0)
+    model = build_model(defense, "digits").train()
+    seen = _recorded_forwards(model)
+    generator = torch.Generator().manual_seed(0)
+    x, y = data[0].x, data[0].y
+    for b in range(3):
+        recipe.loss(model, x[32 * b : 32 * (b + 1)], y[32 * b : 32 * (b + 1)], BatchNoise(generator, 32)).backward()
+    steps = recipe.settings()["base_settings"]["steps"]
+    assert len(seen) == 3 * (steps + 1)  # every PGD step's forward and the training forward
+    assert all(budget is not None and 1 <= budget <= 8 for _, budget, _ in seen)
+    inner = [s for s in seen if not s[0]]
+    assert len(inner) == 3 * steps and {mode for _, _, mode in inner} == {"phantom"}
+    assert len({budget for _, budget, _ in seen[: steps + 1]}) > 1  # drawn anew within one batch
+    # The earlier reading: one budget per batch for the training forward, the inner attack on the full solve.
+    batchwise = dataclasses.replace(
+        defense.train, recipe_settings={**defense.train.recipe_settings, "draw": "batch", "attack": "full"}
+    )
+    recipe = make_recipe(batchwise, THREAT, "test")
+    seen.clear()
+    recipe.loss(model, x[:32], y[:32], BatchNoise(generator, 32)).backward()
+    assert [budget for training, budget, _ in seen if not training] == [None] * steps
+    assert [training for training, budget, _ in seen if budget is not None] == [True]
+
+
+@pytest.mark.parametrize("budget", [1, 2])
+def test_a_budget_below_three_reaches_the_state_after_that_many_cell_evaluations(budget: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(find_defense("deq-ris-pgd-at"), "digits").train()
+    layer = equilibria(model)[0]
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad(), layer.budget(lambda: budget):
+        model(x)
+        u, weight = model.inject(x), model.cell.effective_weight()
+        z = torch.zeros(4, *model.state_shape)
+        for _ in range(budget):
+            z = model.f(z, u, weight)
+    assert model.last_state is not None and float(model.last_state.abs().max()) > 0  # not the initial guess
+    assert torch.allclose(model.last_state, z, atol=1e-4)  # (training mode refines the norm estimate per call)
+
+
+def test_paper_entropy_reduction_reads_the_early_state_within_the_eps_ball(data: tuple[Any, Any]) -> None:
+    spec = find_defense("deq-pgd-at-er")
+    settings = spec.model.settings["entropy_reduction"]
+    assert settings["radius"] == PROTOCOL.threat.eps and settings["readout"] == "early"
+    torch.manual_seed(0)
+    model = build_model(spec, "digits").eval()
+    assert isinstance(model, EntropyReduced)
+    x = data[1].x[:16]
+    with torch.no_grad():
+        purified, z = model.purify(x)
+        logits = model(x)
+        assert torch.equal(logits, model.base.head(z))  # the early state, not re-solved
+        assert not torch.allclose(logits, model.base(purified, z_init=z), atol=1e-4)
+    assert float((purified - x).abs().max()) <= settings["radius"] + 1e-6

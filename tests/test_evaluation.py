@@ -145,3 +145,22 @@ def test_evaluation_leaves_the_model_untouched(tiny_protocol: Path) -> None:
     assert not model.training
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_a_papers_own_evaluation_runs_beside_the_protocol_outside_the_worst_case(tiny_protocol: Path) -> None:
+    from robustdeq.specs import AttackSpec
+
+    torch.manual_seed(0)
+    model = trained("deq", epochs=2)
+    text = tiny_protocol.read_text().replace("seed = 0\n", "seed = 0\npaper_evaluations = true\n", 1)
+    tiny_protocol.write_text(text)
+    protocol = load_protocol(tiny_protocol)
+    weak = AttackSpec("pgd", {"steps": 1, "step_size": 0.01}, label="paper:weak", grad="phantom", description="d")
+    test = load("digits", "test")
+    with_paper = evaluate(model, protocol, test, paper=(weak,))
+    without = evaluate(model, protocol, test)
+    assert with_paper.robust.tolist() == without.robust.tolist()  # not part of the worst case
+    accuracy, settings = with_paper.paper_evaluation["paper:weak"]
+    assert settings["grad"] == "phantom" and settings["steps"] == 1
+    assert with_paper.robust_accuracy <= accuracy <= with_paper.clean_accuracy
+    assert "paper:weak" not in with_paper.attack_correct and without.paper_evaluation == {}

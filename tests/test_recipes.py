@@ -105,3 +105,34 @@ def test_recipe_settings_are_validated() -> None:
     with pytest.raises(RobustdeqError, match="beta >= 0"):
         RECIPES.get("trades")(Table({"beta": -1.0}, "t"), THREATS[0])
     assert dataclasses.is_dataclass(RECIPES.get("jiio")(Table({}, "t"), THREATS[0]))
+
+
+def test_jiio_switches_its_input_step_and_warm_starts_the_backward_adjoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustdeq.deq import equilibrium
+    from robustdeq.specs import find_defense
+    from robustdeq.training import build_model
+    from robustdeq.training.jiio import JIIO
+    from robustdeq.training.recipes import BatchNoise
+
+    defense = find_defense("deq-jiio-l2")  # the paper's L2 setting
+    torch.manual_seed(0)
+    model = build_model(defense, "digits")
+    recipe = JIIO("L2", 1.0, iterations=12, step_size=0.6, step_size_late=0.2, switch_at=5, warm_adjoint=True)
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    found = recipe.perturb(model.eval(), x, y)
+    assert found.step_sizes == [0.6] * 5 + [0.2] * (len(found.step_sizes) - 5)
+    assert float((found.x_adv - x).flatten(1).norm(dim=1).max()) <= 1.0 + 1e-5
+    starts: list[object] = []
+    solve = equilibrium._adjoint_batch
+
+    def recording(*args: object) -> object:
+        starts.append(args[-1])
+        return solve(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(equilibrium, "_adjoint_batch", recording)
+    model.train()
+    recipe.loss(model, x, y, BatchNoise(torch.Generator().manual_seed(0), 8)).backward()
+    assert len(starts) == 1 and isinstance(starts[0], torch.Tensor) and float(starts[0].abs().max()) > 0
+    starts.clear()
+    JIIO("L2", 1.0, iterations=12).loss(model, x, y, BatchNoise(torch.Generator().manual_seed(0), 8)).backward()
+    assert starts == [None]

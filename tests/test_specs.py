@@ -77,3 +77,38 @@ def test_protocol_errors(tmp_path: Path) -> None:
         load_protocol(path)
     with pytest.raises(RobustdeqError, match="unknown protocol 'nope'"):
         find_protocol("nope")
+
+
+def test_every_reference_defense_has_a_fidelity_record_and_the_page_is_current() -> None:
+    from robustdeq.fidelity import PAGE_PATH, render_page
+
+    for name in list_defenses(DEFENSES_DIR):
+        fidelity = load_defense(DEFENSES_DIR / name).fidelity
+        assert fidelity is not None and fidelity.title
+        assert all(d.kind in ("cpu-budget", "unknown-in-paper", "our-choice") for d in fidelity.deviations)
+    assert PAGE_PATH.read_text() == render_page(), "run `robustdeq fidelity` to render docs/fidelity.md"
+
+
+def test_a_reference_defense_without_fidelity_or_with_an_unknown_field_is_a_one_line_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from robustdeq.cli import app
+
+    manifest = (DEFENSES_DIR / "cnn-standard" / "defense.toml").read_text()
+    bare = manifest[: manifest.index("\n# What the paper did")] + "\n"
+    defenses = tmp_path / "defenses"
+    (defenses / "mine").mkdir(parents=True)
+    (defenses / "mine" / "defense.toml").write_text(bare)
+    args = ["bench", "--defenses-dir", str(defenses), "--out", str(tmp_path / "lb"), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "needs a [fidelity] record" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "lb").exists()
+    (defenses / "mine" / "defense.toml").write_text(
+        manifest.replace('venue = "robustdeq baseline"', 'venue = "x"\ncolour = "red"')
+    )
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "unknown field 'colour'" in result.output
+    # A user submission may omit the record.
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "defense.toml").write_text(bare)
+    assert load_defense(tmp_path / "sub").fidelity is None

@@ -7,8 +7,9 @@ import typer
 from robustdeq import distributed
 from robustdeq.cli import data
 from robustdeq.cli.bench import bench
-from robustdeq.cli.common import console, err_console
+from robustdeq.cli.common import console, print_error
 from robustdeq.cli.evaluate import evaluate
+from robustdeq.cli.fidelity import fidelity
 from robustdeq.cli.leaderboard import leaderboard
 from robustdeq.cli.report import report
 from robustdeq.cli.submit import submit
@@ -32,6 +33,7 @@ app.command()(report)
 app.command()(submit)
 app.command()(sweep)
 app.command()(zoo)
+app.command()(fidelity)
 app.add_typer(data.app, name="data")
 
 
@@ -40,7 +42,7 @@ def main() -> None:
     try:
         distributed.init()
     except RobustdeqError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        print_error(exc)
         raise SystemExit(1) from None
     console.quiet = not distributed.is_main()
     try:

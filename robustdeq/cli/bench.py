@@ -14,7 +14,7 @@ from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.pipeline import Budget, run_defenses
 from robustdeq.progress import Progress
-from robustdeq.specs import DEFENSES_DIR, find_defense, find_protocol, list_defenses
+from robustdeq.specs import DEFENSES_DIR, DefenseSpec, find_defense, find_protocol, list_defenses
 
 
 @one_line_errors
@@ -31,8 +31,12 @@ def bench(
         ),
     ] = "core",
     protocol: Annotated[
-        str, typer.Option(help="Protocol id in attacks/ or a path to a protocol TOML.")
-    ] = "digits-linf",
+        str | None,
+        typer.Option(
+            help="Protocol id in attacks/ or a path to a protocol TOML, for every defense (default: each defense's "
+            "manifest `protocols`, else digits-linf)."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Leaderboard root; entries go to OUT/<protocol>/.")] = Path("leaderboards"),
     data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
     download: Annotated[bool, typer.Option(help="Download a missing torchvision data set into --data-dir.")] = False,
@@ -66,27 +70,35 @@ def bench(
     share its attack batches; rank 0 writes the entries and tables.
     """
     compute = resolve_device(device)
-    spec = find_protocol(protocol)
     names = split_names(defenses) or list_defenses(defenses_dir, suite)
     if not names:
         raise RobustdeqError(f"no defenses of suite {suite!r} found in {defenses_dir}")
     chosen = [find_defense(name, defenses_dir) for name in names]
+    groups: dict[str, list[DefenseSpec]] = {}  # protocol -> its defenses, in the given order
+    for defense in chosen:
+        for name in [protocol] if protocol else (list(defense.protocols) or ["digits-linf"]):
+            groups.setdefault(name, []).append(defense)
+    specs = {name: find_protocol(name) for name in groups}  # every protocol is checked before any training
     budget = Budget(epochs=epochs, train_subset=train_subset, n_examples=n_examples, batch_size=batch_size)
     progress = Progress(enabled=not quiet)
     if jobs is None:
         jobs = 1 if distributed.world_size() > 1 else 2
-    entries = run_defenses(chosen, spec, data_dir, download, out, budget, progress, jobs, compute)
-    summary = Table(title=f"{spec.id}: {spec.threat.norm} eps={spec.threat.eps}, {entries[0]['n_examples']} examples")
-    for column in ("defense", "clean %", "robust %", "strongest attack", "flags"):
-        summary.add_column(column)
-    for e in sorted(entries, key=lambda e: (-e["robust_accuracy"], -e["clean_accuracy"])):
-        strongest = min(e["attacks"], key=e["attacks"].get) if e["attacks"] else "-"
-        summary.add_row(
-            e["defense"],
-            f"{100 * e['clean_accuracy']:.2f}",
-            f"{100 * e['robust_accuracy']:.2f}",
-            strongest,
-            ", ".join(e["flags"]) or "-",
+    for name, group in groups.items():
+        spec = specs[name]
+        entries = run_defenses(group, spec, data_dir, download, out, budget, progress, jobs, compute)
+        summary = Table(
+            title=f"{spec.id}: {spec.threat.norm} eps={spec.threat.eps}, {entries[0]['n_examples']} examples"
         )
-    console.print(summary)
-    console.print(f"entries and tables written to {out / spec.id}")
+        for column in ("defense", "clean %", "robust %", "strongest attack", "flags"):
+            summary.add_column(column)
+        for e in sorted(entries, key=lambda e: (-e["robust_accuracy"], -e["clean_accuracy"])):
+            strongest = min(e["attacks"], key=e["attacks"].get) if e["attacks"] else "-"
+            summary.add_row(
+                e["defense"],
+                f"{100 * e['clean_accuracy']:.2f}",
+                f"{100 * e['robust_accuracy']:.2f}",
+                strongest,
+                ", ".join(e["flags"]) or "-",
+            )
+        console.print(summary)
+        console.print(f"entries and tables written to {out / spec.id}")

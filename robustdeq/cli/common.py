@@ -8,6 +8,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from robustdeq.device import DEVICE_HELP
 from robustdeq.errors import RobustdeqError
@@ -21,6 +22,12 @@ DATA_DIR_HELP = "Folder holding (or receiving, with --download) torchvision data
 DeviceOption = Annotated[str, typer.Option(help=DEVICE_HELP)]
 
 
+def print_error(message: object) -> None:
+    """``error: <message>`` on stderr, the message verbatim (rich would eat text in square brackets,
+    e.g. ``[train]`` or ``[fidelity]``, as markup)."""
+    err_console.print(Text("error: ", style="red") + Text(str(message)), highlight=False, soft_wrap=True)
+
+
 def one_line_errors(func: F) -> F:
     """Turn a RobustdeqError into ``error: <message>`` on stderr and exit code 1."""
 
@@ -29,7 +36,7 @@ def one_line_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except RobustdeqError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            print_error(exc)
             raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -4,11 +4,11 @@ Given a cell ``f`` (a closure over the input x), :class:`Equilibrium` finds z* =
 torchdeq solver (fixed-point iteration, Anderson or Broyden) from ``z0`` (zeros or a warm
 start) and attaches gradients in one of three ways:
 
-- ``ift``: exact implicit differentiation (Bai et al. 2019): the backward pass solves
-  g = J_f(z*)^T g + dL/dz* with the backward solver (``b_*`` settings), normalised per
-  example (see :class:`_ImplicitGrad`).
+- ``ift``: exact implicit differentiation (Bai, Kolter, Koltun, NeurIPS 2019, arXiv 1909.01377):
+  the backward pass solves g = J_f(z*)^T g + dL/dz* with the backward solver (``b_*``
+  settings), normalised per example (see :class:`_ImplicitGrad`).
 - ``phantom``: ``phantom_steps`` damped steps z <- (1 - tau) z + tau f(z) on top of z*,
-  differentiated through (Geng et al. 2021). Approximate.
+  differentiated through (Geng et al., NeurIPS 2021, arXiv 2111.05177). Approximate.
 - ``unroll``: backpropagation through ``f_max_iter`` plain fixed-point iterations from ``z0``
   (torchdeq's Anderson and Broyden detach their iterates, so they cannot be unrolled; for a
   contractive cell the unrolled iterate converges to the same z*).
@@ -48,7 +48,7 @@ from robustdeq.errors import RobustdeqError
 
 SOLVERS = ("anderson", "broyden", "fixed_point_iter")
 GRAD_MODES = ("ift", "phantom", "unroll")
-# Attack-only gradient modes (Yang, Pang and Liu 2022): from the forward solver's i-th state,
+# Attack-only gradient modes (Yang, Pang and Liu, NeurIPS 2022, arXiv 2306.01429): from the forward solver's i-th state,
 # ``phantom_steps`` damped steps z <- (1 - tau) z + tau f(z), differentiated through; ``state-<i>``
 # for one state, ``states`` for the mean over the states INTERMEDIATE_STATES (an ensemble).
 INTERMEDIATE_STATES = (3, 5, 9, 17, 33)
@@ -72,7 +72,7 @@ class SolverSpec:
     ``anderson_lam`` is Anderson's Tikhonov regulariser; torchdeq's default 1e-4 is absolute
     and stalls the solve once residuals are small (about 1e-2 of the state), so we use 1e-8.
     ``jac_reg`` is the weight of torchdeq's Jacobian penalty |J_f(z*)|_F^2 (Hutchinson
-    estimate, Bai et al. 2021) added to the training loss; 0 disables it.
+    estimate, Bai et al., ICML 2021, arXiv 2106.14342) added to the training loss; 0 disables it.
     """
 
     f_solver: str = "anderson"
@@ -174,7 +174,10 @@ class Equilibrium(nn.Module):
         self.counters = Counters()
         self._override: str | None = None
         self._session: AttackSession | None = None
-        self._train_cap: int | None = None
+        self._budget: Callable[[], int] | None = None
+        self._budget_in_eval = False
+        self._adjoint_start: Tensor | None = None
+        self.last_budget: int | None = None  # the cap the last forward drew (inside :meth:`budget`)
 
     @contextmanager
     def grad_mode(self, mode: str) -> Iterator[None]:
@@ -207,19 +210,44 @@ class Equilibrium(nn.Module):
             self._session = previous
 
     @contextmanager
-    def training_cap(self, max_iter: int) -> Iterator[None]:
-        """Inside the block, forwards in training mode stop the solver after at most ``max_iter``
-        steps (random intermediate states, Yang et al. 2023); eval-mode forwards are unchanged."""
-        previous, self._train_cap = self._train_cap, max_iter
+    def budget(self, draw: Callable[[], int], eval_too: bool = False) -> Iterator[None]:
+        """Inside the block every training-mode forward (and every eval-mode one with ``eval_too``)
+        stops its solver after at most ``draw()`` cell evaluations, drawn anew for each forward
+        (random intermediate states, Yang et al. 2023). A cap below 3 runs plain fixed-point
+        iteration: torchdeq's Anderson evaluates the cell twice before its first mixing step and,
+        with ``max_iter`` <= 2, returns its initial guess."""
+        previous = self._budget, self._budget_in_eval
+        self._budget, self._budget_in_eval = draw, eval_too
         try:
             yield
         finally:
-            self._train_cap = previous
+            self._budget, self._budget_in_eval = previous
+
+    @property
+    def sampling(self) -> bool:
+        """Whether forwards in the current mode draw a random solver budget (:meth:`budget`)."""
+        return self._budget is not None and (self.training or self._budget_in_eval)
+
+    @contextmanager
+    def adjoint_start(self, g0: Tensor) -> Iterator[None]:
+        """Backward passes of forwards made inside the block start their IFT adjoint solve from
+        ``g0`` (B, ...), in the per-example normalised units of :class:`_ImplicitGrad` (JIIO's
+        warm-started adjoint), instead of from zeros."""
+        previous, self._adjoint_start = self._adjoint_start, g0
+        try:
+            yield
+        finally:
+            self._adjoint_start = previous
 
     def _forward_spec(self) -> SolverSpec:
-        if self.training and self._train_cap is not None:
-            return replace(self.spec, f_max_iter=min(self.spec.f_max_iter, self._train_cap))
-        return self.spec
+        """The settings of the forward about to run (draws its budget when :attr:`sampling`)."""
+        if not self.sampling:
+            return self.spec
+        assert self._budget is not None
+        cap = min(self.spec.f_max_iter, max(1, int(self._budget())))
+        self.last_budget = cap
+        solver = "fixed_point_iter" if self.spec.f_solver == "anderson" and cap < 3 else self.spec.f_solver
+        return replace(self.spec, f_max_iter=cap, f_solver=solver)
 
     @property
     def active_grad_mode(self) -> str:
@@ -243,14 +271,14 @@ class Equilibrium(nn.Module):
             self.counters.forward_example_evals += z.shape[0]
             return cell(z)
 
-        session = self._session if inputs is not None else None
+        session = self._session if inputs is not None and not self.sampling else None
         with torch.no_grad():
             if z_star is not None:
                 z_star = z_star.detach()
             elif session is not None and inputs is not None:
                 z_star = self._solve_per_example(f, z0, inputs)
             else:
-                z_star = self._solve_batch(counted, z0)
+                z_star = self._solve_batch(counted, z0, spec)
         self.counters.forward_calls += 1
         if self._measure_sradius and self.last_stats is not None:
             self.last_stats.spectral_radius = self._spectral_radius(cell, z_star)
@@ -276,8 +304,7 @@ class Equilibrium(nn.Module):
             z = counted(z)
         return z
 
-    def _solve_batch(self, f: Callable[[Tensor], Tensor], z0: Tensor) -> Tensor:
-        spec = self._forward_spec()
+    def _solve_batch(self, f: Callable[[Tensor], Tensor], z0: Tensor, spec: SolverSpec) -> Tensor:
         solver = get_solver(spec.f_solver)
         z_star, _, info = solver(
             f, z0.detach(), max_iter=spec.f_max_iter, tol=spec.f_tol, stop_mode=spec.f_stop_mode, lam=spec.anderson_lam
@@ -369,6 +396,7 @@ class _ImplicitGrad(torch.autograd.Function):
     ) -> Tensor:
         ctx.layer, ctx.f, ctx.cell, ctx.session = layer, f, cell, session
         ctx.inputs = None if inputs is None else inputs.detach()
+        ctx.start = layer._adjoint_start
         ctx.save_for_backward(fz.detach())
         return fz.view_as(fz)
 
@@ -380,7 +408,7 @@ class _ImplicitGrad(torch.autograd.Function):
         target = grad / scale
         session: AttackSession | None = ctx.session
         if session is None:
-            g, converged = _adjoint_batch(layer, ctx.f, z, target)
+            g, converged = _adjoint_batch(layer, ctx.f, z, target, ctx.start)
         else:
             g, converged = _adjoint_per_example(layer, ctx.cell, ctx.inputs, z, target, session.g0)
             if session.on_adjoint is not None:
@@ -390,9 +418,9 @@ class _ImplicitGrad(torch.autograd.Function):
 
 
 def _adjoint_batch(
-    layer: Equilibrium, f: Callable[[Tensor], Tensor], z: Tensor, target: Tensor
+    layer: Equilibrium, f: Callable[[Tensor], Tensor], z: Tensor, target: Tensor, start: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Solve g = J_f(z)^T g + target with the backward torchdeq solver, from zeros."""
+    """Solve g = J_f(z)^T g + target with the backward torchdeq solver, from ``start`` or zeros."""
     spec = layer.spec
     h = z.clone().requires_grad_(True)
     with torch.enable_grad():
@@ -407,7 +435,7 @@ def _adjoint_batch(
     solver = get_solver(spec.b_solver)
     g, _, info = solver(
         adjoint_step,
-        torch.zeros_like(target),
+        torch.zeros_like(target) if start is None else start.detach().reshape_as(target),
         max_iter=spec.b_max_iter,
         tol=spec.b_tol,
         stop_mode=spec.b_stop_mode,

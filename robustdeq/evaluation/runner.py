@@ -65,6 +65,8 @@ class EvalResult:
     batch_size: int = 0  # the attack batch size the records were computed with
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # every attack batch's record
     attack_seconds: dict[str, float] = field(default_factory=dict)  # wall time per attack run (this process)
+    # The defense's own paper's evaluation (outside the worst case): label -> (accuracy, settings).
+    paper_evaluation: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
 
     def per_example(self) -> dict[str, Any]:
         """The per-example outcomes as JSON data: test-set indices, clean and robust correctness,
@@ -133,6 +135,8 @@ def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Prediction:
     layers = equilibria(model)
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
+            for layer in layers:  # only this forward's solves count (a model may skip its solver)
+                layer.last_stats = None
             labels.append(model(x[start : start + batch_size]).argmax(1).to(CPU))
             stats = [layer.last_stats for layer in layers if layer.last_stats is not None]
             if stats:
@@ -269,6 +273,8 @@ def _runs(spec: AttackSpec, model: nn.Module) -> list[tuple[str | None, str | No
     single-mode attacks use its default loop gradient (the first)."""
     layers = equilibria(model)
     loops: tuple[str, ...] = getattr(model, "loop_gradients", ())
+    if spec.grad is not None or spec.loop is not None:  # one run, as a paper evaluated
+        return [(spec.grad if layers else None, spec.loop if loops else None, spec.key)]
     if not spec.grad_modes or not layers:
         return [(None, loops[0] if loops else None, spec.key)]
     own = layers[0].spec.attack_grad
@@ -418,8 +424,10 @@ def _attack_all(
     clean_correct: Tensor,
     progress: Progress,
     state: EvalState,
-) -> tuple[SuiteResult, dict[str, float], list[tuple[float, float]]]:
-    """The protocol's attacks, its ``[checks]`` and its eps sweep: (suite, check accuracies, sweep points)."""
+    paper: tuple[AttackSpec, ...] = (),
+) -> tuple[SuiteResult, dict[str, float], list[tuple[float, float]], SuiteResult | None]:
+    """The protocol's attacks, its ``[checks]``, its eps sweep, and a paper's own evaluation:
+    (suite, check accuracies, sweep points, the paper's evaluation or None)."""
     suite = run_suite(model, protocol, protocol.threat, protocol.attacks, x, y, clean_correct, progress, state)
     checks = run_checks(model, protocol, suite, x, y, clean_correct, progress, state)
     sweep_points: list[tuple[float, float]] = []
@@ -431,7 +439,11 @@ def _attack_all(
         point = run_suite(model, protocol, threat, specs, x, y, clean_correct, progress, state)
         sweep_points.append((eps, fraction(point.robust)))
         suite.seconds["eps_sweep"] = suite.seconds.get("eps_sweep", 0.0) + sum(point.seconds.values())
-    return suite, checks, sweep_points
+    as_paper = None
+    if protocol.paper_evaluations and paper:
+        as_paper = run_suite(model, protocol, protocol.threat, paper, x, y, clean_correct, progress, state)
+        suite.seconds.update(as_paper.seconds)
+    return suite, checks, sweep_points, as_paper
 
 
 def evaluate(
@@ -442,6 +454,7 @@ def evaluate(
     progress: Progress | None = None,
     state_path: Path | None = None,
     batch_size: int | None = None,
+    paper: tuple[AttackSpec, ...] = (),
 ) -> EvalResult:
     """Evaluate ``model`` under ``protocol`` on its test subset.
 
@@ -450,7 +463,9 @@ def evaluate(
     clean and after every attack. With ``state_path``, every attack batch's outcome is saved
     there and a later call with the same model, protocol, batch size and subset resumes from it.
     ``batch_size`` replaces the protocol's (it is then recorded in every attack's settings):
-    attack randomness is seeded per batch position, so results depend on it.
+    attack randomness is seeded per batch position, so results depend on it. ``paper``: the
+    defense's own paper's evaluation (its fidelity record), run too when the protocol says
+    ``paper_evaluations = true``, each attack on the clean-correct examples, outside the worst case.
 
     Under torchrun (:mod:`robustdeq.distributed`) every rank computes the clean forward, each
     attacks only the batches dealt to it, the batch records are gathered on every rank, and the
@@ -490,16 +505,19 @@ def evaluate(
         flags.append("zero_gradients")
 
     if world == 1:
-        suite, checks, sweep_points = _attack_all(model, protocol, x, y, clean_correct, progress, state)
+        suite, checks, sweep_points, as_paper = _attack_all(
+            model, protocol, x, y, clean_correct, progress, state, paper
+        )
         resumed, records, seconds = state.resumed, state.batches, suite.seconds
     else:
-        mine, _, _ = _attack_all(model, protocol, x, y, clean_correct, progress, state)  # this rank's batches only
+        mine, *_ = _attack_all(model, protocol, x, y, clean_correct, progress, state, paper)  # this rank's batches only
         seconds = mine.seconds
         gathered = distributed.all_gather_object((state.batches, state.resumed))
         merged = EvalState(None, key)
         for batches, _ in gathered:
             merged.batches.update(batches)
-        suite, checks, sweep_points = _attack_all(model, protocol, x, y, clean_correct, Progress.quiet(), merged)
+        quiet = Progress.quiet()
+        suite, checks, sweep_points, as_paper = _attack_all(model, protocol, x, y, clean_correct, quiet, merged, paper)
         resumed, records = sum(n for _, n in gathered), merged.batches
     if overridden:
         for settings in suite.attack_settings.values():
@@ -544,4 +562,11 @@ def evaluate(
         batch_size=bs,
         records=records,
         attack_seconds={label: round(s, 3) for label, s in seconds.items()},
+        paper_evaluation=_paper_results(as_paper),
     )
+
+
+def _paper_results(suite: SuiteResult | None) -> dict[str, tuple[float, dict[str, Any]]]:
+    if suite is None:
+        return {}
+    return {label: (fraction(correct), suite.attack_settings[label]) for label, correct in suite.attack_correct.items()}

@@ -51,8 +51,11 @@ def supports_warm_start(model: nn.Module) -> bool:
 
 
 def attack_model(model: nn.Module, anchors: Tensor, threat: ThreatModel) -> nn.Module:
-    """What a training-time attack on ``anchors`` should call: a warm-starting view for a DEQ, else the model."""
-    return AttackView(model, anchors, threat) if supports_warm_start(model) else model
+    """What a training-time attack on ``anchors`` should call: a warm-starting view for a DEQ, else the
+    model (also a DEQ whose forwards draw random solver budgets: a warm start would change what they reach)."""
+    if supports_warm_start(model) and not any(layer.sampling for layer in equilibria(model)):
+        return AttackView(model, anchors, threat)
+    return model
 
 
 class AttackView(nn.Module):

@@ -104,6 +104,25 @@ ENTRY_SCHEMA: dict[str, Any] = {
             "rounds": ListOf(FEDERATED_ROUND),
         }
     ),
+    "fidelity": MayBeAbsent(
+        Optional(
+            {
+                "title": str,
+                "arxiv": str,
+                "venue": str,
+                "code": str,
+                "data": str,
+                "architecture": str,
+                "training": str,
+                "evaluation": str,
+                "reported": str,
+                "deviations": ListOf({"what": str, "kind": str, "why": str}),
+            }
+        )
+    ),
+    "paper_evaluation": MayBeAbsent(
+        ListOf({"label": str, "description": str, "accuracy": float, "settings": FreeTable})
+    ),
     "per_example": MayBeAbsent(
         {
             "indices": str,
@@ -236,7 +255,7 @@ def validate_entry(entry: dict[str, Any], where: str = "entry") -> None:
         known = ", ".join(map(str, READABLE_VERSIONS))
         raise RobustdeqError(f"{where}: schema_version {entry['schema_version']} is not one of {known}")
     if entry["schema_version"] >= 2:
-        for key in ("per_example",):
+        for key in ("per_example", "fidelity", "paper_evaluation"):
             if key not in entry:
                 raise RobustdeqError(f"{where}: missing key {key!r}")
         for key in ("command", "checkpoint"):

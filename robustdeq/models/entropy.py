@@ -1,17 +1,24 @@
 """Input entropy reduction at inference (Yang, Li, Pang, Liu, ICML 2023, arXiv 2306.01435).
 
-A defense folder turns it on with a table in its manifest::
+A defense folder turns it on with a table in its manifest (the defaults are the paper's code's,
+``input-entropy-reduction/.../mdeq_core.py``, for eps 8/255: scale step and radius to the eps)::
 
     [model.entropy_reduction]
-    rounds = 2          # rounds of (solver steps, then input steps)
+    rounds = 4          # rounds of (solver steps, then input steps)
     solver_steps = 2    # cell applications z <- f(z, x') per round, continuing from the current z
-    input_steps = 3     # x' <- clip(x' - step_size * sign(grad_x' H), ball(x, radius), [0, 1]) per round
-    step_size = 0.05
-    radius = 0.2        # L-inf defense ball around the given input
+    input_steps = 10    # x' <- clip(x' - step_size * sign(grad_x' H), ball(x, radius), [0, 1]) per round
+    step_size = 0.05    # the paper: 2/255 at eps 8/255, i.e. eps / 4
+    radius = 0.2        # L-inf defense ball around the given input; the paper: the attack's eps
+    readout = "early"   # or "equilibrium"
 
 H is the entropy of softmax(head(f(z, x'))), the prediction one cell application past the
-current state z. After the rounds the model predicts head(z*(x')), z* solved by the DEQ's own
-solver from the loop's state. Training is unchanged (the loop runs in eval mode only).
+current state z. ``readout = "early"`` (the paper's reported accuracy: its 8th solver iterate)
+predicts head(z) from the state the last round's solver steps reach (the last round's input
+steps would read nothing, so they are skipped); ``"equilibrium"`` predicts head(z*(x')), z*
+solved by the DEQ's own solver from the loop's state. The paper's solver steps are Broyden steps
+that carry their low-rank memory across rounds; here they are plain cell applications
+(fixed-point iteration, no memory to carry). Training is unchanged (the loop runs in eval mode
+only).
 
 This is an optimisation loop inside the forward pass, so it must be attacked adaptively
 (METHODS.md section 2, Athalye et al. 2018). ``loop_gradient`` picks what an attack
@@ -22,8 +29,9 @@ differentiates:
   has derivative 0, so ``grad_x' H`` enters as a constant: this is the exact derivative of the
   loop, not an approximation.
 - ``bpda``: the loop treated as the identity on the backward pass (BPDA, Athalye et al. 2018):
-  the output is the DEQ at x + (x' - x) with (x' - x) detached, so the attack gets the DEQ's
-  gradient at the purified input, passed to x unchanged.
+  the output is the looped model's, the gradient that of the readout at the purified input x'
+  held fixed, passed to x unchanged (for the early readout: of the same number of plain cell
+  steps at x'; for the equilibrium readout: of the DEQ at x').
 - ``skip``: the gradient of the DEQ without the loop at x (the output is the looped model's,
   the gradient the plain DEQ's): the non-adaptive attack, kept in the worst case as a check on
   the two adaptive ones.
@@ -50,6 +58,10 @@ from robustdeq.errors import RobustdeqError
 # digit's background), a shattered gradient in Athalye et al.'s sense; on deq-pgd-at-er, PGD
 # under BPDA beat PGD through the unrolled loop by 3 to 11 points.
 LOOP_GRADIENTS = ("bpda", "unroll", "skip")
+# What the prediction reads: the state the loop's last solver steps left (the paper's code reports
+# this early, unconverged state: the "last but one" of its nine states), or the equilibrium solved
+# from there at the purified input.
+READOUTS = ("early", "equilibrium")
 
 
 @dataclass(frozen=True)
@@ -59,10 +71,13 @@ class EntropySettings:
     input_steps: int = 10
     step_size: float = 2 / 255
     radius: float = 8 / 255
+    readout: str = "early"
 
     def check(self, where: str) -> None:
         if min(self.rounds, self.solver_steps, self.input_steps) < 1 or self.step_size <= 0 or self.radius <= 0:
             raise RobustdeqError(f"{where}: rounds, solver_steps, input_steps >= 1; step_size, radius > 0")
+        if self.readout not in READOUTS:
+            raise RobustdeqError(f"{where}: readout must be one of {', '.join(READOUTS)}, got {self.readout!r}")
 
 
 def entropy(logits: Tensor) -> Tensor:
@@ -119,38 +134,59 @@ class EntropyReduced(nn.Module):
 
     def purify(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(x', z): the input after the loop and the state it left; differentiable in ``x`` when
-        autograd is on (the ``unroll`` path)."""
+        autograd is on (the ``unroll`` path). With the early readout the last round's input steps
+        are skipped: nothing reads them."""
         b = self.base
         s = self.settings
         weight = b.cell.effective_weight()
         low, high = (x - s.radius).clamp(0.0, 1.0), (x + s.radius).clamp(0.0, 1.0)
         xp = x
         z = x.new_zeros(x.shape[0], *b.state_shape)
-        for _ in range(s.rounds):
+        for r in range(s.rounds):
             u = b.inject(xp)
             for _ in range(s.solver_steps):
                 z = b.f(z, u, weight)
             self._count(len(x), s.solver_steps)
+            if s.readout == "early" and r == s.rounds - 1:
+                break
             for _ in range(s.input_steps):
                 step = s.step_size * torch.sign(self._entropy_gradient(z, xp, weight))
                 xp = torch.minimum(torch.maximum(xp - step, low), high)
         return xp, z
+
+    def _read(self, xp: Tensor, z: Tensor) -> Tensor:
+        """The prediction from the loop's result: head(z) (early), or head(z*(x')) solved from z."""
+        out: Tensor = self.base.head(z) if self.settings.readout == "early" else self.base(xp, z_init=z)
+        return out
+
+    def _plain_steps(self, x: Tensor) -> Tensor:
+        """head of the state after as many plain cell steps at a fixed input as the loop takes."""
+        b = self.base
+        weight, u = b.cell.effective_weight(), b.inject(x)
+        z = x.new_zeros(x.shape[0], *b.state_shape)
+        for _ in range(self.settings.rounds * self.settings.solver_steps):
+            z = b.f(z, u, weight)
+        out: Tensor = b.head(z)
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
             return self.base(x)
         if self.loop_gradient == "skip":
             with torch.no_grad():
-                xp, z = self.purify(x)
-                looped = self.base(xp, z_init=z)
+                looped = self._read(*self.purify(x))
             plain = self.base(x)
             return plain + (looped - plain).detach()
         if self.loop_gradient == "bpda":
             with torch.no_grad():
                 xp, z = self.purify(x)
-            return self.base(x + (xp - x).detach(), z_init=z)
-        xp, z = self.purify(x)
-        return self.base(xp, z_init=z)
+                looped = self._read(xp, z)
+            held = x + (xp - x).detach()  # the loop as the identity on the backward pass
+            if self.settings.readout == "equilibrium":
+                return self.base(held, z_init=z)
+            surrogate = self._plain_steps(held)  # the early state's dependence on its (fixed) input
+            return surrogate + (looped - surrogate).detach()
+        return self._read(*self.purify(x))
 
 
 def wrap(model: nn.Module, table: dict[str, Any], where: str) -> EntropyReduced:
@@ -165,6 +201,7 @@ def wrap(model: nn.Module, table: dict[str, Any], where: str) -> EntropyReduced:
         input_steps=t.integer("input_steps", defaults.input_steps),
         step_size=t.number("step_size", defaults.step_size),
         radius=t.number("radius", defaults.radius),
+        readout=t.text("readout", defaults.readout),
     )
     t.done()
     settings.check(t.where)

@@ -1,4 +1,4 @@
-"""LyaDEQ (Chu, Wei, Liu, Zhao, arXiv 2304.12707: v1/v2 "Learning Robust Deep Equilibrium Models",
+"""LyaDEQ (Chu, Wei, Liu, Zhao, Miyatake, arXiv 2304.12707: v1/v2 "Learning Robust Deep Equilibrium Models",
 v3 "Lyapunov-Stable Deep Equilibrium Models", AAAI 2024), in the reading documented here and in
 ``docs/lyadeq.md``.
 

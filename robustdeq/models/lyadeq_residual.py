@@ -12,7 +12,7 @@ dz/dt = F(z) = f(z, x) - z, whose only equilibrium is the cell's unique fixed po
 **Lyapunov function.** V_x(z) = V0(r) with r = z - f(z, x) the residual and
 V0(r) = s(g(r) - g(0)) + eps |r|^2, where g is an input-convex network (per-position
 two-layer ICNN: non-negative hidden-to-hidden and output weights, softplus activations, which
-are convex and non-decreasing) and s the smoothed ReLU of Kolter & Manek (2019). V0 is
+are convex and non-decreasing) and s the smoothed ReLU of Manek & Kolter (2019). V0 is
 convex with V0(0) = 0, and V0(r) >= eps |r|^2, so V_x >= eps (1 - bound)^2 |z - z*|^2 and
 V_x(z) = 0 only at z = z*. V_x is convex in the residual coordinates r; it is *not* convex in
 z (the map z -> r is a bi-Lipschitz bijection, not an affine one).

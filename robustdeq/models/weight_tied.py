@@ -1,4 +1,5 @@
-"""Weight-tied models with distinct sparse masks (Song, Majumder, Lin, NeurIPS 2023, arXiv 2307.08013).
+"""Weight-tied models with distinct sparse masks (Song, Majumder, Lin, "Revisiting Implicit Models: Sparsity
+Trade-offs Capability in Weight-tied Model for Vision Tasks", arXiv 2307.08013; no venue found).
 
 The explicit, unrolled relative of the reference DEQ: the *same* block z -> relu(W z + U x)
 (the same :class:`ContractiveConv` W, the same injection U and head) applied a fixed

@@ -1,4 +1,5 @@
-"""Federated DEQ training (Gkillas, Ampeliotis, Berberidis, EUSIPCO 2023, arXiv 2305.18646).
+"""Federated DEQ training (Gkillas, Ampeliotis, Berberidis, "Deep Equilibrium Models Meet Federated Learning",
+EUSIPCO 2023, arXiv 2305.18646).
 
 ``recipe = "federated"``: K clients, simulated in this process, each hold a part of the
 training set, train a copy of the global model locally with a recipe of their own (standard,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustdeq.config import Table
-from robustdeq.deq import equilibria
+from robustdeq.deq import equilibria, grad_mode
 from robustdeq.device import CPU
 from robustdeq.distributed import unwrap
 from robustdeq.errors import RobustdeqError
@@ -156,27 +156,45 @@ class TRADES:
 
 @dataclass(frozen=True)
 class RandomStates:
-    """Random intermediate states (Yang, Li, Pang, Liu 2023): each batch draws n ~ U{min_steps ..
-    max_steps} and every training-mode forward of the batch stops the solver after at most n
-    steps, so the ``base`` recipe's loss is taken on that intermediate state, differentiated with
-    the phantom gradient (the manifest must set ``train_grad = "phantom"``). The base recipe's
-    inner attack runs in eval mode, i.e. with the full solver; so does every evaluation.
+    """Random intermediate states (Yang, Li, Pang, Liu 2023): the solver stops after a random
+    budget n ~ U{min_steps .. max_steps} of cell evaluations, so the ``base`` recipe's loss is
+    taken on that intermediate state, differentiated with the phantom gradient (the manifest must
+    set ``train_grad = "phantom"``). Evaluation always uses the full solver.
+
+    ``draw = "forward"`` (the paper's code: ``mdeq_core.py`` draws ``randint(1, f_thres)`` in every
+    forward call): each forward draws its own n, the clean and the adversarial forward of a batch
+    and every forward of the inner attack alike; ``"batch"``: one n per batch, for every training
+    forward of the batch. ``attack = "intermediate"`` (the paper's code: its inner TRADES attack
+    calls the same randomly truncated model, with the same phantom gradient): the base recipe's
+    inner attack runs on the random intermediate states too, with the phantom gradient and no warm
+    starts; ``"full"``: the inner attack runs in eval mode on the full solve (attack-time gradient).
     """
 
     base: Recipe
     base_name: str
     min_steps: int
     max_steps: int
+    draw: str = "forward"
+    attack: str = "intermediate"
+
+    def draw_budget(self, noise: BatchNoise) -> int:
+        # from the batch's generator: under DDP every process makes the same draws in the same order
+        return int(torch.randint(self.min_steps, self.max_steps + 1, (1,), generator=noise.generator, device=CPU))
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, noise: BatchNoise) -> Tensor:
-        # drawn from the batch's generator: under DDP every process draws the same n
-        steps = int(torch.randint(self.min_steps, self.max_steps + 1, (1,), generator=noise.generator, device=CPU))
         layers = equilibria(model)
         if not layers or any(layer.spec.train_grad != "phantom" for layer in layers):
             raise RobustdeqError('recipe ris: needs a DEQ with train_grad = "phantom" in [solver]')
+        fixed = self.draw_budget(noise) if self.draw == "batch" else None
+
+        def budget() -> int:
+            return fixed if fixed is not None else self.draw_budget(noise)
+
         with ExitStack() as stack:
             for layer in layers:
-                stack.enter_context(layer.training_cap(steps))
+                stack.enter_context(layer.budget(budget, eval_too=self.attack == "intermediate"))
+            if self.attack == "intermediate":
+                stack.enter_context(grad_mode(model, "phantom"))
             return self.base.loss(model, x, y, noise)
 
     def settings(self) -> dict[str, Any]:
@@ -184,6 +202,8 @@ class RandomStates:
             "base": self.base_name,
             "min_steps": self.min_steps,
             "max_steps": self.max_steps,
+            "draw": self.draw,
+            "attack": self.attack,
             "base_settings": self.base.settings(),
         }
 
@@ -192,7 +212,14 @@ class RandomStates:
 def make_random_states(table: Table, threat: ThreatModel) -> Recipe:
     base_name = table.choice("base", ("standard", "pgd_at", "trades"), "pgd_at")
     base = RECIPES.get(base_name)(table.table(base_name), threat)
-    recipe = RandomStates(base, base_name, table.integer("min_steps", 1), table.integer("max_steps", 12))
+    recipe = RandomStates(
+        base,
+        base_name,
+        table.integer("min_steps", 1),
+        table.integer("max_steps", 8),
+        table.choice("draw", ("forward", "batch"), "forward"),
+        table.choice("attack", ("intermediate", "full"), "intermediate"),
+    )
     table.done()
     if not 1 <= recipe.min_steps <= recipe.max_steps:
         raise RobustdeqError(f"{table.where}: 1 <= min_steps <= max_steps is required")
@@ -252,8 +279,17 @@ def make_jiio(table: Table, threat: ThreatModel) -> Recipe:
         b1=table.number("b1", 0.8),
         b2=table.number("b2", 0.6),
         anderson_m=table.integer("anderson_m", 5),
+        step_size_late=table.number("step_size_late", None),
+        switch_at=table.integer("switch_at", 0),
+        warm_adjoint=table.flag("warm_adjoint", False),
     )
     table.done()
     if recipe.iterations < 2 or recipe.step_size <= 0 or not (0 < recipe.b1 <= 1 and 0 < recipe.b2 <= 1):
         raise RobustdeqError(f"{table.where}: iterations >= 2, step_size > 0, b1 and b2 in (0, 1] are required")
+    if (
+        recipe.anderson_m < 1
+        or recipe.switch_at < 0
+        or (recipe.step_size_late is not None and recipe.step_size_late <= 0)
+    ):
+        raise RobustdeqError(f"{table.where}: anderson_m >= 1, switch_at >= 0 and step_size_late > 0 are required")
     return recipe

@@ -1,0 +1,21 @@
+"""``robustdeq fidelity``: render docs/fidelity.md from the reference defenses' manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from robustdeq.cli.common import console, one_line_errors
+from robustdeq.fidelity import PAGE_PATH, write_page
+from robustdeq.specs import DEFENSES_DIR
+
+
+@one_line_errors
+def fidelity(
+    out: Annotated[Path, typer.Option(help="Where the page goes.")] = PAGE_PATH,
+    defenses_dir: Annotated[Path, typer.Option(help="Where defense folders live.")] = DEFENSES_DIR,
+) -> None:
+    """Write the fidelity page: each reference defense's paper, what the paper did, and every deviation."""
+    console.print(f"wrote {write_page(out, defenses_dir)}")
