@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,20 +51,40 @@ from robustdeq.zoo import write_index
 
 @dataclass(frozen=True)
 class Budget:
-    """Optional reductions of the manifest's training budget and the protocol's test subset, and
-    an attack batch size replacing the protocol's (recorded in the entry's attack settings)."""
+    """Departures from the manifest and the protocol: a smaller training budget or test subset
+    (entries flagged ``reduced_budget``), and options that change the attacks' random draws or the
+    coverage, an attack batch size or an eps sweep replacing the protocol's (entries flagged
+    ``nonstandard_run``; both are recorded in the entry)."""
 
     epochs: int | None = None
     train_subset: int | None = None
     n_examples: int | None = None
     batch_size: int | None = None
+    eps_sweep: tuple[float, ...] | None = None
 
-    def reduced(self, defense: DefenseSpec, protocol: ProtocolSpec) -> bool:
+    def reduced(self, defense: DefenseSpec, protocol: ProtocolSpec, training: dict[str, Any] | None = None) -> bool:
+        """Smaller than the manifest says (this run's budget, or the ``training`` record of a
+        checkpoint trained with one) or than the protocol's test subset."""
+        trained_less = (
+            training is not None
+            and training.get("recipe") != "checkpoint"
+            and (training["epochs"] < defense.train.epochs or training["train_subset"] is not None)
+        )
         return (
             (self.epochs is not None and self.epochs < defense.train.epochs)
             or (self.train_subset is not None)
             or (self.n_examples is not None and self.n_examples < protocol.n_examples)
+            or trained_less
         )
+
+    def nonstandard(self, protocol: ProtocolSpec) -> dict[str, Any] | None:
+        """The options that made this run differ from the protocol's draws or coverage, or None."""
+        out: dict[str, Any] = {}
+        if self.batch_size is not None and self.batch_size != protocol.batch_size:
+            out["batch_size"] = self.batch_size
+        if self.eps_sweep is not None and tuple(self.eps_sweep) != tuple(protocol.eps_sweep):
+            out["eps_sweep"] = list(self.eps_sweep)
+        return out or None
 
 
 @dataclass
@@ -224,6 +244,21 @@ def load_trained(path: Path | str, device: str | torch.device | None = None) -> 
     return defense, trained
 
 
+def rebuilder(defense: DefenseSpec, trained: TrainedModel) -> Callable[[], nn.Module] | None:
+    """Fresh instances of a trained model rebuilt from its checkpoint (the manifest it was trained
+    from, a fresh import of a submitted model.py, the saved weights): what verification classifies
+    on. None when there is no checkpoint file to rebuild from (the runner then copies the model)."""
+    file = trained.checkpoint
+    if file is None or not file.is_file():
+        return None
+    dataset, device = trained.dataset or read_meta(file)["dataset"], device_of(trained.model)
+
+    def fresh() -> nn.Module:
+        return load_weights(build_model(defense, dataset, device), file)
+
+    return fresh
+
+
 def command_line() -> str:
     """The command this process runs, as a user would type it (for an entry's provenance)."""
     program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
@@ -275,9 +310,12 @@ def make_entry(
         flags.append("approximate_attack_gradient")
     if getattr(model, "loop_gradients", ()):  # an optimisation loop inside the forward pass
         flags.append("test_time_optimisation")
-    reduced = budget.reduced(defense, protocol)
+    reduced = budget.reduced(defense, protocol, trained.train_info)
     if reduced:
         flags.append("reduced_budget")
+    nonstandard = budget.nonstandard(protocol)
+    if nonstandard is not None:
+        flags.append("nonstandard_run")
     solver = None
     if layers and result.solver is not None:
         solver = {
@@ -336,6 +374,7 @@ def make_entry(
             "training": trained.train_info,
             "attack_settings": result.attack_settings,
             "reduced_budget": reduced,
+            "nonstandard": nonstandard,
             "train_seconds": round(trained.train_seconds, 3),
             "eval_seconds": round(result.seconds, 3),
             "attack_seconds": dict(result.attack_seconds),
@@ -367,8 +406,12 @@ def evaluate_and_write(
     suffix = f".rank{distributed.rank()}" if distributed.world_size() > 1 else ""
     state_path = out / protocol.id / f".{defense.id}.state{suffix}.json"
     state_path.parent.mkdir(parents=True, exist_ok=True)
+    if budget.eps_sweep is not None:
+        protocol = dataclasses.replace(protocol, eps_sweep=budget.eps_sweep)
     paper = defense.fidelity.paper_evaluation if defense.fidelity is not None else ()
-    result = evaluate(trained.model, protocol, test, budget.n_examples, progress, state_path, budget.batch_size, paper)
+    fresh = rebuilder(defense, trained)
+    args = (budget.n_examples, progress, state_path, budget.batch_size, paper, fresh)
+    result = evaluate(trained.model, protocol, test, *args)
     checkpoint = None
     if distributed.is_main() and trained.checkpoint is not None:
         # The entry's checkpoint lies beside it: copied there when the model came from elsewhere.
@@ -410,7 +453,10 @@ def run_defense(
         save_checkpoint(
             result.model, checkpoint, checkpoint_meta(defense, protocol, record, result.seconds, result.federated)
         )
-    trained = TrainedModel(result.model, record, result.seconds, federated=result.federated, checkpoint=checkpoint)
+    distributed.barrier()  # every rank verifies on instances rebuilt from this file
+    trained = TrainedModel(
+        result.model, record, result.seconds, protocol.dataset, protocol.id, result.federated, checkpoint
+    )
     return evaluate_and_write(defense, protocol, trained, test, out, budget, progress)
 
 

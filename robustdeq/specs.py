@@ -382,6 +382,8 @@ class ProtocolSpec:
     seed: int = 0
     warm_start: bool = False
     paper_evaluations: bool = False  # also run each defense's own paper's evaluation (outside the worst case)
+    votes: int = 5  # a randomised model: forwards per prediction, majority counts
+    eot_draws: int = 20  # a randomised model: forwards averaged per gradient (EOT)
     checks: Checks = Checks()
     eps_sweep: tuple[float, ...] = ()
     eps_sweep_attacks: tuple[str, ...] = ("pgd",)
@@ -399,6 +401,8 @@ class ProtocolSpec:
             "subset_seed": self.subset_seed,
             "warm_start": self.warm_start,
             "paper_evaluations": self.paper_evaluations,
+            "votes": self.votes,
+            "eot_draws": self.eot_draws,
             "checks": asdict(self.checks),
             "attacks": [{"name": a.name, **a.settings} for a in self.attacks],
             "eps_sweep": {"eps": list(self.eps_sweep), "attacks": list(self.eps_sweep_attacks)},
@@ -428,7 +432,11 @@ def load_protocol(path: Path) -> ProtocolSpec:
     seed = evaluation.integer("seed", 0)
     warm_start = evaluation.flag("warm_start", False)
     paper_evaluations = evaluation.flag("paper_evaluations", False)
+    votes = evaluation.integer("votes", 5)
+    eot_draws = evaluation.integer("eot_draws", 20)
     evaluation.done()
+    if votes < 1 or votes % 2 == 0 or eot_draws < 1:
+        raise RobustdeqError(f"{path} [evaluation]: votes must be odd and >= 1, eot_draws >= 1")
     attacks = []
     for t in top.tables("attacks"):
         name = t.text("name", required=True)
@@ -479,6 +487,8 @@ def load_protocol(path: Path) -> ProtocolSpec:
         seed=seed,
         warm_start=warm_start,
         paper_evaluations=paper_evaluations,
+        votes=votes,
+        eot_draws=eot_draws,
         checks=checks,
         description=description,
         hash=digest,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,10 +68,9 @@ def evaluate(
     spec = find_protocol(protocol or trained.protocol)
     if spec.dataset != trained.dataset:
         raise RobustdeqError(f"checkpoint was trained on {trained.dataset!r}, protocol {spec.id} uses {spec.dataset!r}")
-    if eps_sweep is not None:
-        spec = dataclasses.replace(spec, eps_sweep=parse_eps_list(eps_sweep))
+    sweep = parse_eps_list(eps_sweep) if eps_sweep is not None else None
     _, test = load_splits(spec, data_dir, download)
-    budget = Budget(n_examples=n_examples, batch_size=batch_size)
+    budget = Budget(n_examples=n_examples, batch_size=batch_size, eps_sweep=sweep)
     entry = evaluate_and_write(defense, spec, trained, test, out, budget, Progress(enabled=not quiet), per_example)
     console.print(
         f"{defense.id} under {spec.id}: clean {100 * entry['clean_accuracy']:.2f}%, "

@@ -55,6 +55,11 @@ class Attack:
         """Whether the attack means anything for ``model`` (else the runner skips it)."""
         return True
 
+    def randomized(self, draws: int) -> Attack:
+        """The attack to run on a randomised model (expectation over ``draws`` forwards where it
+        uses gradients); gradient-free attacks are their own randomised variant."""
+        return self
+
     def __call__(
         self,
         model: nn.Module,
@@ -94,6 +99,20 @@ class Attack:
         return AttackOutput(x_adv, valid, list(self.flags))
 
 
+class ExpectedLogits(nn.Module):
+    """The mean of ``draws`` forwards of a randomised model: expectation over transformation (EOT,
+    Athalye et al. 2018) for attacks that differentiate the logits."""
+
+    def __init__(self, model: nn.Module, draws: int) -> None:
+        super().__init__()
+        self.model = model
+        self.draws = draws
+        self.train(model.training)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([self.model(x) for _ in range(self.draws)]).mean(0)
+
+
 AttackFactory = Callable[[ThreatModel, Table, int, int], Attack]
 ATTACKS: Registry[AttackFactory] = Registry("attack")
 
@@ -117,23 +136,36 @@ class PGD(Attack):
         step_size: float | None = None,
         restarts: int = 1,
         random_start: bool = True,
+        eot: int = 1,
     ) -> None:
         super().__init__(threat, seed, batch_size)
         self.steps = steps
         self.step_size = step_size if step_size is not None else threat.eps / 4
         self.restarts = restarts
         self.random_start = random_start
+        self.eot = eot
 
     def settings(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "steps": self.steps,
             "step_size": self.step_size,
             "restarts": self.restarts,
             "random_start": self.random_start,
         }
+        if self.eot > 1:
+            out["eot_draws"] = self.eot
+        return out
+
+    def randomized(self, draws: int) -> Attack:
+        return PGD(
+            self.threat, self.seed, self.batch_size, self.steps, self.step_size, self.restarts, self.random_start, draws
+        )
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         import torchattacks
+
+        if self.eot > 1:
+            model = ExpectedLogits(model, self.eot)
 
         cls = torchattacks.PGD if self.threat.norm == "Linf" else torchattacks.PGDL2
         attack = cls(model, eps=self.threat.eps, alpha=self.step_size, steps=self.steps, random_start=self.random_start)
@@ -190,9 +222,11 @@ class AutoAttackSuite(Attack):
     """AutoAttack (Croce & Hein 2020) from ``pyautoattack``, the official code.
 
     ``version = "standard"``: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5000
-    queries), 100 iterations each. ``version = "custom"`` takes ``attacks`` and may lower
-    ``n_iter`` / ``n_queries`` (used by tests, never by a leaderboard protocol). AutoAttack's
-    own reliability warnings become flags named ``autoattack_*``.
+    queries), 100 iterations each. ``version = "rand"`` (what a randomised model gets,
+    :meth:`randomized`): APGD-CE and APGD-DLR with expectation over ``eot`` draws per gradient.
+    ``version = "custom"`` takes ``attacks`` and may lower ``n_iter`` / ``n_queries`` (used by
+    tests, never by a leaderboard protocol). AutoAttack's own reliability warnings become flags
+    named ``autoattack_*``.
     """
 
     name = "autoattack"
@@ -206,10 +240,11 @@ class AutoAttackSuite(Attack):
         attacks: tuple[str, ...] = (),
         n_iter: int | None = None,
         n_queries: int | None = None,
+        eot: int = 1,
     ) -> None:
         super().__init__(threat, seed, batch_size)
-        if version not in ("standard", "custom"):
-            raise RobustdeqError(f"autoattack: version must be standard or custom, got {version!r}")
+        if version not in ("standard", "rand", "custom"):
+            raise RobustdeqError(f"autoattack: version must be standard, rand or custom, got {version!r}")
         if version == "standard" and (attacks or n_iter or n_queries):
             raise RobustdeqError('autoattack: attacks, n_iter and n_queries need version = "custom"')
         if version == "custom" and not attacks:
@@ -218,12 +253,21 @@ class AutoAttackSuite(Attack):
         self.attacks = attacks
         self.n_iter = n_iter
         self.n_queries = n_queries
+        self.eot = eot
 
     def settings(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": self.version}
         if self.version == "custom":
             out.update(attacks=list(self.attacks), n_iter=self.n_iter, n_queries=self.n_queries)
+        if self.eot > 1:
+            out["eot_draws"] = self.eot
         return out
+
+    def randomized(self, draws: int) -> Attack:
+        version = "rand" if self.version == "standard" else self.version
+        return AutoAttackSuite(
+            self.threat, self.seed, self.batch_size, version, self.attacks, self.n_iter, self.n_queries, draws
+        )
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         from pyautoattack import AutoAttack, checks
@@ -242,6 +286,8 @@ class AutoAttackSuite(Attack):
                 attack.n_iter = self.n_iter
         if self.n_queries is not None:
             adversary.square.n_queries = self.n_queries
+        if self.eot > 1:
+            adversary.apgd.eot_iter = adversary.apgd_targeted.eot_iter = self.eot
         logger = logging.getLogger("auto-attack")
         capture = _Capture()
         logger.addHandler(capture)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,8 +112,9 @@ def select_subset(protocol: ProtocolSpec, test: Split, n_examples: int | None = 
 class Prediction:
     """Cold-start eval-mode predictions (N,), with per-example solver outcomes for DEQs; on the CPU.
 
-    ``converged`` (N,) bool, ``steps`` (N,) solver steps, ``trace`` (N, T) relative residual
-    after each solver step; all None for explicit models.
+    ``labels`` is -1 where the logits are not finite (never a correct prediction: a NaN cannot make
+    an example robust). ``converged`` (N,) bool, ``steps`` (N,) solver steps, ``trace`` (N, T)
+    relative residual after each solver step; all None for explicit models.
     """
 
     labels: Tensor
@@ -137,7 +139,9 @@ def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Prediction:
         for start in range(0, len(x), batch_size):
             for layer in layers:  # only this forward's solves count (a model may skip its solver)
                 layer.last_stats = None
-            labels.append(model(x[start : start + batch_size]).argmax(1).to(CPU))
+            logits = model(x[start : start + batch_size])
+            finite = torch.isfinite(logits).all(1)
+            labels.append(torch.where(finite, logits.argmax(1), -1).to(CPU))
             stats = [layer.last_stats for layer in layers if layer.last_stats is not None]
             if stats:
                 converged.append(torch.stack([s.converged for s in stats]).all(0).to(CPU))
@@ -150,6 +154,121 @@ def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Prediction:
     return Prediction(torch.cat(labels), torch.cat(converged), torch.cat(steps), torch.cat(traces))
 
 
+@dataclass
+class Verifier:
+    """Classifies inputs the way the evaluation counts them.
+
+    Every call builds a fresh instance of the model (``fresh``: rebuilt from its checkpoint by the
+    pipeline, else a copy of the model taken before its first forward), with the solver settings
+    of the model it stands for (so the ``[checks]`` solver-budget re-run applies): nothing an
+    attack's queries left in the attacked object can answer for it. A randomised model
+    (``votes`` > 1) is classified ``votes`` times: an example counts as correct when a majority
+    of the forwards classify it correctly (the label kept is then its true label, else the most
+    frequent wrong one)."""
+
+    fresh: Callable[[], nn.Module]
+    votes: int = 1
+
+    def instance(self, like: nn.Module) -> nn.Module:
+        model = self.fresh().eval()
+        sources = equilibria(like)  # none when ``like`` is a Stateless stand-in
+        for source, target in zip(sources, equilibria(model) if sources else [], strict=True):
+            target.spec = source.spec
+        return model
+
+    def predict(self, like: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Prediction:
+        model = self.instance(like)
+        if self.votes == 1:
+            return _predict(model, x, batch_size)
+        draws = [_predict(model, x, batch_size) for _ in range(self.votes)]
+        labels = torch.stack([d.labels for d in draws])  # (votes, N); -1 where the logits were not finite
+        truth = y.to(CPU)
+        right = (labels == truth).sum(0) * 2 > self.votes
+        wrong = labels.masked_fill(labels == truth, -1)
+        classes = int(wrong.max().clamp_min(0)) + 1
+        counts = F.one_hot(wrong.clamp_min(0), classes).masked_fill((wrong < 0)[..., None], 0).sum(0)
+        most_wrong = torch.where(counts.amax(1) > 0, counts.argmax(1), -1)  # -1: no finite wrong label
+        first = draws[0]
+        return Prediction(torch.where(right, truth, most_wrong), first.converged, first.steps, first.trace)
+
+
+class Stateless(nn.Module):
+    """Answers every call with a fresh instance (what a stateful model is attacked through: nothing
+    it saw in an earlier query can answer a later one)."""
+
+    def __init__(self, fresh: Callable[[], nn.Module]) -> None:
+        super().__init__()
+        self.fresh = fresh
+        self.anchor = nn.Parameter(torch.zeros(0, device=CPU), requires_grad=False)  # the device for torchattacks
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.fresh().eval()(x)
+        return out
+
+
+def snapshot(model: nn.Module) -> Callable[[], nn.Module]:
+    """A fresh-instance factory for a model given as an object: copies of it as it is now."""
+    pristine = copy.deepcopy(model)
+    return lambda: copy.deepcopy(pristine)
+
+
+# Logits of one input may differ by this much (relative to the largest |logit|) between batches:
+# float32 reductions depend on the batch size. A DEQ solved batch-wide stops when the whole batch
+# has converged, so its logits may move by up to STATE_SLACK times its forward tolerance.
+LOGIT_SLACK = 1e-5
+STATE_SLACK = 10.0
+CHECK_EXAMPLES = 32
+
+
+def model_checks(fresh: Callable[[], nn.Module], x: Tensor, threat: ThreatModel) -> tuple[bool, bool]:
+    """(randomised, stateful) for the model ``fresh`` builds, on the first examples of ``x``.
+
+    Randomised: one instance's two forwards on the same inputs differ. Stateful (checked on
+    deterministic models only): on fresh instances, the same examples give other logits in
+    another order or split into two batches, or an instance that first saw the examples and
+    other points within eps of them answers new points within eps otherwise than one that saw
+    nothing (a model that caches what it sees). Logits count as equal within
+    :data:`LOGIT_SLACK` (plus :data:`STATE_SLACK` times the forward tolerance for a DEQ).
+    """
+    xb = x[:CHECK_EXAMPLES]
+    if len(xb) < 2:
+        return False, False
+
+    def logits(model: nn.Module, inputs: Tensor) -> Tensor:
+        with torch.no_grad():
+            out: Tensor = model(inputs)
+        return out
+
+    model = fresh().eval()
+    first = logits(model, xb)
+    if not torch.equal(first, logits(model, xb)):
+        return True, False
+    tolerance = LOGIT_SLACK + STATE_SLACK * max((layer.spec.f_tol for layer in equilibria(model)), default=0.0)
+    generator = torch.Generator(CPU).manual_seed(0)
+
+    def near(inputs: Tensor) -> Tensor:
+        noise = 2 * torch.rand(inputs.shape, generator=generator, device=CPU).to(inputs.device) - 1
+        return threat.project(inputs + threat.eps * noise, inputs)
+
+    order = torch.randperm(len(xb), generator=generator, device=CPU).to(xb.device)
+    shuffled = torch.empty_like(first)
+    shuffled[order] = logits(fresh().eval(), xb[order])
+    split = fresh().eval()
+    half = len(xb) // 2
+    halves = torch.cat([logits(split, xb[:half]), logits(split, xb[half:])])
+    probe = near(xb)
+    seen = fresh().eval()
+    logits(seen, xb)
+    logits(seen, near(xb))
+    after = logits(seen, probe)
+    before = logits(fresh().eval(), probe)
+    scale = first.abs().amax().clamp_min(1.0)
+    differ = [
+        (a - b).abs().amax() > tolerance * scale for a, b in ((shuffled, first), (halves, first), (after, before))
+    ]
+    return False, any(bool(d) for d in differ)
+
+
 def _mean_trace(traces: list[Tensor]) -> list[float]:
     """Mean relative residual per solver step over every example, rounded for the entry."""
     if not traces:
@@ -157,23 +276,36 @@ def _mean_trace(traces: list[Tensor]) -> list[float]:
     return [float(f"{v:.4g}") for v in torch.cat(traces).mean(0).tolist()]
 
 
-def zero_gradient_fraction(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 250) -> float:
-    """Fraction of examples whose eval-mode input gradient of the cross-entropy is exactly zero.
+def gradient_health(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 250) -> tuple[float, float]:
+    """(zero, non-finite): the fractions of examples whose eval-mode input gradient of the
+    cross-entropy is exactly zero, and whose gradient holds a NaN or an infinity.
 
     A DEQ whose fixed point is detached from its input (torchdeq in eval mode, used naively)
-    gives zero gradients everywhere; gradient attacks then fail silently.
+    gives zero gradients everywhere; gradient attacks then fail silently. A NaN gradient leaves an
+    L-inf attack where it is (sign(NaN) = 0) and makes an L2 attack's iterates invalid.
     """
     if len(y) == 0:
-        return 0.0
+        return 0.0, 0.0
     model.eval()
-    zero = 0
+    zero = nonfinite = 0
     for start in range(0, len(y), batch_size):
         xb = x[start : start + batch_size].clone().requires_grad_(True)
         with torch.enable_grad():
             loss = F.cross_entropy(model(xb), y[start : start + batch_size], reduction="sum")
             grad = torch.autograd.grad(loss, xb, allow_unused=True)[0] if loss.requires_grad else None
-        zero += len(xb) if grad is None else int((grad.flatten(1).abs().amax(1) == 0).sum())
-    return zero / len(y)
+        if grad is None:
+            zero += len(xb)
+            continue
+        flat = grad.flatten(1)
+        finite = torch.isfinite(flat).all(1)
+        nonfinite += int((~finite).sum())
+        zero += int(((flat.abs().amax(1) == 0) & finite).sum())
+    return zero / len(y), nonfinite / len(y)
+
+
+def zero_gradient_fraction(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 250) -> float:
+    """Fraction of examples whose eval-mode input gradient of the cross-entropy is exactly zero."""
+    return gradient_health(model, x, y, batch_size)[0]
 
 
 def spectral_radius(model: nn.Module, x: Tensor) -> float:
@@ -208,14 +340,19 @@ def run_suite(
     clean_correct: Tensor,
     progress: Progress,
     state: EvalState | None = None,
+    verifier: Verifier | None = None,
+    eot: int = 1,
 ) -> SuiteResult:
-    """Run each attack on the clean-correct examples, batch by batch; verify, re-classify cold, take
-    the worst case. Each batch's outcome is recorded in ``state`` and reused when resuming.
+    """Run each attack on the clean-correct examples, batch by batch; verify, re-classify cold (on a
+    fresh instance, :class:`Verifier`), take the worst case. Each batch's outcome is recorded in
+    ``state`` and reused when resuming. ``eot`` > 1 (a randomised model): the attacks' randomised
+    variants (:meth:`Attack.randomized`: expectation over ``eot`` draws, AutoAttack's rand version).
 
     Under torchrun only the batches ``state`` deals to this rank are attacked; the others count as
     placeholders (nothing survived, nothing valid), so the result is meaningful only once the
     records of every rank are merged and the suite is run again over them (:func:`evaluate`)."""
     state = state or EvalState(None, "")
+    verifier = verifier or Verifier(snapshot(model))
     bs = protocol.batch_size
     correct_idx = torch.nonzero(clean_correct).flatten()
     robust = clean_correct.clone()
@@ -223,6 +360,8 @@ def run_suite(
     for spec in attacks:
         table = Table(spec.settings, f"protocol {protocol.id} attack {spec.key}")
         attack = ATTACKS.get(spec.name)(threat, table, protocol.seed, bs)
+        if eot > 1:
+            attack = attack.randomized(eot)
         if not attack.applies(model):
             continue
         for mode, loop, base in _runs(spec, model):
@@ -240,12 +379,15 @@ def run_suite(
                     elif record is None:
                         began = time.perf_counter()
                         xb, yb = x[batch.to(x.device)], y[batch.to(y.device)]
-                        labels = yb if protocol.warm_start and attack.holds_broken else None
-                        view = AttackView(model, xb, threat, protocol.warm_start, labels)
+                        # Hold an example once it looks broken only where the attack's logits are
+                        # the ones verification classifies (the fixed point's; not the averaged
+                        # intermediate states or the unrolled or damped steps of other modes).
+                        holds = protocol.warm_start and attack.holds_broken and mode in (None, "ift") and eot == 1
+                        view = AttackView(model, xb, threat, protocol.warm_start, yb if holds else None)
                         with grad_mode(model, mode) if mode else nullcontext(), loop_gradient(model, loop):
                             out = attack(view, xb, yb, offset=start)
-                        adv = _predict(model, out.x_adv, bs)
-                        record = _record(adv, yb.to(CPU), out.valid.to(CPU), out.flags)
+                        adv = verifier.predict(model, out.x_adv, yb, bs)
+                        record = _record(adv, yb.to(CPU), out.valid.to(CPU), [*out.flags, *view.flags])
                         state.put(name, record)
                         spent = time.perf_counter() - began
                         result.seconds[label] = result.seconds.get(label, 0.0) + spent
@@ -308,10 +450,13 @@ def run_checks(
     clean_correct: Tensor,
     progress: Progress,
     state: EvalState | None,
+    verifier: Verifier | None = None,
+    eot: int = 1,
 ) -> dict[str, float]:
     """The protocol's ``[checks]`` (see :class:`robustdeq.specs.Checks`): adds flags to ``suite``,
     the doubled-iterations attack to its worst case, and returns each re-run's accuracy."""
     checks = protocol.checks
+    verifier = verifier or Verifier(snapshot(model))
     out: dict[str, float] = {}
     acc = {label: fraction(c) for label, c in suite.attack_correct.items()}
 
@@ -332,7 +477,9 @@ def run_checks(
             raise RobustdeqError(f"protocol {protocol.id} [checks] more_iterations: attack {spec.key} has no steps")
         label = f"{spec.key}-{2 * steps}steps"
         doubled = AttackSpec(spec.name, {**spec.settings, "steps": 2 * steps}, label=label)
-        extra = run_suite(model, protocol, protocol.threat, (doubled,), x, y, clean_correct, progress, state)
+        extra = run_suite(
+            model, protocol, protocol.threat, (doubled,), x, y, clean_correct, progress, state, verifier, eot
+        )
         suite.attack_correct.update(extra.attack_correct)
         suite.attack_settings.update(extra.attack_settings)
         suite.adversarial.extend(extra.adversarial)
@@ -347,9 +494,9 @@ def run_checks(
         (spec,) = [a for a in protocol.attacks if a.name == checks.solver_budget][:1]
         label = f"{spec.key}-solver-2x"
         with solver_budget(model, 2):
-            clean = _predict(model, x, protocol.batch_size).labels == y.to(CPU)
+            clean = verifier.predict(model, x, y, protocol.batch_size).labels == y.to(CPU)
             rerun = AttackSpec(spec.name, spec.settings, label=label)
-            extra = run_suite(model, protocol, protocol.threat, (rerun,), x, y, clean, progress, state)
+            extra = run_suite(model, protocol, protocol.threat, (rerun,), x, y, clean, progress, state, verifier, eot)
         suite.seconds.update(extra.seconds)
         out["clean-solver-2x"] = fraction(clean)
         out[label] = fraction(extra.attack_correct[label])
@@ -362,6 +509,8 @@ def run_checks(
 
 def _record(adv: Prediction, y: Tensor, valid: Tensor, flags: list[str]) -> dict[str, Any]:
     """One attack batch as JSON data (exact: float32 values survive the round trip)."""
+    if bool((adv.labels < 0).any()) and "nonfinite_logits" not in flags:
+        flags = [*flags, "nonfinite_logits"]
     return {
         "survived": (adv.labels == y).tolist(),
         "labels": adv.labels.tolist(),
@@ -424,24 +573,27 @@ def _attack_all(
     clean_correct: Tensor,
     progress: Progress,
     state: EvalState,
-    paper: tuple[AttackSpec, ...] = (),
+    paper: tuple[AttackSpec, ...],
+    verifier: Verifier,
+    eot: int,
 ) -> tuple[SuiteResult, dict[str, float], list[tuple[float, float]], SuiteResult | None]:
     """The protocol's attacks, its ``[checks]``, its eps sweep, and a paper's own evaluation:
     (suite, check accuracies, sweep points, the paper's evaluation or None)."""
-    suite = run_suite(model, protocol, protocol.threat, protocol.attacks, x, y, clean_correct, progress, state)
-    checks = run_checks(model, protocol, suite, x, y, clean_correct, progress, state)
+    run = (progress, state, verifier, eot)
+    suite = run_suite(model, protocol, protocol.threat, protocol.attacks, x, y, clean_correct, *run)
+    checks = run_checks(model, protocol, suite, x, y, clean_correct, *run)
     sweep_points: list[tuple[float, float]] = []
     for eps in protocol.eps_sweep:
         threat = ThreatModel(protocol.threat.norm, eps)
         specs = tuple(
             scaled(a, eps / protocol.threat.eps) for a in protocol.attacks if a.name in protocol.eps_sweep_attacks
         )
-        point = run_suite(model, protocol, threat, specs, x, y, clean_correct, progress, state)
+        point = run_suite(model, protocol, threat, specs, x, y, clean_correct, *run)
         sweep_points.append((eps, fraction(point.robust)))
         suite.seconds["eps_sweep"] = suite.seconds.get("eps_sweep", 0.0) + sum(point.seconds.values())
     as_paper = None
     if protocol.paper_evaluations and paper:
-        as_paper = run_suite(model, protocol, protocol.threat, paper, x, y, clean_correct, progress, state)
+        as_paper = run_suite(model, protocol, protocol.threat, paper, x, y, clean_correct, *run)
         suite.seconds.update(as_paper.seconds)
     return suite, checks, sweep_points, as_paper
 
@@ -455,6 +607,7 @@ def evaluate(
     state_path: Path | None = None,
     batch_size: int | None = None,
     paper: tuple[AttackSpec, ...] = (),
+    fresh: Callable[[], nn.Module] | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` under ``protocol`` on its test subset.
 
@@ -466,6 +619,16 @@ def evaluate(
     attack randomness is seeded per batch position, so results depend on it. ``paper``: the
     defense's own paper's evaluation (its fidelity record), run too when the protocol says
     ``paper_evaluations = true``, each attack on the clean-correct examples, outside the worst case.
+    ``fresh`` builds a fresh instance of the model (the pipeline rebuilds it from its checkpoint;
+    default: copies of ``model`` taken now): every clean and adversarial prediction that counts is
+    made on one (:class:`Verifier`).
+
+    Before any attack, the model is checked (:func:`model_checks`): a randomised model (two
+    forwards on the same inputs differ) is flagged ``randomized_model`` and evaluated with the
+    protocol's ``votes`` (majority over forwards) and ``eot_draws`` (expectation over
+    transformation in every gradient attack, AutoAttack's rand version); a model whose outputs
+    depend on more than its input (the order and composition of the batch, or points it saw
+    before) is flagged ``stateful_model``.
 
     Under torchrun (:mod:`robustdeq.distributed`) every rank computes the clean forward, each
     attacks only the batches dealt to it, the batch records are gathered on every rank, and the
@@ -475,6 +638,7 @@ def evaluate(
     progress = progress or Progress.quiet()
     start_time = time.perf_counter()
     model.eval()
+    fresh = fresh or snapshot(model)
     overridden = batch_size is not None and batch_size != protocol.batch_size
     if batch_size is not None:
         protocol = dataclasses.replace(protocol, batch_size=batch_size)
@@ -487,37 +651,52 @@ def evaluate(
     world = distributed.world_size()
     state = EvalState(state_path, key, distributed.rank(), world)
 
-    layers = equilibria(model)
-    for layer in layers:
-        layer.counters.reset()
-    clean = _predict(model, x, bs)
+    randomized, stateful = model_checks(fresh, x, protocol.threat)
+    flags += ["randomized_model"] if randomized else []
+    flags += ["stateful_model"] if stateful else []
+    if stateful:  # attacked through fresh instances, query by query
+        anchor = Stateless(fresh).to(device)
+        anchor.train(False)
+        model = anchor
+    verifier = Verifier(fresh, protocol.votes if randomized else 1)
+    eot = protocol.eot_draws if randomized else 1
+    counted = verifier.instance(model)
+    layers = equilibria(counted)
+    clean = _predict(counted, x, bs)
     forward_cost: float | None
     if layers:
         forward_cost = sum(layer.counters.forward_example_evals for layer in layers) / len(y)
     else:
         forward_cost = float(getattr(model, "block_evaluations", 0)) or None
+    if randomized:
+        clean = verifier.predict(model, x, y, bs)
     clean_correct = clean.labels == y.to(CPU)  # outcomes are kept on the CPU, the data on the device
+    if bool((clean.labels < 0).any()):
+        flags.append("nonfinite_logits")
     correct_idx = torch.nonzero(clean_correct).flatten()
 
     on_device = correct_idx.to(device)
-    zero_frac = zero_gradient_fraction(model, x[on_device], y[on_device], bs)
+    zero_frac, nonfinite_frac = gradient_health(model, x[on_device], y[on_device], bs)
     if zero_frac > 0:
         flags.append("zero_gradients")
+    if nonfinite_frac > 0:
+        flags.append("nonfinite_gradients")
 
     if world == 1:
-        suite, checks, sweep_points, as_paper = _attack_all(
-            model, protocol, x, y, clean_correct, progress, state, paper
-        )
+        everything = _attack_all(model, protocol, x, y, clean_correct, progress, state, paper, verifier, eot)
+        suite, checks, sweep_points, as_paper = everything
         resumed, records, seconds = state.resumed, state.batches, suite.seconds
     else:
-        mine, *_ = _attack_all(model, protocol, x, y, clean_correct, progress, state, paper)  # this rank's batches only
+        # this rank's batches only
+        mine, *_ = _attack_all(model, protocol, x, y, clean_correct, progress, state, paper, verifier, eot)
         seconds = mine.seconds
         gathered = distributed.all_gather_object((state.batches, state.resumed))
         merged = EvalState(None, key)
         for batches, _ in gathered:
             merged.batches.update(batches)
         quiet = Progress.quiet()
-        suite, checks, sweep_points, as_paper = _attack_all(model, protocol, x, y, clean_correct, quiet, merged, paper)
+        everything = _attack_all(model, protocol, x, y, clean_correct, quiet, merged, paper, verifier, eot)
+        suite, checks, sweep_points, as_paper = everything
         resumed, records = sum(n for _, n in gathered), merged.batches
     if overridden:
         for settings in suite.attack_settings.values():
@@ -538,7 +717,7 @@ def evaluate(
             nonconverged_adversarial=fraction(~adv_c),
             mean_steps_clean=float(clean.steps.float().mean()),
             mean_steps_adversarial=float(adv_s.float().mean()) if len(adv_s) else 0.0,
-            spectral_radius=spectral_radius(model, x[:bs]),
+            spectral_radius=spectral_radius(verifier.instance(model), x[:bs]),
             residual_trace_clean=_mean_trace([clean.trace]),
             residual_trace_adversarial=_mean_trace([a.trace for a in adversarial if a.trace is not None]),
         )

@@ -46,8 +46,12 @@ HOLD_MARGIN = 1e-2
 
 
 def supports_warm_start(model: nn.Module) -> bool:
-    """A DEQ family that takes ``z_init`` and leaves its fixed point in ``last_state``."""
-    return hasattr(model, "last_state") and "z_init" in inspect.signature(model.forward).parameters
+    """One of robustdeq's own DEQ families (or a torchdeq model it adapted) that takes ``z_init`` and
+    leaves its fixed point in ``last_state``. A submitted model never gets ``z_init``, whatever its
+    signature: a call with it would differ from the calls verification makes, and a model could
+    answer the two differently."""
+    own = type(model).__module__.startswith("robustdeq.")
+    return own and hasattr(model, "last_state") and "z_init" in inspect.signature(model.forward).parameters
 
 
 def attack_model(model: nn.Module, anchors: Tensor, threat: ThreatModel) -> nn.Module:
@@ -88,6 +92,7 @@ class AttackView(nn.Module):
         self.layer = layers[0] if len(layers) == 1 else None
         self.labels = labels
         self.held = _Memo(self.anchors)  # each example's first adversarial point (with labels)
+        self.flags: list[str] = []  # nonfinite_logits / nonfinite_gradients, as the attack met them
         self.held_rows = 0
         self.warm_rows = 0
         self.cold_rows = 0
@@ -140,12 +145,25 @@ class AttackView(nn.Module):
             broken = fresh & _wrong_by_margin(logits.detach(), self.labels[idx.clamp_min(0)])
             self.held.store(x.detach().flatten(1), idx, broken, logits)
             logits = torch.where((broken | reuse)[:, None], logits.detach(), logits)
+        if not bool(torch.isfinite(logits.detach()).all()):
+            self._flag("nonfinite_logits")
         if _needs_grad(x):
             # A model whose output is cut off from x (e.g. a detached fixed point) would crash
             # gradient attacks; this adds exactly zero, so they run, see a zero gradient, and the
             # zero-gradient check flags the entry.
             logits = logits + 0.0 * x.flatten(1).sum(1, keepdim=True)
+            x.register_hook(self._check_gradient)
         return logits
+
+    def _flag(self, name: str) -> None:
+        if name not in self.flags:
+            self.flags.append(name)
+
+    def _check_gradient(self, grad: Tensor) -> None:
+        """NaN or infinite input gradients leave an L-inf attack where it is (sign(NaN) = 0) and
+        make an L2 attack's iterates invalid: the entry must say the attack was blind there."""
+        if not bool(torch.isfinite(grad).all()):
+            self._flag("nonfinite_gradients")
 
     def _solve(self, x: Tensor, idx: Tensor | None) -> Tensor:
         if self.warm_start and idx is not None:

@@ -179,6 +179,7 @@ ENTRY_SCHEMA: dict[str, Any] = {
         ),
         "attack_settings": DictOf(FreeTable),
         "reduced_budget": bool,
+        "nonstandard": MayBeAbsent(Optional(FreeTable)),
         "train_seconds": float,
         "eval_seconds": float,
         "attack_seconds": MayBeAbsent(DictOf(float)),
