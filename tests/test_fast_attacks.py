@@ -10,9 +10,10 @@ from torchdeq.solver import get_solver
 
 from robustdeq.data import load
 from robustdeq.deq import AttackSession, Equilibrium, SolverSpec, grad_mode
-from robustdeq.deq.anderson import anderson
+from robustdeq.deq.rowwise import fixed_point
 from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation import evaluate
+from robustdeq.evaluation.attacks import AutoAttackSuite
 from robustdeq.evaluation.view import AttackView
 from robustdeq.models import create_model
 from robustdeq.specs import load_protocol
@@ -27,9 +28,9 @@ def deq(tol: float = 1e-3) -> nn.Module:
     return create_model("deq", (1, 8, 8), 10, spec).eval()
 
 
-def test_per_example_anderson_matches_torchdeq_and_stops_each_row_on_its_own() -> None:
+def test_per_example_fixed_point_matches_torchdeq_and_stops_each_row_on_its_own() -> None:
     torch.manual_seed(0)
-    rates = torch.tensor([0.1, 0.5, 0.9, 0.95])[:, None]  # row i contracts at rate[i]
+    rates = torch.tensor([0.1, 0.2, 0.3, 0.95])[:, None]  # row i contracts at rate[i]
     b = torch.randn(4, 20)
     sizes: list[int] = []
 
@@ -37,18 +38,19 @@ def test_per_example_anderson_matches_torchdeq_and_stops_each_row_on_its_own() -
         sizes.append(len(rows))
         return rates[rows] * torch.tanh(z) + b[rows]
 
-    result = anderson(f, torch.zeros(4, 20), max_iter=60, tol=1e-6)
+    result = fixed_point(f, torch.zeros(4, 20), max_iter=400, tol=1e-6)
     expected, _, _ = get_solver("anderson")(
         lambda z: rates * torch.tanh(z) + b, torch.zeros(4, 20), max_iter=60, tol=1e-8, stop_mode="rel", lam=1e-8
     )
     assert torch.allclose(result.z, expected, atol=1e-4)
     assert bool((result.rel_residual <= 1e-6).all())
-    assert result.evals[0] < result.evals[-1]  # the fast row stopped early ...
+    assert result.nstep[0] < result.nstep[-1]  # the fast row stopped early ...
     assert sizes[0] == 4 and sizes[-1] < 4 and sizes == sorted(sizes, reverse=True)  # ... and left the batch
-    assert sum(sizes) == int(result.evals.sum())
+    assert sum(sizes) == int(result.nstep.sum())
+    assert bool((result.trace[:, -1] == result.rel_residual).all())  # a row's last residual repeats to the end
     # Started at its fixed point, a row stops after one evaluation.
-    again = anderson(f, result.z, max_iter=60, tol=1e-5)
-    assert again.evals.tolist() == [1, 1, 1, 1]
+    again = fixed_point(f, result.z, max_iter=60, tol=1e-5)
+    assert again.nstep.tolist() == [1, 1, 1, 1]
 
 
 def test_a_session_gives_the_same_input_gradient_as_a_plain_solve() -> None:
@@ -138,9 +140,9 @@ def test_verification_solves_from_a_cold_start_with_the_protocol_solver(tiny_pro
     calls: list[tuple[bool, bool]] = []  # (inside an attack session, started from zeros)
     solve = layer.forward
 
-    def recording(f, z0, inputs=None):  # type: ignore[no-untyped-def]
+    def recording(f, z0, inputs=None, **options):  # type: ignore[no-untyped-def]
         calls.append((layer._session is not None, bool((z0 == 0).all())))
-        return solve(f, z0, inputs)
+        return solve(f, z0, inputs, **options)
 
     layer.forward = recording  # type: ignore[method-assign]
     evaluate(model, protocol, load("digits", "test"))
@@ -175,3 +177,19 @@ def test_intermediate_state_modes() -> None:
     with pytest.raises(RobustdeqError, match="unknown gradient mode"):
         with grad_mode(model, "state-x"):
             pass
+
+
+def test_autoattack_warm_starts_apgd_and_solves_fab_and_its_own_checks_cold() -> None:
+    """FAB's points lie on the decision boundary, where a warm solve's lag could disagree with the
+    cold verification (AttackView.cold): FAB and the suite's classification of every sub-attack's
+    output go through a cold view; APGD through the warm one."""
+    model = deq()
+    x = load("digits", "test").x[:8]
+    with torch.no_grad():
+        y = model(x).argmax(1)  # the untrained model's own labels: every example starts correct
+    threat = ThreatModel("Linf", 0.2)
+    for attacks, warm_expected in ((("apgd-ce",), True), (("fab-t",), False)):
+        view = AttackView(model, x, threat, warm_start=True)
+        suite = AutoAttackSuite(threat, version="custom", attacks=attacks, n_iter=3)
+        suite(view, x, y)
+        assert (view.warm_rows > 0) == warm_expected, attacks

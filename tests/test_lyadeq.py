@@ -97,7 +97,7 @@ def test_projected_dynamics_decrease_v_at_rate_alpha(trained: LyaDEQClassifier, 
     v = v.detach()
     with torch.no_grad():
         fz = model.f(z, u, weight)
-        projected_step = fz - model.correction(z, fz)
+        projected_step = fz - model.correction(z, fz)[0]
     plain = (grad_v * (fz - z)).flatten(1).sum(1)
     projected = (grad_v * (projected_step - z)).flatten(1).sum(1)
     assert bool((v > 0).all())
@@ -111,14 +111,17 @@ def test_v_decreases_along_the_solver_trajectory(trained: LyaDEQClassifier, digi
         assert bool((v > 0).all())
         # At least the factor exp(-alpha) per solver step (float32 round-off aside).
         assert bool((v[:, 1:] <= math.exp(-trained.alpha) * v[:, :-1] * (1 + 1e-5)).all())
-        # The bare Euler step of the projected field misses that factor on most digits at the first
-        # step (it overshoots): the safeguard is what makes the check above hold.
+        # The bare Euler step of the projected field misses that factor somewhere along the
+        # trajectories (it overshoots; how often depends on the training run: between 5% and 100%
+        # of the digits at the first step in runs differing by a 1e-7 change of the learning
+        # rate): the safeguard is what makes the check above hold.
         u, weight = trained.inject(digits), trained.cell.effective_weight()
-        z = trained.trajectory(digits)[0]
-        fz = trained.f(z, u, weight)
-        euler = fz - trained.correction(z, fz)
-        missed = trained.lyapunov(euler) > math.exp(-trained.alpha) * trained.lyapunov(z)
-        assert float(missed.float().mean()) > 0.5
+        missed = 0
+        for z in trained.trajectory(digits)[:-1]:
+            fz = trained.f(z, u, weight)
+            euler = fz - trained.correction(z, fz)[0]
+            missed += int((trained.lyapunov(euler) > math.exp(-trained.alpha) * trained.lyapunov(z)).sum())
+        assert missed > 0
 
 
 def test_the_module_moves_the_states_the_head_reads_and_draws_them_together(
@@ -226,3 +229,24 @@ def test_residual_construction_keeps_the_plain_fixed_point() -> None:
         plain = model.f(z_star, model.inject(x), model.cell.effective_weight())
     scale = z_star.flatten(1).norm(dim=1)
     assert float(((plain - z_star).flatten(1).norm(dim=1) / scale).max()) < 1e-4  # within the solver tolerance
+
+
+def test_the_orthogonal_weight_is_reused_in_eval_mode_until_its_parameters_change(digits: Tensor) -> None:
+    model = make().eval()
+    head = model.head
+    assert head.fc is not None
+    with torch.no_grad():
+        model(digits)
+        assert head._frozen is not None
+        first = head._frozen[1]
+        assert torch.equal(first, head.fc.weight)
+        model(digits)
+        assert head._frozen[1] is first  # reused: no matrix exponential per forward
+        next(head.fc.parameters()).add_(0.01)  # an optimiser step changes the parameters' versions
+        model(digits)
+        assert head._frozen[1] is not first and torch.equal(head._frozen[1], head.fc.weight)
+    model.train()
+    x = digits[:4].clone()
+    loss = model(x).sum()
+    (grad,) = torch.autograd.grad(loss, [next(head.fc.parameters())])
+    assert float(grad.abs().max()) > 0  # in train mode Q stays differentiable in its parameters

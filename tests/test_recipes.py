@@ -126,7 +126,7 @@ def test_jiio_switches_its_input_step_and_warm_starts_the_backward_adjoint(monke
     solve = equilibrium._adjoint_batch
 
     def recording(*args: object) -> object:
-        starts.append(args[-1])
+        starts.append(args[4])  # (layer, f, z, target, start, transposed)
         return solve(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(equilibrium, "_adjoint_batch", recording)

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from torchdeq.loss import jac_reg, power_method
 from torchdeq.solver import get_solver
 
-from robustdeq.deq.anderson import anderson
+from robustdeq.deq.rowwise import fixed_point
 from robustdeq.errors import RobustdeqError
 
 SOLVERS = ("anderson", "broyden", "fixed_point_iter")
@@ -159,6 +159,9 @@ class AttackSession:
 
 
 Cell = Callable[..., Tensor]
+# (z, inputs) -> (v -> J_f(z)^T v) for those rows: the cell's transposed Jacobian without autograd,
+# which a model may give the layer to make its implicit backward solves cheaper.
+Linearize = Callable[[Tensor, Tensor], Callable[[Tensor], Tensor]]
 
 
 class Equilibrium(nn.Module):
@@ -255,13 +258,22 @@ class Equilibrium(nn.Module):
             return self._override
         return self.spec.train_grad if self.training else self.spec.attack_grad
 
-    def forward(self, f: Cell, z0: Tensor, inputs: Tensor | None = None, z_star: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        f: Cell,
+        z0: Tensor,
+        inputs: Tensor | None = None,
+        z_star: Tensor | None = None,
+        linearize: Linearize | None = None,
+    ) -> Tensor:
         """Fixed point of ``f`` from ``z0`` (B, ...); differentiable when autograd is on.
 
         ``f(z)``, or ``f(z, inputs)`` when the per-example ``inputs`` (B, ...) are given, which
         lets an attack session evaluate the cell on a subset of the rows. ``z_star``: a fixed point
         the caller has already solved for (and whose :attr:`last_stats` it has set): only the
-        gradient is attached (:mod:`robustdeq.deq.torchdeq_adapter` does this).
+        gradient is attached (:mod:`robustdeq.deq.torchdeq_adapter` does this). ``linearize``
+        (with ``inputs``): the cell's transposed Jacobian in closed form, used by the IFT adjoint
+        solves instead of a vector-Jacobian product through autograd at every step.
         """
         spec = self._forward_spec()
         cell: Callable[[Tensor], Tensor] = f if inputs is None else (lambda z: f(z, inputs))
@@ -292,7 +304,8 @@ class Equilibrium(nn.Module):
         if mode.startswith("state"):
             return self._from_intermediate_states(counted, torch.zeros_like(z0), mode)
         if mode == "ift":
-            return _ImplicitGrad.apply(self, counted, f, inputs, session, counted(z_star.detach()))
+            lin = linearize if inputs is not None else None
+            return _ImplicitGrad.apply(self, counted, f, inputs, session, lin, counted(z_star.detach()))
         if mode == "phantom":
             tau = spec.phantom_tau
             z = z_star
@@ -322,12 +335,16 @@ class Equilibrium(nn.Module):
     def _solve_per_example(self, f: Cell, z0: Tensor, inputs: Tensor) -> Tensor:
         spec = self.spec
 
+        subset: dict[str, Tensor] = {"rows": torch.arange(len(inputs), device=inputs.device), "inputs": inputs}
+
         def rows_f(z: Tensor, rows: Tensor) -> Tensor:
             self.counters.forward_evals += 1
             self.counters.forward_example_evals += len(rows)
-            return f(z, inputs[rows])
+            if len(rows) != len(subset["rows"]):  # the solver dropped finished rows: index once per change
+                subset["rows"], subset["inputs"] = rows, inputs[rows]
+            return f(z, subset["inputs"])
 
-        result = anderson(rows_f, z0, spec.f_max_iter, spec.f_tol, spec.f_stop_mode, lam=spec.anderson_lam)
+        result = fixed_point(rows_f, z0, spec.f_max_iter, spec.f_tol, spec.f_stop_mode)
         residual = result.rel_residual if spec.f_stop_mode == "rel" else result.abs_residual
         self.last_stats = SolverStats(
             nstep=result.nstep,
@@ -392,43 +409,55 @@ class _ImplicitGrad(torch.autograd.Function):
         cell: Cell,
         inputs: Tensor | None,
         session: AttackSession | None,
+        linearize: Linearize | None,
         fz: Tensor,
     ) -> Tensor:
-        ctx.layer, ctx.f, ctx.cell, ctx.session = layer, f, cell, session
+        ctx.layer, ctx.f, ctx.cell, ctx.session, ctx.linearize = layer, f, cell, session, linearize
         ctx.inputs = None if inputs is None else inputs.detach()
         ctx.start = layer._adjoint_start
         ctx.save_for_backward(fz.detach())
         return fz.view_as(fz)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, None, None, None, Tensor]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, None, None, None, None, Tensor]:
         layer: Equilibrium = ctx.layer
         (z,) = ctx.saved_tensors
         scale = grad.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *([1] * (grad.dim() - 1)))
         target = grad / scale
         session: AttackSession | None = ctx.session
+        linear = ctx.linearize
         if session is None:
-            g, converged = _adjoint_batch(layer, ctx.f, z, target, ctx.start)
+            apply = linear(z, ctx.inputs) if linear is not None else None
+            g, converged = _adjoint_batch(layer, ctx.f, z, target, ctx.start, apply)
         else:
-            g, converged = _adjoint_per_example(layer, ctx.cell, ctx.inputs, z, target, session.g0)
+            g, converged = _adjoint_per_example(layer, ctx.cell, ctx.inputs, z, target, session.g0, linear)
             if session.on_adjoint is not None:
                 session.on_adjoint(g.detach())
         layer.last_backward_converged = converged
-        return None, None, None, None, None, g * scale
+        return None, None, None, None, None, None, g * scale
 
 
 def _adjoint_batch(
-    layer: Equilibrium, f: Callable[[Tensor], Tensor], z: Tensor, target: Tensor, start: Tensor | None = None
+    layer: Equilibrium,
+    f: Callable[[Tensor], Tensor],
+    z: Tensor,
+    target: Tensor,
+    start: Tensor | None = None,
+    transposed: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Solve g = J_f(z)^T g + target with the backward torchdeq solver, from ``start`` or zeros."""
+    """Solve g = J_f(z)^T g + target with the backward torchdeq solver, from ``start`` or zeros;
+    ``transposed`` applies J_f(z)^T in closed form (else a vector-Jacobian product per step)."""
     spec = layer.spec
-    h = z.clone().requires_grad_(True)
-    with torch.enable_grad():
-        fh = f(h)
+    if transposed is None:
+        h = z.clone().requires_grad_(True)
+        with torch.enable_grad():
+            fh = f(h)
 
     def adjoint_step(v: Tensor) -> Tensor:
         layer.counters.backward_evals += 1
         layer.counters.backward_example_evals += v.shape[0]
+        if transposed is not None:
+            return transposed(v) + target
         (vjp,) = torch.autograd.grad(fh, h, v, retain_graph=True)
         return vjp + target
 
@@ -446,16 +475,33 @@ def _adjoint_batch(
 
 
 def _adjoint_per_example(
-    layer: Equilibrium, cell: Cell, inputs: Tensor, z: Tensor, target: Tensor, g0: Tensor | None
+    layer: Equilibrium,
+    cell: Cell,
+    inputs: Tensor,
+    z: Tensor,
+    target: Tensor,
+    g0: Tensor | None,
+    linearize: Linearize | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The adjoint solve with per-example stopping from ``g0``.
+    """The adjoint solve with per-example stopping from ``g0``, by fixed-point iteration (the cell's
+    Jacobian is a contraction, so is its transpose).
 
-    The vector-Jacobian products need a graph of f at z* over the active rows; it is rebuilt on
-    the active rows (one more cell evaluation) whenever they have shrunk to half of the rows the
-    current graph covers, else the products run on the graph's rows with zeros for stopped ones.
+    With ``linearize`` J_f^T is applied in closed form on the active rows. Else the vector-Jacobian
+    products need a graph of f at z* over the active rows; it is rebuilt on the active rows (one
+    more cell evaluation) whenever they have shrunk to half of the rows the current graph covers,
+    else the products run on the graph's rows with zeros for stopped ones.
     """
     spec = layer.spec
     graph: dict[str, Tensor] = {}
+    closed: dict[str, Any] = {}
+
+    def closed_step(v: Tensor, rows: Tensor) -> Tensor:
+        assert linearize is not None
+        if closed.get("rows") is None or len(closed["rows"]) != len(rows):  # the solver dropped finished rows
+            closed.update(rows=rows, apply=linearize(z[rows], inputs[rows]), target=target[rows])
+        layer.counters.backward_evals += 1
+        layer.counters.backward_example_evals += len(rows)
+        return closed["apply"](v) + closed["target"]
 
     def build(rows: Tensor) -> None:
         h = z[rows].clone().requires_grad_(True)
@@ -492,7 +538,8 @@ def _adjoint_per_example(
         z, inputs, target = z[live], inputs[live], target[live]
         g0 = None if g0 is None else g0[live]
     start = torch.zeros_like(target) if g0 is None else g0
-    result = anderson(adjoint_step, start, spec.b_max_iter, spec.b_tol, spec.b_stop_mode, lam=spec.anderson_lam)
+    step = closed_step if linearize is not None else adjoint_step
+    result = fixed_point(step, start, spec.b_max_iter, spec.b_tol, spec.b_stop_mode)
     residual = result.rel_residual if spec.b_stop_mode == "rel" else result.abs_residual
     g[live], converged[live] = result.z, residual <= spec.b_tol
     return g, converged

@@ -65,6 +65,11 @@ class ContractiveConv(nn.Module):
         """W z; pass ``weight=effective_weight()`` computed once when applying the cell many times."""
         return F.conv2d(z, self.effective_weight() if weight is None else weight, padding=1)
 
+    @staticmethod
+    def transpose(v: Tensor, weight: Tensor) -> Tensor:
+        """W^T v, the adjoint of :meth:`forward` with the same ``weight``."""
+        return F.conv_transpose2d(v, weight, padding=1)
+
 
 class Head(nn.Module):
     """Classifier head: average-pool to 4x4, flatten, linear."""

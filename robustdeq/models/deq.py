@@ -46,6 +46,14 @@ class DEQClassifier(nn.Module):
         """One application of the cell: relu(W z + u), with W = ``weight``."""
         return torch.relu(self.cell(z, weight) + u)
 
+    def cell_transpose(self, z: Tensor, u: Tensor, weight: Tensor) -> Callable[[Tensor], Tensor]:
+        """v -> J_f(z)^T v for f(z) = relu(W z + u): W^T (relu'(W z + u) * v), in closed form (the
+        implicit backward solves apply it at every step; autograd's product is the same map)."""
+        weight = weight.detach()
+        with torch.no_grad():
+            mask = (self.cell(z, weight) + u > 0).to(z.dtype)
+        return lambda v: self.cell.transpose(mask * v, weight)
+
     def cell_function(self) -> Callable[[Tensor, Tensor], Tensor]:
         """(z, x) -> f(z, x), with the normalised weight computed once (for JIIO's joint solve)."""
         weight = self.cell.effective_weight()
@@ -72,7 +80,9 @@ class DEQClassifier(nn.Module):
         u = self.inject(x)
         weight = self.cell.effective_weight()  # once per forward: the norm estimate is not free
         z0 = x.new_zeros(x.shape[0], *self.state_shape) if z_init is None else z_init
-        z = self.equilibrium(lambda z, u: self.f(z, u, weight), z0, inputs=u)
+        z = self.equilibrium(
+            lambda z, u: self.f(z, u, weight), z0, inputs=u, linearize=lambda z, u: self.cell_transpose(z, u, weight)
+        )
         self.last_state = z.detach()
         return self.head(z)
 

@@ -75,6 +75,8 @@ from robustdeq.models.blocks import ContractiveConv, stem_stride
 from robustdeq.models.lyapunov import LyapunovFunction, OrthogonalHead
 from robustdeq.models.registry import MODELS
 
+Origin = tuple[Tensor, Tensor]  # g(0), grad g(0) of V's convex network
+
 
 class LyaDEQClassifier(nn.Module):
     """x (B, C, H, W) in [0, 1] -> logits (B, classes); see the module docstring."""
@@ -117,35 +119,37 @@ class LyaDEQClassifier(nn.Module):
         """The plain cell relu(W z + u), with W = ``weight``."""
         return torch.relu(self.cell(z, weight) + u)
 
-    def correction(self, z: Tensor, fz: Tensor) -> Tensor:
+    def correction(self, z: Tensor, fz: Tensor, origin: Origin | None = None) -> tuple[Tensor, Tensor]:
         """grad V ReLU(grad V . F + alpha V) / |grad V|^2 at z, with F = fz - z (zero where grad V = 0,
-        i.e. at the origin, where V = 0 and the constraint holds already)."""
-        value, grad = self.lyapunov.value_and_grad(z)
+        i.e. at the origin, where V = 0 and the constraint holds already), and V(z)."""
+        value, grad = self.lyapunov.value_and_grad(z, origin)
         excess = torch.relu((grad * (fz - z)).flatten(1).sum(1) + self.alpha * value)
         norm2 = grad.flatten(1).pow(2).sum(1)
         safe = torch.where(norm2 > 0, norm2, torch.ones_like(norm2))
         coef = torch.where(norm2 > 0, excess / safe, torch.zeros_like(excess))
-        return coef.view(-1, 1, 1, 1) * grad
+        return coef.view(-1, 1, 1, 1) * grad, value
 
-    def safeguard(self, z: Tensor, candidate: Tensor) -> Tensor:
+    def safeguard(self, value: Tensor, candidate: Tensor, origin: Origin | None = None) -> Tensor:
         """``candidate`` scaled towards V's minimum (the origin) just enough that V falls by the factor
-        exp(-alpha) from z: by convexity and V(0) = 0, V(s y) <= s V(y) for s in [0, 1], so
-        s = min(1, exp(-alpha) V(z) / V(y)) gives V(s y) <= exp(-alpha) V(z) exactly."""
-        target = math.exp(-self.alpha) * self.lyapunov(z)
-        reached = self.lyapunov(candidate)
+        exp(-alpha) from the state z with V(z) = ``value``: by convexity and V(0) = 0, V(s y) <= s V(y)
+        for s in [0, 1], so s = min(1, exp(-alpha) V(z) / V(y)) gives V(s y) <= exp(-alpha) V(z) exactly."""
+        target = math.exp(-self.alpha) * value
+        reached = self.lyapunov(candidate, origin)
         over = reached > target
         scale = torch.where(
             over, target / torch.where(over, reached, torch.ones_like(reached)), torch.ones_like(reached)
         )
         return candidate * scale.view(-1, 1, 1, 1)
 
-    def step(self, z: Tensor, u: Tensor, weight: Tensor) -> Tensor:
+    def step(self, z: Tensor, u: Tensor, weight: Tensor, origin: Origin | None = None) -> Tensor:
         """One step of the stable dynamics: the Euler step z + F~(z) = f(z) - correction, then the
-        safeguard (without the module: the plain cell f(z))."""
+        safeguard (without the module: the plain cell f(z)). ``origin``: V's constants
+        (:meth:`LyapunovFunction.origin`), computed once per trajectory."""
         fz = self.f(z, u, weight)
         if not self.use_lyapunov:
             return fz
-        return self.safeguard(z, fz - self.correction(z, fz))
+        correction, value = self.correction(z, fz, origin)
+        return self.safeguard(value, fz - correction, origin)
 
     def trajectory(self, x: Tensor) -> list[Tensor]:
         """The states z_1, ..., z_K (each (B, *state_shape)): z_1 = f(0, x) = relu(U x), the cell's
@@ -154,8 +158,9 @@ class LyaDEQClassifier(nn.Module):
         u = self.inject(x)
         weight = self.cell.effective_weight()  # once per forward: the norm estimate is not free
         states = [self.f(x.new_zeros(x.shape[0], *self.state_shape), u, weight)]
+        origin = self.lyapunov.origin(states[0]) if self.use_lyapunov else None
         for _ in range(self.steps - 1):
-            states.append(self.step(states[-1], u, weight))
+            states.append(self.step(states[-1], u, weight, origin))
         return states
 
     def forward(self, x: Tensor) -> Tensor:
