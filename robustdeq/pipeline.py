@@ -494,10 +494,7 @@ def run_defenses(
                 entries.append(run_defense(defense, protocol, splits, out, budget, progress, target))
         return entries
     load_splits(protocol, data_dir, download)  # a missing data set fails here, before any worker starts
-    # Longest first: adversarially trained DEQs, then other DEQs, then explicit models.
-    order = sorted(
-        range(len(defenses)), key=lambda i: (defenses[i].solver is None, defenses[i].train.recipe == "standard")
-    )
+    order = sorted(range(len(defenses)), key=lambda i: -_expected_seconds(defenses[i], out / protocol.id))
     results: dict[int, dict[str, Any]] = {}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
@@ -516,6 +513,19 @@ def run_defenses(
     render(read_entries(folder), folder)  # once more, after every worker has written its entry
     write_index(out)
     return [results[i] for i in range(len(defenses))]
+
+
+def _expected_seconds(defense: DefenseSpec, folder: Path) -> float:
+    """How long a defense is expected to take, to start the longest first (the suite's wall time is
+    then close to its total work over ``jobs``): the time its previous entry in ``folder`` records,
+    else a guess from its kind (adversarially trained implicit models take longest)."""
+    path = folder / f"{defense.id}.json"
+    try:
+        provenance = json.loads(path.read_text())["provenance"]
+        return float(provenance["train_seconds"] or 0) + float(provenance["eval_seconds"] or 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        implicit = defense.model.family in ("deq", "lyadeq")
+        return 100.0 * implicit + 50.0 * (defense.train.recipe != "standard")
 
 
 def _run_in_worker(
