@@ -20,7 +20,8 @@ def leaderboard(
     ),
     protocol: Annotated[str | None, typer.Option(help="Only this protocol's folder.")] = None,
 ) -> None:
-    """Validate every entry, write leaderboard.md and leaderboard.csv per protocol, print the tables."""
+    """Validate every entry, write leaderboard.md, leaderboard.csv and leaderboard.html (a self-contained page)
+    per protocol, print the tables."""
     folders = [root / protocol] if protocol else protocol_folders(root)
     for folder in folders:
         entries = read_entries(folder)
