@@ -415,6 +415,8 @@ def load_protocol(path: Path) -> ProtocolSpec:
     data, digest = read_toml(path)
     top = Table(data, str(path))
     pid = top.text("id", path.stem)
+    if not ID_PATTERN.fullmatch(pid):  # it names the leaderboard folder
+        raise RobustdeqError(f"{path}: protocol id {pid!r} is not a plain lowercase name (a-z, 0-9, '-', '_', '.')")
     version = top.integer("version", required=True)
     dataset = top.text("dataset", required=True)
     if dataset not in DATASETS:

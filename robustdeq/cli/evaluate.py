@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,6 +62,7 @@ def evaluate(
     Under `torchrun --nproc-per-node N -m robustdeq evaluate ...` the ranks share the attack batches and
     rank 0 writes the entry, identical to a single-process run with the same batch size.
     """
+    sweep = parse_eps_list(eps_sweep) if eps_sweep is not None else None  # before anything is loaded
     compute = resolve_device(device)
     defense, trained = load_trained(checkpoint, compute)
     for note in trained.notes:
@@ -68,7 +70,6 @@ def evaluate(
     spec = find_protocol(protocol or trained.protocol)
     if spec.dataset != trained.dataset:
         raise RobustdeqError(f"checkpoint was trained on {trained.dataset!r}, protocol {spec.id} uses {spec.dataset!r}")
-    sweep = parse_eps_list(eps_sweep) if eps_sweep is not None else None
     _, test = load_splits(spec, data_dir, download)
     budget = Budget(n_examples=n_examples, batch_size=batch_size, eps_sweep=sweep)
     entry = evaluate_and_write(defense, spec, trained, test, out, budget, Progress(enabled=not quiet), per_example)
@@ -96,11 +97,13 @@ def reproduction(entry: dict[str, Any], model: ZooModel) -> str:
 
 
 def parse_eps_list(text: str) -> tuple[float, ...]:
-    """``"0.05,0.1"`` -> (0.05, 0.1); positive and increasing, else a one-line error."""
+    """``"0.05,0.1"`` -> (0.05, 0.1); finite, positive and increasing, else a one-line error."""
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise RobustdeqError(f"--eps-sweep: {text!r} is not a comma-separated list of numbers") from None
+    if not all(math.isfinite(v) for v in values):  # "inf", "nan", and "1e309" (which overflows to inf)
+        raise RobustdeqError(f"--eps-sweep: {text!r} must be finite eps values")
     if not values or any(v <= 0 for v in values) or list(values) != sorted(set(values)):
         raise RobustdeqError(f"--eps-sweep: {text!r} must be positive, increasing eps values")
     return values

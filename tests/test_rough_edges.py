@@ -1,0 +1,113 @@
+"""What a new user meets with bad input (issue 24): one line on stderr, a non-zero exit, and
+nothing written or half-written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+import robustdeq
+from robustdeq.cli import app
+
+runner = CliRunner()
+
+COMMANDS = [
+    ["bench"], ["train"], ["evaluate"], ["leaderboard"], ["report"], ["submit"], ["sweep"], ["zoo"], ["fidelity"],
+    ["data"], ["data", "list"], ["data", "download"],
+]  # fmt: skip
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def one_line_error(code: int, out: str, message: str) -> None:
+    assert code == 1, out
+    assert out.startswith("error: ") and len(out.strip().splitlines()) == 1, out
+    assert message in out, out
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_dash_h_is_help(command: list[str]) -> None:
+    code, out = run(*command, "-h")
+    assert code == 0, out
+    assert out == run(*command, "--help")[1]
+
+
+def test_version() -> None:
+    code, out = run("--version")
+    assert code == 0 and out.strip() == f"robustdeq {robustdeq.__version__}"
+
+
+def test_help_texts_are_printed_verbatim() -> None:
+    code, out = run("evaluate", "--help")
+    assert code == 0
+    assert "[eps_sweep]" in " ".join(out.split())  # rich markup ate it
+    assert "…" not in out  # nor cut a help text short
+    assert "leaderboard.html" in " ".join(run("leaderboard", "--help")[1].split())
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    code, out = run("train", "cnn-standard", "--epochs", "0", "--out", str(runs), "--quiet")
+    assert code == 0, out
+    return runs / "digits-linf" / "cnn-standard" / "model.safetensors"
+
+
+def with_meta(checkpoint: Path, target: Path, **changes: Any) -> Path:
+    with safe_open(str(checkpoint), framework="pt") as handle:
+        header = handle.metadata()
+    meta = json.loads(header["meta"]) | changes
+    save_file(load_file(str(checkpoint)), str(target), metadata={**header, "meta": json.dumps(meta)})
+    return target
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"training": "x"}, "meta.training: expected object"),
+        ({"training": {}}, "meta.training: missing key 'recipe'"),
+        ({"dataset": 3}, "meta.dataset: expected string"),
+        ({"defense": "../x y"}, "metadata names defense '../x y', not a plain lowercase name"),
+        ({"manifest": 5}, "meta.manifest: expected string"),
+        ({"files": ["model.py"]}, "meta.files: expected object"),
+        ({"files": {"model.py": 3}}, "meta.files.model.py: expected string"),
+        ({"protocol": 7}, "meta.protocol: expected string"),
+        ({"train_seconds": "abc"}, "meta.train_seconds: expected number"),
+        ({"defense_path": 3}, "meta.defense_path: expected string"),
+    ],
+)
+def test_a_damaged_checkpoint_is_a_one_line_error(
+    checkpoint: Path, tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    bad = with_meta(checkpoint, tmp_path / "bad.safetensors", **changes)
+    code, out = run("evaluate", str(bad), "--out", str(tmp_path / "lb"), "--n-examples", "2", "--quiet")
+    one_line_error(code, out, message)
+    assert files_under(tmp_path / "lb") == [] and not (tmp_path / "x y.json").exists()
+
+
+@pytest.mark.parametrize("sweep", ["inf", "0.1,1e309", "nan", "0.1,nan"])
+def test_eps_sweep_must_be_finite(checkpoint: Path, tmp_path: Path, sweep: str) -> None:
+    code, out = run("evaluate", str(checkpoint), "--out", str(tmp_path / "lb"), "--eps-sweep", sweep)
+    one_line_error(code, out, "must be finite eps values")
+    assert files_under(tmp_path / "lb") == []
+
+
+def test_a_protocol_id_must_be_a_plain_name(tmp_path: Path) -> None:
+    protocol = tmp_path / "p.toml"
+    protocol.write_text('id = "../up"\nversion = 1\ndataset = "digits"\n[threat_model]\nnorm = "Linf"\neps = 0.1\n')
+    code, out = run("bench", "--protocol", str(protocol), "--defenses", "cnn-standard", "--out", str(tmp_path / "lb"))
+    one_line_error(code, out, "protocol id '../up' is not a plain lowercase name")
+    assert not (tmp_path / "lb").exists()
