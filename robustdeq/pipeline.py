@@ -41,7 +41,7 @@ from robustdeq.evaluation.view import attack_model
 from robustdeq.leaderboard import read_entries, render, write_entry
 from robustdeq.leaderboard.outcomes import encode_outcomes
 from robustdeq.leaderboard.schema import SCHEMA_VERSION
-from robustdeq.leaderboard.store import atomic_write_text, copy_atomically
+from robustdeq.leaderboard.store import atomic_write_text, copy_atomically, entry_path, read_entry
 from robustdeq.progress import Progress
 from robustdeq.specs import MANIFEST, DefenseSpec, ProtocolSpec, parse_defense
 from robustdeq.threat import ThreatModel, pgd
@@ -85,6 +85,46 @@ class Budget:
         if self.eps_sweep is not None and tuple(self.eps_sweep) != tuple(protocol.eps_sweep):
             out["eps_sweep"] = list(self.eps_sweep)
         return out or None
+
+    def departures(
+        self, defense: DefenseSpec, protocol: ProtocolSpec, training: dict[str, Any] | None = None
+    ) -> list[str]:
+        """What makes this run's entry differ from a full, standard one, in a user's words."""
+        out = []
+        if self.epochs is not None and self.epochs < defense.train.epochs:
+            out.append(f"--epochs {self.epochs} (the manifest says {defense.train.epochs})")
+        if self.train_subset is not None:
+            out.append(f"--train-subset {self.train_subset}")
+        if self.n_examples is not None and self.n_examples < protocol.n_examples:
+            out.append(f"--n-examples {self.n_examples} (the protocol says {protocol.n_examples})")
+        if self.reduced(defense, protocol, training) and not out:
+            out.append("a checkpoint trained with a reduced budget")
+        out.extend(f"--{key.replace('_', '-')}" for key in self.nonstandard(protocol) or {})
+        return out
+
+
+def refuse_replacing(
+    out: Path,
+    defense: DefenseSpec,
+    protocol: ProtocolSpec,
+    budget: Budget,
+    training: dict[str, Any] | None = None,
+    force: bool = False,
+) -> None:
+    """A run with a reduced budget, a test subset or non-standard attack options never replaces a
+    full, standard entry unless ``force``: raises before anything is trained or written."""
+    path = entry_path(out, protocol.id, defense.id)
+    departures = budget.departures(defense, protocol, training)
+    if force or not departures or not path.is_file():
+        return
+    existing = read_entry(path)
+    provenance = existing["provenance"]
+    if provenance["reduced_budget"] or provenance.get("nonstandard"):
+        return  # replacing one reduced or non-standard entry with another loses nothing a full run made
+    raise RobustdeqError(
+        f"{path} is a full entry and this run is not ({', '.join(departures)}); "
+        "pass --force to replace it, or --out another folder"
+    )
 
 
 @dataclass
@@ -470,6 +510,7 @@ def run_defenses(
     progress: Progress | None = None,
     jobs: int = 1,
     device: str | torch.device | None = None,
+    force: bool = False,
 ) -> list[dict[str, Any]]:
     """Run :func:`run_defense` for each defense, in ``jobs`` worker processes when ``jobs > 1``.
 
@@ -480,7 +521,12 @@ def run_defenses(
 
     Under torchrun the ranks cooperate on each defense in turn (data-parallel training, sharded
     attacks), so ``jobs`` must be 1 there.
+
+    A run with a reduced budget that would replace a full entry is refused before any training
+    (:func:`refuse_replacing`) unless ``force``.
     """
+    for defense in defenses:
+        refuse_replacing(out, defense, protocol, budget, force=force)
     progress = progress or Progress.quiet()
     target = resolve_device(device)
     if jobs > 1 and distributed.world_size() > 1:

@@ -111,3 +111,40 @@ def test_a_protocol_id_must_be_a_plain_name(tmp_path: Path) -> None:
     code, out = run("bench", "--protocol", str(protocol), "--defenses", "cnn-standard", "--out", str(tmp_path / "lb"))
     one_line_error(code, out, "protocol id '../up' is not a plain lowercase name")
     assert not (tmp_path / "lb").exists()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files_under(folder)}
+
+
+def test_a_reduced_run_does_not_replace_a_full_entry_without_force(
+    checkpoint: Path, tiny_protocol: Path, tmp_path: Path
+) -> None:
+    lb = tmp_path / "lb"
+    evaluate = ["evaluate", str(checkpoint), "--protocol", str(tiny_protocol), "--out", str(lb), "--quiet"]
+    code, out = run(*evaluate, "--n-examples", "4")
+    assert code == 0, out
+    path = lb / "tiny-digits" / "cnn-standard.json"
+    entry = json.loads(path.read_text())
+    entry["flags"].remove("reduced_budget")  # as if a full run had written it
+    entry["provenance"]["reduced_budget"] = False
+    path.write_text(json.dumps(entry))
+    before = snapshot(lb)
+    code, out = run(*evaluate, "--n-examples", "4")
+    one_line_error(code, out, "is a full entry and this run is not (--n-examples 4 (the protocol says 24)")
+    assert "pass --force" in out
+    code, out = run(*evaluate)  # the checkpoint was trained for 0 epochs
+    one_line_error(code, out, "this run is not (a checkpoint trained with a reduced budget)")
+    bench = ["bench", "--defenses", "cnn-standard", "--protocol", str(tiny_protocol), "--out", str(lb)]
+    code, out = run(*bench, "--epochs", "1", "--n-examples", "4", "--quiet")
+    one_line_error(code, out, "this run is not (--epochs 1 (the manifest says")
+    assert snapshot(lb) == before
+    code, out = run(*evaluate, "--n-examples", "4", "--force")
+    assert code == 0, out
+    assert json.loads(path.read_text())["provenance"]["reduced_budget"]
+
+
+def test_a_defense_named_twice_is_refused(tmp_path: Path) -> None:
+    code, out = run("bench", "--defenses", "cnn-standard,cnn-standard", "--out", str(tmp_path / "lb"))
+    one_line_error(code, out, "--defenses names 'cnn-standard' more than once")
+    assert not (tmp_path / "lb").exists()

@@ -12,7 +12,7 @@ from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard.store import read_entry
-from robustdeq.pipeline import Budget, evaluate_and_write, load_splits, load_trained
+from robustdeq.pipeline import Budget, evaluate_and_write, load_splits, load_trained, refuse_replacing
 from robustdeq.progress import Progress
 from robustdeq.specs import find_protocol
 from robustdeq.zoo import ZooModel, find_model
@@ -54,6 +54,9 @@ def evaluate(
         Path | None,
         typer.Option(help="Also write every example's outcome (clean, each attack, each batch record) to this JSON."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Replace a full entry even though this run's budget is reduced (--n-examples etc.).")
+    ] = False,
     device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
@@ -70,8 +73,9 @@ def evaluate(
     spec = find_protocol(protocol or trained.protocol)
     if spec.dataset != trained.dataset:
         raise RobustdeqError(f"checkpoint was trained on {trained.dataset!r}, protocol {spec.id} uses {spec.dataset!r}")
-    _, test = load_splits(spec, data_dir, download)
     budget = Budget(n_examples=n_examples, batch_size=batch_size, eps_sweep=sweep)
+    refuse_replacing(out, defense, spec, budget, trained.train_info, force)
+    _, test = load_splits(spec, data_dir, download)
     entry = evaluate_and_write(defense, spec, trained, test, out, budget, Progress(enabled=not quiet), per_example)
     console.print(
         f"{defense.id} under {spec.id}: clean {100 * entry['clean_accuracy']:.2f}%, "
