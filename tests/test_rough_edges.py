@@ -148,3 +148,37 @@ def test_a_defense_named_twice_is_refused(tmp_path: Path) -> None:
     code, out = run("bench", "--defenses", "cnn-standard,cnn-standard", "--out", str(tmp_path / "lb"))
     one_line_error(code, out, "--defenses names 'cnn-standard' more than once")
     assert not (tmp_path / "lb").exists()
+
+
+NO_GRAD_MODEL = """
+import torch
+from torch import nn
+class Frozen(nn.Module):
+    def __init__(self, n_in, num_classes):
+        super().__init__()
+        self.linear = nn.Linear(n_in, num_classes)
+    def forward(self, x):
+        with torch.no_grad():
+            return self.linear(x.flatten(1))
+def make_model(in_shape, num_classes):
+    return Frozen(in_shape[0] * in_shape[1] * in_shape[2], num_classes)
+"""
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("import sys\nsys.exit(3)\n", "importing it raised SystemExit: 3"),
+        ("import sys\ndef make_model(in_shape, num_classes):\n    sys.exit(4)\n", "make_model() raised SystemExit: 4"),
+        (NO_GRAD_MODEL, "model check: the output carries no gradient"),
+    ],
+)
+@pytest.mark.parametrize("command", ["submit", "train"])
+def test_a_broken_model_py_is_a_one_line_error(tmp_path: Path, command: str, model: str, message: str) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "defense.toml").write_text('name = "m"\n[model]\nfactory = "model.py:make_model"\n[train]\nepochs = 1\n')
+    (folder / "model.py").write_text(model)
+    code, out = run(command, str(folder), "--out", str(tmp_path / "out"), "--quiet")  # an absolute path
+    one_line_error(code, out, message)
+    assert not (tmp_path / "out").exists()
