@@ -11,9 +11,11 @@ import dataclasses
 import json
 import multiprocessing
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import tomllib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -425,6 +427,12 @@ def make_entry(
     return entry
 
 
+def state_file(out: Path, protocol: str, defense: str) -> Path:
+    """Where an evaluation keeps its attack progress (under torchrun, this rank's file)."""
+    suffix = f".rank{distributed.rank()}" if distributed.world_size() > 1 else ""
+    return out / protocol / f".{defense}.state{suffix}.json"
+
+
 def evaluate_and_write(
     defense: DefenseSpec,
     protocol: ProtocolSpec,
@@ -444,7 +452,7 @@ def evaluate_and_write(
     rank 0 writes the entry, the tables and the per-example file; every rank returns the entry.
     """
     suffix = f".rank{distributed.rank()}" if distributed.world_size() > 1 else ""
-    state_path = out / protocol.id / f".{defense.id}.state{suffix}.json"
+    state_path = state_file(out, protocol.id, defense.id)
     state_path.parent.mkdir(parents=True, exist_ok=True)
     if budget.eps_sweep is not None:
         protocol = dataclasses.replace(protocol, eps_sweep=budget.eps_sweep)
@@ -546,10 +554,14 @@ def run_defenses(
     )
     results: dict[int, dict[str, Any]] = {}
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {
-            pool.submit(_run_in_worker, defenses[i], protocol, data_dir, out, budget, str(target)): i for i in order
-        }
+    # Ctrl-C reaches every process of the terminal's group: the workers ignore it (no traceback from
+    # each), and the parent, on KeyboardInterrupt, cancels what is queued and terminates them.
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_ignore_interrupts)
+    try:
+        with _interrupts_ignored():  # also while the workers start, before their initializer runs
+            futures = {
+                pool.submit(_run_in_worker, defenses[i], protocol, data_dir, out, budget, str(target)): i for i in order
+            }
         for future in as_completed(futures):
             i = futures[future]
             results[i] = future.result()
@@ -558,6 +570,14 @@ def run_defenses(
                 f"[bold]{defenses[i].id}[/bold] under {protocol.id}: clean {100 * e['clean_accuracy']:.1f}%, "
                 f"robust {100 * e['robust_accuracy']:.1f}% ({len(results)}/{len(defenses)} done)"
             )
+    except KeyboardInterrupt:
+        workers = multiprocessing.active_children()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after an error, no queued defense starts
     folder = out / protocol.id
     render(read_entries(folder), folder)  # once more, after every worker has written its entry
     write_index(out)
@@ -575,6 +595,24 @@ def _run_in_worker(
     torch.set_num_threads(1)
     splits = load_splits(protocol, data_dir, False)
     return run_defense(defense, protocol, splits, out, budget, Progress.quiet(), device)
+
+
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    """SIGINT ignored while worker processes start, so they inherit that from their first instruction
+    (Python keeps an inherited SIG_IGN); only the main thread may set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

@@ -3,7 +3,13 @@ nothing written or half-written."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +188,53 @@ def test_a_broken_model_py_is_a_one_line_error(tmp_path: Path, command: str, mod
     code, out = run(command, str(folder), "--out", str(tmp_path / "out"), "--quiet")  # an absolute path
     one_line_error(code, out, message)
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_during_evaluate_says_that_re_running_resumes(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    module = importlib.import_module("robustdeq.cli.evaluate")  # the package's attribute is the command
+    monkeypatch.setattr(module, "evaluate_and_write", interrupted)
+    code, out = run("evaluate", str(checkpoint), "--out", str(tmp_path / "lb"), "--quiet")
+    assert code == 130, out
+    assert out.startswith("error: interrupted;") and len(out.strip().splitlines()) == 1, out
+    assert ".cnn-standard.state.json" in out and "resumes" in out
+
+
+def session_processes(sid: int) -> list[int]:
+    """Pids of the live processes of session ``sid`` (from /proc: Linux only)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+def test_ctrl_c_during_bench_jobs_2_stops_every_worker_with_one_line(tiny_protocol: Path, tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "robustdeq", "bench", "--defenses", "cnn-standard,deq-pgd-at", "--jobs", "2",
+        "--protocol", str(tiny_protocol), "--epochs", "200", "--out", str(tmp_path / "lb"), "--quiet",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(session_processes(process.pid)) < 3 and time.monotonic() < deadline:  # the parent and 2 workers
+        time.sleep(0.5)
+    time.sleep(5)  # the workers import torch and start training
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    _, stderr = process.communicate(timeout=300)
+    lines = stderr.decode().strip().splitlines()
+    assert process.returncode == 130, lines
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted"), lines
+    deadline = time.monotonic() + 30
+    while session_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert session_processes(process.pid) == []

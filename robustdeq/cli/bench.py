@@ -9,7 +9,14 @@ import typer
 from rich.table import Table
 
 from robustdeq import distributed
-from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_errors, split_names
+from robustdeq.cli.common import (
+    DATA_DIR_HELP,
+    DeviceOption,
+    Interrupted,
+    console,
+    one_line_errors,
+    split_names,
+)
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.pipeline import Budget, refuse_replacing, run_defenses
@@ -95,7 +102,13 @@ def bench(
         jobs = 1 if distributed.world_size() > 1 else 2
     for name, group in groups.items():
         spec = specs[name]
-        entries = run_defenses(group, spec, data_dir, download, out, budget, progress, jobs, compute, force)
+        try:
+            entries = run_defenses(group, spec, data_dir, download, out, budget, progress, jobs, compute, force)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted; every worker stopped. Entries written so far are kept in {out}; running the same "
+                "command again retrains the unfinished defenses and resumes their attacks from their state files"
+            ) from None
         summary = Table(
             title=f"{spec.id}: {spec.threat.norm} eps={spec.threat.eps}, {entries[0]['n_examples']} examples"
         )

@@ -8,11 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_errors
+from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, Interrupted, console, one_line_errors
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard.store import read_entry
-from robustdeq.pipeline import Budget, evaluate_and_write, load_splits, load_trained, refuse_replacing
+from robustdeq.pipeline import (
+    Budget,
+    evaluate_and_write,
+    load_splits,
+    load_trained,
+    refuse_replacing,
+    state_file,
+)
 from robustdeq.progress import Progress
 from robustdeq.specs import find_protocol
 from robustdeq.zoo import ZooModel, find_model
@@ -76,7 +83,14 @@ def evaluate(
     budget = Budget(n_examples=n_examples, batch_size=batch_size, eps_sweep=sweep)
     refuse_replacing(out, defense, spec, budget, trained.train_info, force)
     _, test = load_splits(spec, data_dir, download)
-    entry = evaluate_and_write(defense, spec, trained, test, out, budget, Progress(enabled=not quiet), per_example)
+    try:
+        entry = evaluate_and_write(defense, spec, trained, test, out, budget, Progress(enabled=not quiet), per_example)
+    except KeyboardInterrupt:
+        state = state_file(out, spec.id, defense.id)
+        raise Interrupted(
+            f"interrupted; the attack batches done so far are saved in {state}, and running the same command "
+            "again resumes from there"
+        ) from None
     console.print(
         f"{defense.id} under {spec.id}: clean {100 * entry['clean_accuracy']:.2f}%, "
         f"robust {100 * entry['robust_accuracy']:.2f}%; entry in {out / spec.id}"
