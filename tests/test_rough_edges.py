@@ -238,3 +238,12 @@ def test_ctrl_c_during_bench_jobs_2_stops_every_worker_with_one_line(tiny_protoc
     while session_processes(process.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert session_processes(process.pid) == []
+
+
+@pytest.mark.parametrize("command", ["leaderboard", "report"])
+def test_an_empty_leaderboard_folder_is_a_one_line_error(tmp_path: Path, command: str) -> None:
+    (tmp_path / "lb" / "digits-linf").mkdir(parents=True)
+    extra = ["--out", str(tmp_path / "report")] if command == "report" else []
+    code, out = run(command, str(tmp_path / "lb"), *extra)
+    one_line_error(code, out, "no entries")
+    assert files_under(tmp_path) == []
