@@ -11,9 +11,11 @@ import dataclasses
 import json
 import multiprocessing
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import tomllib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -41,7 +43,7 @@ from robustdeq.evaluation.view import attack_model
 from robustdeq.leaderboard import read_entries, render, write_entry
 from robustdeq.leaderboard.outcomes import encode_outcomes
 from robustdeq.leaderboard.schema import SCHEMA_VERSION
-from robustdeq.leaderboard.store import atomic_write_text, copy_atomically
+from robustdeq.leaderboard.store import atomic_write_text, copy_atomically, entry_path, read_entry
 from robustdeq.progress import Progress
 from robustdeq.specs import MANIFEST, DefenseSpec, ProtocolSpec, parse_defense
 from robustdeq.threat import ThreatModel, pgd
@@ -85,6 +87,46 @@ class Budget:
         if self.eps_sweep is not None and tuple(self.eps_sweep) != tuple(protocol.eps_sweep):
             out["eps_sweep"] = list(self.eps_sweep)
         return out or None
+
+    def departures(
+        self, defense: DefenseSpec, protocol: ProtocolSpec, training: dict[str, Any] | None = None
+    ) -> list[str]:
+        """What makes this run's entry differ from a full, standard one, in a user's words."""
+        out = []
+        if self.epochs is not None and self.epochs < defense.train.epochs:
+            out.append(f"--epochs {self.epochs} (the manifest says {defense.train.epochs})")
+        if self.train_subset is not None:
+            out.append(f"--train-subset {self.train_subset}")
+        if self.n_examples is not None and self.n_examples < protocol.n_examples:
+            out.append(f"--n-examples {self.n_examples} (the protocol says {protocol.n_examples})")
+        if self.reduced(defense, protocol, training) and not out:
+            out.append("a checkpoint trained with a reduced budget")
+        out.extend(f"--{key.replace('_', '-')}" for key in self.nonstandard(protocol) or {})
+        return out
+
+
+def refuse_replacing(
+    out: Path,
+    defense: DefenseSpec,
+    protocol: ProtocolSpec,
+    budget: Budget,
+    training: dict[str, Any] | None = None,
+    force: bool = False,
+) -> None:
+    """A run with a reduced budget, a test subset or non-standard attack options never replaces a
+    full, standard entry unless ``force``: raises before anything is trained or written."""
+    path = entry_path(out, protocol.id, defense.id)
+    departures = budget.departures(defense, protocol, training)
+    if force or not departures or not path.is_file():
+        return
+    existing = read_entry(path)
+    provenance = existing["provenance"]
+    if provenance["reduced_budget"] or provenance.get("nonstandard"):
+        return  # replacing one reduced or non-standard entry with another loses nothing a full run made
+    raise RobustdeqError(
+        f"{path} is a full entry and this run is not ({', '.join(departures)}); "
+        "pass --force to replace it, or --out another folder"
+    )
 
 
 @dataclass
@@ -385,6 +427,12 @@ def make_entry(
     return entry
 
 
+def state_file(out: Path, protocol: str, defense: str) -> Path:
+    """Where an evaluation keeps its attack progress (under torchrun, this rank's file)."""
+    suffix = f".rank{distributed.rank()}" if distributed.world_size() > 1 else ""
+    return out / protocol / f".{defense}.state{suffix}.json"
+
+
 def evaluate_and_write(
     defense: DefenseSpec,
     protocol: ProtocolSpec,
@@ -404,7 +452,7 @@ def evaluate_and_write(
     rank 0 writes the entry, the tables and the per-example file; every rank returns the entry.
     """
     suffix = f".rank{distributed.rank()}" if distributed.world_size() > 1 else ""
-    state_path = out / protocol.id / f".{defense.id}.state{suffix}.json"
+    state_path = state_file(out, protocol.id, defense.id)
     state_path.parent.mkdir(parents=True, exist_ok=True)
     if budget.eps_sweep is not None:
         protocol = dataclasses.replace(protocol, eps_sweep=budget.eps_sweep)
@@ -470,6 +518,7 @@ def run_defenses(
     progress: Progress | None = None,
     jobs: int = 1,
     device: str | torch.device | None = None,
+    force: bool = False,
 ) -> list[dict[str, Any]]:
     """Run :func:`run_defense` for each defense, in ``jobs`` worker processes when ``jobs > 1``.
 
@@ -480,7 +529,12 @@ def run_defenses(
 
     Under torchrun the ranks cooperate on each defense in turn (data-parallel training, sharded
     attacks), so ``jobs`` must be 1 there.
+
+    A run with a reduced budget that would replace a full entry is refused before any training
+    (:func:`refuse_replacing`) unless ``force``.
     """
+    for defense in defenses:
+        refuse_replacing(out, defense, protocol, budget, force=force)
     progress = progress or Progress.quiet()
     target = resolve_device(device)
     if jobs > 1 and distributed.world_size() > 1:
@@ -497,10 +551,14 @@ def run_defenses(
     order = sorted(range(len(defenses)), key=lambda i: -_expected_seconds(defenses[i], out / protocol.id))
     results: dict[int, dict[str, Any]] = {}
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {
-            pool.submit(_run_in_worker, defenses[i], protocol, data_dir, out, budget, str(target)): i for i in order
-        }
+    # Ctrl-C reaches every process of the terminal's group: the workers ignore it (no traceback from
+    # each), and the parent, on KeyboardInterrupt, cancels what is queued and terminates them.
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_ignore_interrupts)
+    try:
+        with _interrupts_ignored():  # also while the workers start, before their initializer runs
+            futures = {
+                pool.submit(_run_in_worker, defenses[i], protocol, data_dir, out, budget, str(target)): i for i in order
+            }
         for future in as_completed(futures):
             i = futures[future]
             results[i] = future.result()
@@ -509,6 +567,14 @@ def run_defenses(
                 f"[bold]{defenses[i].id}[/bold] under {protocol.id}: clean {100 * e['clean_accuracy']:.1f}%, "
                 f"robust {100 * e['robust_accuracy']:.1f}% ({len(results)}/{len(defenses)} done)"
             )
+    except KeyboardInterrupt:
+        workers = multiprocessing.active_children()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after an error, no queued defense starts
     folder = out / protocol.id
     render(read_entries(folder), folder)  # once more, after every worker has written its entry
     write_index(out)
@@ -539,6 +605,24 @@ def _run_in_worker(
     torch.set_num_threads(1)
     splits = load_splits(protocol, data_dir, False)
     return run_defense(defense, protocol, splits, out, budget, Progress.quiet(), device)
+
+
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    """SIGINT ignored while worker processes start, so they inherit that from their first instruction
+    (Python keeps an inherited SIG_IGN); only the main thread may set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

@@ -321,7 +321,8 @@ def list_defenses(root: Path = DEFENSES_DIR, suite: str = "all") -> list[str]:
 def find_defense(name_or_path: str, root: Path = DEFENSES_DIR) -> DefenseSpec:
     """A defense by id (a folder under ``root``: a reference defense) or by path to its folder."""
     candidate = Path(name_or_path)
-    if (root / name_or_path / MANIFEST).is_file():
+    # Only a plain id names a folder under root: root / "/abs/path" would be the path itself.
+    if ID_PATTERN.fullmatch(name_or_path) and (root / name_or_path / MANIFEST).is_file():
         return load_defense(root / name_or_path, reference=True)
     if candidate.is_dir() or candidate.name == MANIFEST:
         return load_defense(candidate)
@@ -415,6 +416,8 @@ def load_protocol(path: Path) -> ProtocolSpec:
     data, digest = read_toml(path)
     top = Table(data, str(path))
     pid = top.text("id", path.stem)
+    if not ID_PATTERN.fullmatch(pid):  # it names the leaderboard folder
+        raise RobustdeqError(f"{path}: protocol id {pid!r} is not a plain lowercase name (a-z, 0-9, '-', '_', '.')")
     version = top.integer("version", required=True)
     dataset = top.text("dataset", required=True)
     if dataset not in DATASETS:

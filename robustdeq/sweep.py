@@ -12,7 +12,7 @@ import torch
 from robustdeq.device import CPU
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
-from robustdeq.pipeline import Budget, load_splits, run_defense
+from robustdeq.pipeline import Budget, load_splits, refuse_replacing, run_defense
 from robustdeq.progress import Progress
 from robustdeq.specs import DefenseSpec, ModelSpec, ProtocolSpec
 from robustdeq.training import build_model
@@ -55,13 +55,16 @@ def run_sweep(
     budget: Budget | None = None,
     progress: Progress | None = None,
     device: str | torch.device | None = None,
+    force: bool = False,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every grid point; every point's model is built first, so a bad value
-    fails before any training."""
+    fails before any training, and so does a reduced run that would replace a full entry (unless
+    ``force``)."""
     points = grid(defense, values)
+    budget = budget or Budget()
     for point in points:
         build_model(point, protocol.dataset, CPU)
+        refuse_replacing(out, point, protocol, budget, force=force)
     splits = load_splits(protocol, data_dir, download)
-    budget = budget or Budget()
     target = resolve_device(device)
     return [run_defense(point, protocol, splits, out, budget, progress, target) for point in points]

@@ -23,7 +23,7 @@ def check_model(model: nn.Module, dataset: str, n: int = 4) -> None:
     try:
         with torch.no_grad():
             out = model(x)
-    except Exception as exc:  # a submitted model may raise anything
+    except (Exception, SystemExit) as exc:  # a submitted model may raise anything, or call sys.exit
         raise RobustdeqError(f"model check: forward on inputs in [0, 1] raised {type(exc).__name__}: {exc}") from None
     if not isinstance(out, torch.Tensor):
         raise RobustdeqError(f"model check: output must be a tensor of logits, got {type(out).__name__}")
@@ -37,4 +37,30 @@ def check_model(model: nn.Module, dataset: str, n: int = 4) -> None:
     if bool(((out >= 0) & (out <= 1)).all()) and bool(torch.allclose(rows, torch.ones_like(rows), atol=1e-4)):
         raise RobustdeqError(
             "model check: outputs look like probabilities (rows in [0, 1] summing to 1); return logits"
+        )
+
+
+def check_trainable(model: nn.Module, dataset: str, n: int = 2) -> None:
+    """Training needs logits that depend on the parameters through autograd: a model that computes
+    its output under ``torch.no_grad()``, detaches it or freezes every parameter fails here, before
+    any training, instead of deep inside the first backward pass. The forward pass runs in eval mode
+    on forked random states, so the training that follows is the same as without the check."""
+    if not any(p.requires_grad for p in model.parameters()):
+        raise RobustdeqError("model check: no parameter requires a gradient, so training cannot change the model")
+    info = DATASETS.get(dataset)
+    device = device_of(model)
+    x = torch.rand(n, *info.shape, generator=torch.Generator(CPU).manual_seed(0), device=CPU).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.enable_grad():
+            out = model(x)
+    except (Exception, SystemExit) as exc:  # a submitted model may raise anything, or call sys.exit
+        raise RobustdeqError(f"model check: forward on inputs in [0, 1] raised {type(exc).__name__}: {exc}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or not out.requires_grad:
+        raise RobustdeqError(
+            "model check: the output carries no gradient (computed under torch.no_grad() or detached?), "
+            "so the model cannot be trained"
         )

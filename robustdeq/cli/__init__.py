@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+import robustdeq
 from robustdeq import distributed
 from robustdeq.cli import data
 from robustdeq.cli.bench import bench
@@ -24,7 +27,29 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Help texts are printed verbatim: rich markup would eat "[eps_sweep]" or "[train]", and rich's
+    # option table cuts long help texts short on an 80-column terminal.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every subcommand
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"robustdeq {robustdeq.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Adversarial-robustness benchmark for deep equilibrium (DEQ) and weight-tied models."""
+
+
 app.command()(bench)
 app.command()(train)
 app.command()(evaluate)

@@ -9,10 +9,17 @@ import typer
 from rich.table import Table
 
 from robustdeq import distributed
-from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_errors, split_names
+from robustdeq.cli.common import (
+    DATA_DIR_HELP,
+    DeviceOption,
+    Interrupted,
+    console,
+    one_line_errors,
+    split_names,
+)
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
-from robustdeq.pipeline import Budget, run_defenses
+from robustdeq.pipeline import Budget, refuse_replacing, run_defenses
 from robustdeq.progress import Progress
 from robustdeq.specs import DEFENSES_DIR, DefenseSpec, find_defense, find_protocol, list_defenses
 
@@ -60,6 +67,9 @@ def bench(
             "under torchrun the batches are the unit of work shared by the ranks.",
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Replace a full entry even though this run's budget is reduced (--n-examples etc.).")
+    ] = False,
     device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
@@ -74,18 +84,31 @@ def bench(
     if not names:
         raise RobustdeqError(f"no defenses of suite {suite!r} found in {defenses_dir}")
     chosen = [find_defense(name, defenses_dir) for name in names]
+    ids = [d.id for d in chosen]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:  # two runs of one defense would share, and overwrite, one entry, checkpoint and state file
+        raise RobustdeqError(f"--defenses names {', '.join(map(repr, twice))} more than once")
     groups: dict[str, list[DefenseSpec]] = {}  # protocol -> its defenses, in the given order
     for defense in chosen:
         for name in [protocol] if protocol else (list(defense.protocols) or ["digits-linf"]):
             groups.setdefault(name, []).append(defense)
     specs = {name: find_protocol(name) for name in groups}  # every protocol is checked before any training
     budget = Budget(epochs=epochs, train_subset=train_subset, n_examples=n_examples, batch_size=batch_size)
+    for name, group in groups.items():  # every group, before the first one trains
+        for defense in group:
+            refuse_replacing(out, defense, specs[name], budget, force=force)
     progress = Progress(enabled=not quiet)
     if jobs is None:
         jobs = 1 if distributed.world_size() > 1 else 2
     for name, group in groups.items():
         spec = specs[name]
-        entries = run_defenses(group, spec, data_dir, download, out, budget, progress, jobs, compute)
+        try:
+            entries = run_defenses(group, spec, data_dir, download, out, budget, progress, jobs, compute, force)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted; every worker stopped. Entries written so far are kept in {out}; running the same "
+                "command again retrains the unfinished defenses and resumes their attacks from their state files"
+            ) from None
         summary = Table(
             title=f"{spec.id}: {spec.threat.norm} eps={spec.threat.eps}, {entries[0]['n_examples']} examples"
         )

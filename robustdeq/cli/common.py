@@ -28,16 +28,30 @@ def print_error(message: object) -> None:
     err_console.print(Text("error: ", style="red") + Text(str(message)), highlight=False, soft_wrap=True)
 
 
+class Interrupted(RobustdeqError):
+    """Ctrl-C, with what the user should know about it (e.g. that re-running resumes)."""
+
+
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for a process stopped by Ctrl-C
+
+
 def one_line_errors(func: F) -> F:
-    """Turn a RobustdeqError into ``error: <message>`` on stderr and exit code 1."""
+    """Turn a RobustdeqError into ``error: <message>`` on stderr and exit code 1, and Ctrl-C into
+    ``error: interrupted ...`` and exit code 130 (no traceback either way)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except Interrupted as exc:
+            print_error(exc)
+            raise typer.Exit(code=INTERRUPTED_EXIT) from None
         except RobustdeqError as exc:
             print_error(exc)
             raise typer.Exit(code=1) from None
+        except KeyboardInterrupt:
+            print_error("interrupted")
+            raise typer.Exit(code=INTERRUPTED_EXIT) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -12,7 +12,11 @@ from robustdeq.cli.common import DATA_DIR_HELP, console, one_line_errors
 from robustdeq.data import DATASETS, load
 from robustdeq.errors import RobustdeqError
 
-app = typer.Typer(help="Data sets: list them and where they are, download the torchvision ones.", no_args_is_help=True)
+app = typer.Typer(
+    help="Data sets: list them and where they are, download the torchvision ones.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # help printed verbatim, like the main app's
+)
 
 
 @app.command("list")

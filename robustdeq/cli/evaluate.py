@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_errors
+from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, Interrupted, console, one_line_errors
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard.store import read_entry
-from robustdeq.pipeline import Budget, evaluate_and_write, load_splits, load_trained
+from robustdeq.pipeline import (
+    Budget,
+    evaluate_and_write,
+    load_splits,
+    load_trained,
+    refuse_replacing,
+    state_file,
+)
 from robustdeq.progress import Progress
 from robustdeq.specs import find_protocol
 from robustdeq.zoo import ZooModel, find_model
@@ -53,6 +61,9 @@ def evaluate(
         Path | None,
         typer.Option(help="Also write every example's outcome (clean, each attack, each batch record) to this JSON."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Replace a full entry even though this run's budget is reduced (--n-examples etc.).")
+    ] = False,
     device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
@@ -61,6 +72,7 @@ def evaluate(
     Under `torchrun --nproc-per-node N -m robustdeq evaluate ...` the ranks share the attack batches and
     rank 0 writes the entry, identical to a single-process run with the same batch size.
     """
+    sweep = parse_eps_list(eps_sweep) if eps_sweep is not None else None  # before anything is loaded
     compute = resolve_device(device)
     defense, trained = load_trained(checkpoint, compute)
     for note in trained.notes:
@@ -68,10 +80,17 @@ def evaluate(
     spec = find_protocol(protocol or trained.protocol)
     if spec.dataset != trained.dataset:
         raise RobustdeqError(f"checkpoint was trained on {trained.dataset!r}, protocol {spec.id} uses {spec.dataset!r}")
-    sweep = parse_eps_list(eps_sweep) if eps_sweep is not None else None
-    _, test = load_splits(spec, data_dir, download)
     budget = Budget(n_examples=n_examples, batch_size=batch_size, eps_sweep=sweep)
-    entry = evaluate_and_write(defense, spec, trained, test, out, budget, Progress(enabled=not quiet), per_example)
+    refuse_replacing(out, defense, spec, budget, trained.train_info, force)
+    _, test = load_splits(spec, data_dir, download)
+    try:
+        entry = evaluate_and_write(defense, spec, trained, test, out, budget, Progress(enabled=not quiet), per_example)
+    except KeyboardInterrupt:
+        state = state_file(out, spec.id, defense.id)
+        raise Interrupted(
+            f"interrupted; the attack batches done so far are saved in {state}, and running the same command "
+            "again resumes from there"
+        ) from None
     console.print(
         f"{defense.id} under {spec.id}: clean {100 * entry['clean_accuracy']:.2f}%, "
         f"robust {100 * entry['robust_accuracy']:.2f}%; entry in {out / spec.id}"
@@ -96,11 +115,13 @@ def reproduction(entry: dict[str, Any], model: ZooModel) -> str:
 
 
 def parse_eps_list(text: str) -> tuple[float, ...]:
-    """``"0.05,0.1"`` -> (0.05, 0.1); positive and increasing, else a one-line error."""
+    """``"0.05,0.1"`` -> (0.05, 0.1); finite, positive and increasing, else a one-line error."""
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise RobustdeqError(f"--eps-sweep: {text!r} is not a comma-separated list of numbers") from None
+    if not all(math.isfinite(v) for v in values):  # "inf", "nan", and "1e309" (which overflows to inf)
+        raise RobustdeqError(f"--eps-sweep: {text!r} must be finite eps values")
     if not values or any(v <= 0 for v in values) or list(values) != sorted(set(values)):
         raise RobustdeqError(f"--eps-sweep: {text!r} must be positive, increasing eps values")
     return values

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from robustdeq.cli.common import console, one_line_errors
+from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard import read_entries, render, table
 from robustdeq.leaderboard.store import protocol_folders
 from robustdeq.zoo import write_index
@@ -20,8 +21,11 @@ def leaderboard(
     ),
     protocol: Annotated[str | None, typer.Option(help="Only this protocol's folder.")] = None,
 ) -> None:
-    """Validate every entry, write leaderboard.md and leaderboard.csv per protocol, print the tables."""
+    """Validate every entry, write leaderboard.md, leaderboard.csv and leaderboard.html (a self-contained page)
+    per protocol, print the tables."""
     folders = [root / protocol] if protocol else protocol_folders(root)
+    if not folders:
+        raise RobustdeqError(f"{root}: no entries (no <protocol>/ folder holding a <defense>.json)")
     for folder in folders:
         entries = read_entries(folder)
         paths = render(entries, folder)

@@ -39,6 +39,9 @@ def sweep(
     n_examples: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N protocol examples.")] = None,
     epochs: Annotated[int | None, typer.Option(min=0, help="Override the training epochs.")] = None,
     train_subset: Annotated[int | None, typer.Option(min=1, help="Train on the first N training examples.")] = None,
+    force: Annotated[
+        bool, typer.Option(help="Replace a full entry even though this run's budget is reduced (--n-examples etc.).")
+    ] = False,
     device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
@@ -55,7 +58,8 @@ def sweep(
     base = find_defense(defense, defenses_dir)
     spec = find_protocol(protocol)
     budget = Budget(epochs=epochs, train_subset=train_subset, n_examples=n_examples)
-    entries = run_sweep(base, spec, values, out, data_dir, download, budget, Progress(enabled=not quiet), compute)
+    progress = Progress(enabled=not quiet)
+    entries = run_sweep(base, spec, values, out, data_dir, download, budget, progress, compute, force)
     for e in entries:
         console.print(
             f"{e['defense']}: clean {100 * e['clean_accuracy']:.2f}%, robust {100 * e['robust_accuracy']:.2f}%"

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from robustdeq.errors import RobustdeqError  # noqa: E402
 from robustdeq.leaderboard import read_entries, table  # noqa: E402
 from robustdeq.leaderboard.render import markdown  # noqa: E402
 from robustdeq.leaderboard.store import atomic_write_text, protocol_folders  # noqa: E402
@@ -187,6 +188,8 @@ def knob_figure(entries: list[dict[str, Any]]) -> Figure | None:
 def write_report(root: Path, out: Path, protocols: list[str] | None = None) -> list[Path]:
     """Write ``report.md``, ``report.html`` and one PNG per protocol into ``out``."""
     folders = [root / p for p in protocols] if protocols else protocol_folders(root)
+    if not folders:
+        raise RobustdeqError(f"{root}: no entries (no <protocol>/ folder holding a <defense>.json)")
     md = ["# robustdeq report", ""]
     body = ["<h1>robustdeq report</h1>"]
     written = []

@@ -25,6 +25,7 @@ from robustdeq.threat import ThreatModel
 from robustdeq.training.federated import Federated, Monitor, train_federated
 from robustdeq.training.loop import run_epochs
 from robustdeq.training.recipes import RECIPES
+from robustdeq.validate import check_trainable
 
 
 @dataclass
@@ -69,14 +70,14 @@ def _from_factory(defense: DefenseSpec, in_shape: tuple[int, int, int], num_clas
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
-    except Exception as exc:  # the submitted file may raise anything
+    except (Exception, SystemExit) as exc:  # the submitted file may raise anything, or call sys.exit
         raise RobustdeqError(f"{path}: importing it raised {type(exc).__name__}: {exc}") from None
     factory = getattr(module, function, None)
     if not callable(factory):
         raise RobustdeqError(f"{path}: no function {function!r}")
     try:
         model = factory(in_shape=in_shape, num_classes=num_classes, **defense.model.settings)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise RobustdeqError(f"{path}: {function}() raised {type(exc).__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
         raise RobustdeqError(f"{path}: {function}() must return a torch.nn.Module, got {type(model).__name__}")
@@ -124,6 +125,8 @@ def train_model(
     recipe = make_recipe(spec, threat, str(defense.path or defense.id))
     torch.manual_seed(spec.seed)
     model = build_model(defense, dataset, target)
+    if defense.model.factory is not None and spec.epochs > 0:  # a submitted model.py; the families train
+        check_trainable(model, dataset)
     x, y = data.x.to(target), data.y.to(target)
     if spec.train_subset is not None:
         x, y = x[: spec.train_subset], y[: spec.train_subset]

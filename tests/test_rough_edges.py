@@ -1,0 +1,249 @@
+"""What a new user meets with bad input (issue 24): one line on stderr, a non-zero exit, and
+nothing written or half-written."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+import robustdeq
+from robustdeq.cli import app
+
+runner = CliRunner()
+
+COMMANDS = [
+    ["bench"], ["train"], ["evaluate"], ["leaderboard"], ["report"], ["submit"], ["sweep"], ["zoo"], ["fidelity"],
+    ["data"], ["data", "list"], ["data", "download"],
+]  # fmt: skip
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def one_line_error(code: int, out: str, message: str) -> None:
+    assert code == 1, out
+    assert out.startswith("error: ") and len(out.strip().splitlines()) == 1, out
+    assert message in out, out
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_dash_h_is_help(command: list[str]) -> None:
+    code, out = run(*command, "-h")
+    assert code == 0, out
+    assert out == run(*command, "--help")[1]
+
+
+def test_version() -> None:
+    code, out = run("--version")
+    assert code == 0 and out.strip() == f"robustdeq {robustdeq.__version__}"
+
+
+def test_help_texts_are_printed_verbatim() -> None:
+    code, out = run("evaluate", "--help")
+    assert code == 0
+    assert "[eps_sweep]" in " ".join(out.split())  # rich markup ate it
+    assert "…" not in out  # nor cut a help text short
+    assert "leaderboard.html" in " ".join(run("leaderboard", "--help")[1].split())
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    code, out = run("train", "cnn-standard", "--epochs", "0", "--out", str(runs), "--quiet")
+    assert code == 0, out
+    return runs / "digits-linf" / "cnn-standard" / "model.safetensors"
+
+
+def with_meta(checkpoint: Path, target: Path, **changes: Any) -> Path:
+    with safe_open(str(checkpoint), framework="pt") as handle:
+        header = handle.metadata()
+    meta = json.loads(header["meta"]) | changes
+    save_file(load_file(str(checkpoint)), str(target), metadata={**header, "meta": json.dumps(meta)})
+    return target
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"training": "x"}, "meta.training: expected object"),
+        ({"training": {}}, "meta.training: missing key 'recipe'"),
+        ({"dataset": 3}, "meta.dataset: expected string"),
+        ({"defense": "../x y"}, "metadata names defense '../x y', not a plain lowercase name"),
+        ({"manifest": 5}, "meta.manifest: expected string"),
+        ({"files": ["model.py"]}, "meta.files: expected object"),
+        ({"files": {"model.py": 3}}, "meta.files.model.py: expected string"),
+        ({"protocol": 7}, "meta.protocol: expected string"),
+        ({"train_seconds": "abc"}, "meta.train_seconds: expected number"),
+        ({"defense_path": 3}, "meta.defense_path: expected string"),
+    ],
+)
+def test_a_damaged_checkpoint_is_a_one_line_error(
+    checkpoint: Path, tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    bad = with_meta(checkpoint, tmp_path / "bad.safetensors", **changes)
+    code, out = run("evaluate", str(bad), "--out", str(tmp_path / "lb"), "--n-examples", "2", "--quiet")
+    one_line_error(code, out, message)
+    assert files_under(tmp_path / "lb") == [] and not (tmp_path / "x y.json").exists()
+
+
+@pytest.mark.parametrize("sweep", ["inf", "0.1,1e309", "nan", "0.1,nan"])
+def test_eps_sweep_must_be_finite(checkpoint: Path, tmp_path: Path, sweep: str) -> None:
+    code, out = run("evaluate", str(checkpoint), "--out", str(tmp_path / "lb"), "--eps-sweep", sweep)
+    one_line_error(code, out, "must be finite eps values")
+    assert files_under(tmp_path / "lb") == []
+
+
+def test_a_protocol_id_must_be_a_plain_name(tmp_path: Path) -> None:
+    protocol = tmp_path / "p.toml"
+    protocol.write_text('id = "../up"\nversion = 1\ndataset = "digits"\n[threat_model]\nnorm = "Linf"\neps = 0.1\n')
+    code, out = run("bench", "--protocol", str(protocol), "--defenses", "cnn-standard", "--out", str(tmp_path / "lb"))
+    one_line_error(code, out, "protocol id '../up' is not a plain lowercase name")
+    assert not (tmp_path / "lb").exists()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files_under(folder)}
+
+
+def test_a_reduced_run_does_not_replace_a_full_entry_without_force(
+    checkpoint: Path, tiny_protocol: Path, tmp_path: Path
+) -> None:
+    lb = tmp_path / "lb"
+    evaluate = ["evaluate", str(checkpoint), "--protocol", str(tiny_protocol), "--out", str(lb), "--quiet"]
+    code, out = run(*evaluate, "--n-examples", "4")
+    assert code == 0, out
+    path = lb / "tiny-digits" / "cnn-standard.json"
+    entry = json.loads(path.read_text())
+    entry["flags"].remove("reduced_budget")  # as if a full run had written it
+    entry["provenance"]["reduced_budget"] = False
+    path.write_text(json.dumps(entry))
+    before = snapshot(lb)
+    code, out = run(*evaluate, "--n-examples", "4")
+    one_line_error(code, out, "is a full entry and this run is not (--n-examples 4 (the protocol says 24)")
+    assert "pass --force" in out
+    code, out = run(*evaluate)  # the checkpoint was trained for 0 epochs
+    one_line_error(code, out, "this run is not (a checkpoint trained with a reduced budget)")
+    bench = ["bench", "--defenses", "cnn-standard", "--protocol", str(tiny_protocol), "--out", str(lb)]
+    code, out = run(*bench, "--epochs", "1", "--n-examples", "4", "--quiet")
+    one_line_error(code, out, "this run is not (--epochs 1 (the manifest says")
+    assert snapshot(lb) == before
+    code, out = run(*evaluate, "--n-examples", "4", "--force")
+    assert code == 0, out
+    assert json.loads(path.read_text())["provenance"]["reduced_budget"]
+
+
+def test_a_defense_named_twice_is_refused(tmp_path: Path) -> None:
+    code, out = run("bench", "--defenses", "cnn-standard,cnn-standard", "--out", str(tmp_path / "lb"))
+    one_line_error(code, out, "--defenses names 'cnn-standard' more than once")
+    assert not (tmp_path / "lb").exists()
+
+
+NO_GRAD_MODEL = """
+import torch
+from torch import nn
+class Frozen(nn.Module):
+    def __init__(self, n_in, num_classes):
+        super().__init__()
+        self.linear = nn.Linear(n_in, num_classes)
+    def forward(self, x):
+        with torch.no_grad():
+            return self.linear(x.flatten(1))
+def make_model(in_shape, num_classes):
+    return Frozen(in_shape[0] * in_shape[1] * in_shape[2], num_classes)
+"""
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("import sys\nsys.exit(3)\n", "importing it raised SystemExit: 3"),
+        ("import sys\ndef make_model(in_shape, num_classes):\n    sys.exit(4)\n", "make_model() raised SystemExit: 4"),
+        (NO_GRAD_MODEL, "model check: the output carries no gradient"),
+    ],
+)
+@pytest.mark.parametrize("command", ["submit", "train"])
+def test_a_broken_model_py_is_a_one_line_error(tmp_path: Path, command: str, model: str, message: str) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "defense.toml").write_text('name = "m"\n[model]\nfactory = "model.py:make_model"\n[train]\nepochs = 1\n')
+    (folder / "model.py").write_text(model)
+    code, out = run(command, str(folder), "--out", str(tmp_path / "out"), "--quiet")  # an absolute path
+    one_line_error(code, out, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_during_evaluate_says_that_re_running_resumes(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    module = importlib.import_module("robustdeq.cli.evaluate")  # the package's attribute is the command
+    monkeypatch.setattr(module, "evaluate_and_write", interrupted)
+    code, out = run("evaluate", str(checkpoint), "--out", str(tmp_path / "lb"), "--quiet")
+    assert code == 130, out
+    assert out.startswith("error: interrupted;") and len(out.strip().splitlines()) == 1, out
+    assert ".cnn-standard.state.json" in out and "resumes" in out
+
+
+def session_processes(sid: int) -> list[int]:
+    """Pids of the live processes of session ``sid`` (from /proc: Linux only)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+def test_ctrl_c_during_bench_jobs_2_stops_every_worker_with_one_line(tiny_protocol: Path, tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "robustdeq", "bench", "--defenses", "cnn-standard,deq-pgd-at", "--jobs", "2",
+        "--protocol", str(tiny_protocol), "--epochs", "200", "--out", str(tmp_path / "lb"), "--quiet",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(session_processes(process.pid)) < 3 and time.monotonic() < deadline:  # the parent and 2 workers
+        time.sleep(0.5)
+    time.sleep(5)  # the workers import torch and start training
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    _, stderr = process.communicate(timeout=300)
+    lines = stderr.decode().strip().splitlines()
+    assert process.returncode == 130, lines
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted"), lines
+    deadline = time.monotonic() + 30
+    while session_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert session_processes(process.pid) == []
+
+
+@pytest.mark.parametrize("command", ["leaderboard", "report"])
+def test_an_empty_leaderboard_folder_is_a_one_line_error(tmp_path: Path, command: str) -> None:
+    (tmp_path / "lb" / "digits-linf").mkdir(parents=True)
+    extra = ["--out", str(tmp_path / "report")] if command == "report" else []
+    code, out = run(command, str(tmp_path / "lb"), *extra)
+    one_line_error(code, out, "no entries")
+    assert files_under(tmp_path) == []
