@@ -12,6 +12,8 @@ one-line :class:`RobustdeqError` that says how to get it.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,11 +85,15 @@ def _torchvision_loader(name: str, cls_name: str) -> Callable[[str, Path | None,
         kwargs = {"split": split} if cls_name == "SVHN" else {"train": train}
         if not download and not Path(data_dir).is_dir():
             raise RobustdeqError(_missing(name, data_dir))
+        before = _paths(Path(data_dir)) if download else set()
         try:
-            ds = cls(root=str(data_dir), download=download, **kwargs)
+            with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints each mirror it tries
+                ds = cls(root=str(data_dir), download=download, **kwargs)
         except (RuntimeError, FileNotFoundError, OSError) as exc:
             if download:
-                raise RobustdeqError(f"could not download {name} to {data_dir}: {exc}") from None
+                _remove_new(Path(data_dir), before)
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise RobustdeqError(f"could not download {name} to {data_dir}: {reason}") from None
             raise RobustdeqError(_missing(name, data_dir)) from None
         data = ds.data
         data = torch.as_tensor(np.asarray(data), device=CPU)
@@ -101,6 +107,22 @@ def _torchvision_loader(name: str, cls_name: str) -> Callable[[str, Path | None,
         return Split(x, y)
 
     return load
+
+
+def _paths(root: Path) -> set[Path]:
+    """Every file and folder under ``root`` (and ``root`` itself), as they are now."""
+    return {root, *root.rglob("*")} if root.exists() else set()
+
+
+def _remove_new(root: Path, before: set[Path]) -> None:
+    """Remove what a failed download left under ``root`` that was not there before it: partial
+    files and the folders made for them (deepest first). Nothing that was there before is touched."""
+    for path in sorted(_paths(root) - before, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _missing(name: str, data_dir: Path) -> str:

@@ -271,6 +271,12 @@ def parse_defense(data: dict[str, Any], defense: str, folder: Path | None, where
     train_table = top.table("train", required=True)
     checkpoint = train_table.text("checkpoint", None)
     recipe = train_table.text("recipe", "checkpoint" if checkpoint else "standard")
+    if checkpoint is None:
+        from robustdeq.training import RECIPES  # imported here: training needs torch, specs do not
+
+        if recipe not in RECIPES.names():
+            known = ", ".join(sorted(RECIPES.names()))
+            raise RobustdeqError(f"{manifest} [train]: unknown recipe {recipe!r} (known: {known})")
     has_settings = checkpoint is None and recipe in train_table.data
     recipe_settings = train_table.table(recipe).data if has_settings else {}
     train = TrainSpec(

@@ -247,3 +247,67 @@ def test_an_empty_leaderboard_folder_is_a_one_line_error(tmp_path: Path, command
     code, out = run(command, str(tmp_path / "lb"), *extra)
     one_line_error(code, out, "no entries")
     assert files_under(tmp_path) == []
+
+
+def test_a_failed_download_is_one_line_and_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchvision.datasets as tvd
+
+    class Offline:  # what torchvision does without a network: folders made, a partial file, mirrors printed
+        def __init__(self, root: str, download: bool, **kwargs: Any) -> None:
+            raw = Path(root) / "MNIST" / "raw"
+            raw.mkdir(parents=True)
+            (raw / "train-images-idx3-ubyte.gz.part").write_bytes(b"\0")
+            print("Downloading https://...\nFailed to download (trying next):\n<urlopen error>")
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://a, got:\n<urlopen error>")
+
+    monkeypatch.setattr(tvd, "MNIST", Offline)
+    kept = tmp_path / "data" / "mine.txt"
+    kept.parent.mkdir()
+    kept.write_text("there before")
+    code, out = run("data", "download", "mnist", "--data-dir", str(tmp_path / "data"))
+    one_line_error(code, out, "could not download mnist")
+    assert sorted(p.name for p in (tmp_path / "data").rglob("*")) == ["mine.txt"]
+    code, out = run("data", "download", "mnist", "--data-dir", str(tmp_path / "new"))
+    one_line_error(code, out, "Error downloading train-images-idx3-ubyte.gz")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_report_that_fails_part_way_leaves_its_folder_as_it_was(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parent.parent / "leaderboards"
+    good, bad = tmp_path / "lb" / "digits-l2", tmp_path / "lb" / "digits-linf"  # rendered in this order
+    good.mkdir(parents=True)
+    bad.mkdir()
+    (good / "deq-pgd-at-l2.json").write_text((repo / "digits-l2" / "deq-pgd-at-l2.json").read_text())
+    (bad / "deq-pgd-at.json").write_text('{"schema_version": 2')
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.md").write_text("the previous report")
+    code, text = run("report", str(tmp_path / "lb"), "--out", str(out))
+    assert code == 1 and text.startswith("error: ") and len(text.strip().splitlines()) == 1, text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lb", "report"]
+    assert [p.name for p in out.iterdir()] == ["report.md"] and (out / "report.md").read_text() == "the previous report"
+
+
+def test_two_files_of_one_defense_are_refused_not_shown_twice(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parent.parent / "leaderboards" / "digits-l2"
+    folder = tmp_path / "lb" / "digits-l2"
+    folder.mkdir(parents=True)
+    text = (repo / "deq-pgd-at-l2.json").read_text()
+    (folder / "deq-pgd-at-l2.json").write_text(text)
+    (folder / "deq-pgd-at-l2 (copy).json").write_text(text)
+    code, out = run("leaderboard", str(tmp_path / "lb"))
+    one_line_error(code, out, "'deq-pgd-at-l2 (copy).json' and 'deq-pgd-at-l2.json' are both entries of defense")
+    assert sorted(p.name for p in folder.iterdir()) == ["deq-pgd-at-l2 (copy).json", "deq-pgd-at-l2.json"]
+
+
+def test_a_misspelt_recipe_is_named_as_such(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "mlp-submission"
+    folder = tmp_path / "typo"
+    folder.mkdir()
+    for name in ("defense.toml", "model.py"):
+        (folder / name).write_text((example / name).read_text().replace('recipe = "pgd_at"', 'recipe = "pgd-at"'))
+    code, out = run("train", str(folder), "--out", str(tmp_path / "runs"))
+    one_line_error(code, out, "unknown recipe 'pgd-at' (known: ")
+    assert "pgd_at" in out and not (tmp_path / "runs").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -20,5 +22,13 @@ def report(
     protocols: Annotated[str | None, typer.Option(help="Comma-separated protocol ids (default: all).")] = None,
 ) -> None:
     """Write a report of one or more protocols: tables and a per-attack accuracy figure each."""
-    paths = write_report(root, out, split_names(protocols))
+    # Built in a temporary folder beside OUT and moved in only when complete: a failure part-way
+    # (a damaged entry in the second protocol) leaves OUT as it was.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
+        built = write_report(root, Path(tmp), split_names(protocols))
+        out.mkdir(exist_ok=True)
+        paths = [out / p.name for p in built]
+        for source, target in zip(built, paths, strict=True):
+            os.replace(source, target)
     console.print("wrote " + ", ".join(str(p) for p in paths))

@@ -75,7 +75,18 @@ def read_entries(folder: Path) -> list[dict[str, Any]]:
     """Every entry of one protocol folder (validated), sorted by defense id."""
     if not folder.is_dir():
         raise RobustdeqError(f"{folder}: no such leaderboard folder")
-    return [read_entry(p) for p in entry_files(folder)]
+    entries: list[dict[str, Any]] = []
+    seen: dict[str, Path] = {}
+    for path in entry_files(folder):
+        entry = read_entry(path)
+        first = seen.setdefault(entry["defense"], path)
+        if first != path:  # one defense, two rows: a copied or renamed file
+            raise RobustdeqError(
+                f"{folder}: {first.name!r} and {path.name!r} are both entries of defense {entry['defense']!r}; "
+                "keep one (an entry's file is named <defense>.json)"
+            )
+        entries.append(entry)
+    return entries
 
 
 def protocol_folders(root: Path) -> list[Path]:
