@@ -12,6 +12,7 @@ from robustdeq.cli.evaluate import evaluate
 from robustdeq.cli.fidelity import fidelity
 from robustdeq.cli.leaderboard import leaderboard
 from robustdeq.cli.report import report
+from robustdeq.cli.site import site
 from robustdeq.cli.submit import submit
 from robustdeq.cli.sweep import sweep
 from robustdeq.cli.train import train
@@ -30,6 +31,7 @@ app.command()(train)
 app.command()(evaluate)
 app.command()(leaderboard)
 app.command()(report)
+app.command()(site)
 app.command()(submit)
 app.command()(sweep)
 app.command()(zoo)
