@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from robustdeq.cli.common import console, one_line_errors
-from robustdeq.leaderboard import read_entries, render, table
+from robustdeq.leaderboard import read_entries, render
+from robustdeq.leaderboard.render import headline
 from robustdeq.leaderboard.store import protocol_folders
 from robustdeq.zoo import write_index
 
@@ -25,9 +26,9 @@ def leaderboard(
     for folder in folders:
         entries = read_entries(folder)
         paths = render(entries, folder)
-        frame = table(entries)
+        frame = headline(entries)
         console.print(f"[bold]{folder.name}[/bold] ({len(entries)} entries) -> {', '.join(str(p) for p in paths)}")
-        console.print(frame.drop(columns=["paper"]).to_string(index=False))
+        console.print(frame.to_string(index=False), markup=False)
     index = write_index(root)
     if index is not None:
         console.print(f"zoo index -> {index}")

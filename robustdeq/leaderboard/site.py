@@ -22,36 +22,36 @@ import html
 import json
 import math
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from robustdeq.errors import RobustdeqError
-from robustdeq.evaluation.flags import FLAGS, kind, status
-from robustdeq.leaderboard.outcomes import LETTERS, NOT_BROKEN, decode_indices
-from robustdeq.leaderboard.ranking import ALPHA, Ranked, rank_groups
+from robustdeq.evaluation.flags import FLAGS, kind
+from robustdeq.leaderboard.headline import (
+    DEVIATES,
+    DEVIATES_MEANING,
+    GPU,
+    GPU_MEANING,
+    MISSING,
+    STATUS_MARKERS,
+    STATUS_MEANINGS,
+    autoattack,
+    comparable,
+    first_broken,
+    interval,
+    markers,
+    pct,
+    recipe,
+    strongest,
+    version_key,
+)
+from robustdeq.leaderboard.outcomes import decode_indices
+from robustdeq.leaderboard.ranking import ALPHA, Ranked, order_key, rank_groups
 from robustdeq.leaderboard.stats import wilson
 from robustdeq.leaderboard.store import atomic_write_text, copy_atomically, protocol_folders, read_entries
 
-STATUS_MARKERS = {
-    "overestimate": "⚠ unreliable",
-    "not-comparable": "not comparable",
-    "informational": "ℹ info",
-    "ok": "ok",
-}
-STATUS_MEANINGS = {
-    "overestimate": "a flag of class overestimate: the robust accuracy is probably too high; not ranked",
-    "not-comparable": "measured differently from the protocol (e.g. a smaller budget, other random draws); not ranked",
-    "informational": "informational flags only: worth knowing, already handled by the evaluation",
-    "ok": "no flags",
-}
-DEVIATES = "†"
-DEVIATES_MEANING = "the defense departs from its paper: the deviations are listed on its page"
-GPU = "GPU"
-GPU_MEANING = "computed on a CUDA GPU (numbers differ from CPU ones in the last bits and in random starts)"
 NOT_RECORDED = "not recorded (schema version 1 entry)"
-MISSING = "-"
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
@@ -149,7 +149,7 @@ def write_site(root: Path, out: Path, report_figures: dict[str, list[Path]] | No
         entries = read_entries(folder)
         if any(e["defense"] == "index" for e in entries):
             raise RobustdeqError(f"{folder}: a defense named 'index' would replace the table page")
-        ranked = rank_groups(entries)
+        ranked = ranked_apart(entries)
         copied = []
         for figure in figures.get(folder.name, []):
             copy_atomically(figure, out / folder.name / figure.name)
@@ -166,6 +166,16 @@ def write_site(root: Path, out: Path, report_figures: dict[str, list[Path]] | No
     atomic_write_text(out / "index.html", index_page(summaries))
     written.append(out / "index.html")
     return written
+
+
+def ranked_apart(entries: list[dict[str, Any]]) -> list[Ranked]:
+    """The rank groups of the entries sharing the majority's protocol version and number of examples
+    (:func:`robustdeq.leaderboard.headline.comparable`), then the others, unranked."""
+    main, apart = comparable(entries)
+    ranked = rank_groups(main)
+    return ranked + [
+        Ranked(e, len(ranked) + i + 1, None, MISSING, None, None) for i, e in enumerate(sorted(apart, key=order_key))
+    ]
 
 
 def report_figures_in(folder: Path, protocols: list[str]) -> dict[str, list[Path]]:
@@ -194,17 +204,8 @@ def text(value: str) -> str:
     return re.sub(r"(https?://[^\s<>&\"']+[^\s<>&\"'.,;:)])", r'<a href="\1">\1</a>', out)
 
 
-def pct(accuracy: float | None) -> str:
-    return MISSING if accuracy is None else f"{100 * accuracy:.1f}"
-
-
 def count(accuracy: float, n: int) -> int:
     return round(accuracy * n)
-
-
-def interval(accuracy: float, n: int) -> str:
-    low, high = wilson(count(accuracy, n), n)
-    return f"[{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def with_interval(accuracy: float, n: int) -> str:
@@ -258,46 +259,6 @@ def page(title: str, body: str, script: str | None = None) -> str:
 def threat_model(entry: dict[str, Any]) -> str:
     tm = entry["threat_model"]
     return f"{tm['norm']} eps = {tm['eps']:g}"
-
-
-def on_gpu(entry: dict[str, Any]) -> bool:
-    device = entry["provenance"].get("device")
-    return device is not None and device["type"] == "cuda"
-
-
-def deviations(entry: dict[str, Any]) -> list[dict[str, str]]:
-    fidelity = entry.get("fidelity")
-    return [] if fidelity is None else fidelity["deviations"]
-
-
-def recipe(entry: dict[str, Any]) -> str:
-    training = entry["provenance"]["training"]
-    return MISSING if training is None else training["recipe"]
-
-
-def autoattack(entry: dict[str, Any]) -> float | None:
-    """AutoAttack's accuracy: the worst of its runs (``autoattack`` and its gradient-mode variants)."""
-    runs = [acc for name, acc in entry["attacks"].items() if re.fullmatch(r"autoattack([@+].*)?", name)]
-    return min(runs) if runs else None
-
-
-def strongest(entry: dict[str, Any]) -> tuple[str, float] | None:
-    """The attack run with the lowest accuracy (the first run in the entry's order on ties)."""
-    if not entry["attacks"]:
-        return None
-    name = min(entry["attacks"], key=entry["attacks"].__getitem__)
-    return name, entry["attacks"][name]
-
-
-def markers(entry: dict[str, Any]) -> list[tuple[str, str]]:
-    """(marker, meaning): the status of the entry's flags, then † (deviates from its paper) and GPU."""
-    level = status(entry["flags"])
-    out = [(STATUS_MARKERS[level], STATUS_MEANINGS[level])]
-    if deviations(entry):
-        out.append((DEVIATES, DEVIATES_MEANING))
-    if on_gpu(entry):
-        out.append((GPU, GPU_MEANING))
-    return out
 
 
 # ---------------------------------------------------------------- index page
@@ -417,6 +378,18 @@ def legend(ranked: list[Ranked]) -> str:
         )
     items += [
         ("-", "not ranked: a flag of class overestimate or not-comparable; listed after the ranked entries"),
+    ]
+    apart = [r.entry for r in ranked if version_key(r.entry) != version_key(ranked[0].entry)]
+    if apart:
+        listed = ", ".join(f"{e['defense']} (version {e['protocol_version']}, n = {e['n_examples']})" for e in apart)
+        items.append(
+            (
+                "apart",
+                f"Evaluated under another protocol version or on another number of examples than the rest: {listed}. "
+                "Not ranked with the others (re-run them).",
+            )
+        )
+    items += [
         (
             "clean %, robust %",
             f"percent of the {n} test examples correct on the clean input / on the clean input and after every "
@@ -528,11 +501,7 @@ def ticks(span: float) -> list[float]:
 
 def attack_section(e: dict[str, Any]) -> str:
     n = e["n_examples"]
-    per_example = e.get("per_example")
-    first_broken: Counter[str] = Counter()
-    if per_example is not None:
-        letters = dict(zip(LETTERS, per_example["attack_order"], strict=False))
-        first_broken = Counter(letters[c] for c in per_example["broken_by"] if c != NOT_BROKEN)
+    broke = first_broken(e)
     seconds = e["provenance"].get("attack_seconds")
     attack_settings = e["provenance"]["attack_settings"]
     worst = strongest(e)
@@ -545,7 +514,7 @@ def attack_section(e: dict[str, Any]) -> str:
                 cell(label, "nowrap"),
                 cell(pct(acc), "num"),
                 cell(f'<span class="ci">{interval(acc, n)}</span>', "num"),
-                cell(MISSING if per_example is None else str(first_broken[name]), "num"),
+                cell(MISSING if broke is None else str(broke[name]), "num"),
                 cell(MISSING if seconds is None or name not in seconds else f"{seconds[name]:.1f}", "num"),
                 cell(settings(run_settings) if name in attack_settings else MISSING),
             ]
@@ -561,7 +530,7 @@ def attack_section(e: dict[str, Any]) -> str:
     note = (
         "Each run's own accuracy: correct on the clean input and still correct after that attack alone. "
         "Broke first: examples this run was the first to break, in the order the runs ran"
-        + ("." if per_example is not None else "; not recorded in schema version 1 entries.")
+        + ("." if broke is not None else "; not recorded in schema version 1 entries.")
     )
     return f"<h2>Attack runs</h2><p class='legend'>{esc(note)}</p>" + simple_table(headers, rows)
 
