@@ -108,10 +108,11 @@ def computed_on(entry: dict[str, Any]) -> str:
     return f" (GPU: {entry['provenance']['device']['name']})" if computed_on_gpu(entry) else ""
 
 
-def headline_row(e: dict[str, Any], rank: str) -> dict[str, str]:
+def headline_row(e: dict[str, Any], rank: str, links: bool = True) -> dict[str, str]:
+    """One headline row; ``links``: the defense links to its details section (``#<defense>``)."""
     n = e["n_examples"]
     worst = strongest(e)
-    name = f"[{e['defense']}](#{e['defense']})" + (f" {DEVIATES}" if deviations(e) else "")
+    name = (f"[{e['defense']}](#{e['defense']})" if links else e["defense"]) + (f" {DEVIATES}" if deviations(e) else "")
     return {
         "rank": rank,
         "defense": name,
@@ -127,10 +128,10 @@ def headline_row(e: dict[str, Any], rank: str) -> dict[str, str]:
     }
 
 
-def headline(entries: list[dict[str, Any]]) -> pd.DataFrame:
+def headline(entries: list[dict[str, Any]], links: bool = True) -> pd.DataFrame:
     """The compact table of the entries that share the majority's protocol version and n, in rank order."""
     groups, _ = ranked(entries)
-    return pd.DataFrame([headline_row(r.entry, r.rank) for r in groups])
+    return pd.DataFrame([headline_row(r.entry, r.rank, links) for r in groups])
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -271,7 +272,7 @@ def render(entries: list[dict[str, Any]], folder: Path) -> list[Path]:
     page = folder / "leaderboard.html"
     atomic_write_text(md, text)
     atomic_write_text(csv, table(entries).to_csv(index=False))
-    plain = frame.assign(defense=[r.entry["defense"] + (f" {DEVIATES}" if deviations(r.entry) else "") for r in groups])
+    plain = headline(entries, links=False)
     atomic_write_text(
         page,
         "<!doctype html><html><head><meta charset='utf-8'>"
