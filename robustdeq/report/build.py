@@ -23,6 +23,7 @@ from robustdeq.leaderboard.headline import recipe  # noqa: E402
 from robustdeq.leaderboard.render import headline, legend, markdown, ranked  # noqa: E402
 from robustdeq.leaderboard.stats import wilson  # noqa: E402
 from robustdeq.leaderboard.store import atomic_write_text, protocol_folders  # noqa: E402
+from robustdeq.report.claims import CLAIMS_FILE, assess_all, html_section, load_claims, markdown_section  # noqa: E402
 
 FAMILY_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 RECIPE_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
@@ -373,8 +374,9 @@ def knob_figure(entries: list[dict[str, Any]]) -> Figure | None:
     return fig
 
 
-def write_report(root: Path, out: Path, protocols: list[str] | None = None) -> list[Path]:
-    """Write ``report.md``, ``report.html`` and one PNG per protocol into ``out``."""
+def write_report(root: Path, out: Path, protocols: list[str] | None = None, claims: Path = CLAIMS_FILE) -> list[Path]:
+    """Write ``report.md``, ``report.html`` and PNG figures per protocol into ``out``, then the seed
+    papers' claims (``claims``) tested on every protocol's entries under ``root``."""
     folders = [root / p for p in protocols] if protocols else protocol_folders(root)
     md = ["# robustdeq report", ""]
     body = ["<h1>robustdeq report</h1>"]
@@ -410,6 +412,10 @@ def write_report(root: Path, out: Path, protocols: list[str] | None = None) -> l
         for figure in figures:
             encoded = base64.b64encode(figure.read_bytes()).decode("ascii")
             body.append(f'<p><img alt="{figure.stem}" src="data:image/png;base64,{encoded}"></p>')
+    every = {folder.name: {e["defense"]: e for e in read_entries(folder)} for folder in protocol_folders(root)}
+    findings = assess_all(load_claims(claims), every)
+    md += ["", markdown_section(findings)]
+    body.append(html_section(findings))
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>robustdeq report</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
