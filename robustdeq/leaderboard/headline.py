@@ -15,6 +15,7 @@ import re
 from collections import Counter
 from typing import Any
 
+from robustdeq.device import on_gpu
 from robustdeq.evaluation.flags import status
 from robustdeq.leaderboard.outcomes import LETTERS, NOT_BROKEN
 from robustdeq.leaderboard.stats import wilson
@@ -59,7 +60,7 @@ def comparable(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
 
 def computed_on_gpu(entry: dict[str, Any]) -> bool:
     device = entry["provenance"].get("device")
-    return device is not None and device["type"] == "cuda"
+    return device is not None and on_gpu(device)
 
 
 def deviations(entry: dict[str, Any]) -> list[dict[str, str]]:
