@@ -60,3 +60,17 @@ def test_entries_on_another_number_of_examples_are_set_apart() -> None:
     assert [e["defense"] for e in main] == ["a", "b"] and [e["defense"] for e in apart] == ["small"]
     assert table([a, b, small])["rank"].tolist()[-1] == "apart"
     assert "small" not in " ".join(headline([a, b, small])["defense"])
+
+
+def test_the_site_lists_entries_of_another_protocol_version_apart(tmp_path: Path) -> None:
+    from robustdeq.leaderboard import write_entry
+    from robustdeq.leaderboard.site import write_site
+
+    old = v2("old", range(90))
+    old.update(protocol_hash="cd" * 32, protocol_version=0)
+    for e in (v2("a", range(60)), v2("b", range(50)), v2("c", range(40)), old):
+        write_entry(tmp_path / "lb", e)
+    write_site(tmp_path / "lb", tmp_path / "site")
+    page = (tmp_path / "site" / "p" / "index.html").read_text()
+    assert "(protocol version 1)" in page and "old (version 0, n = 100)" in page
+    assert page.index('href="old.html"') > page.index('href="c.html"')  # after the ranked ones

@@ -422,7 +422,7 @@ def protocol_page(ranked: list[Ranked], protocol: str, figures: list[str]) -> st
     shown = "".join(f'<figure><img src="{quote(name)}" alt="{esc(name)}"></figure>' for name in figures)
     body = (
         '<nav><a href="../index.html">all protocols</a></nav>'
-        f"<h1>{esc(protocol)}</h1>"
+        f"<h1>{esc(protocol)} <span class='muted'>(protocol version {first['protocol_version']})</span></h1>"
         f"<p>Data set <b>{esc(first['dataset'])}</b>, threat model <b>{esc(threat_model(first))}</b>, "
         f"{first['n_examples']} test examples, protocol version {first['protocol_version']} "
         f"(hash <code>{esc(first['protocol_hash'][:12])}</code>), {len(ranked)} entries.</p>"
