@@ -5,12 +5,15 @@ from pathlib import Path
 
 from robustdeq.leaderboard import write_entry
 from robustdeq.report.build import (
+    PANEL_SERIES,
     accuracy_figure,
+    attacks_figure,
     cost_figure,
     eps_figure,
     federated_figure,
     knob_figure,
     residual_figure,
+    styles,
     write_report,
 )
 from tests.test_schema import entry
@@ -30,15 +33,36 @@ def entries() -> list[dict]:  # type: ignore[type-arg]
 def test_each_figure_has_one_series_or_tick_per_defense() -> None:
     data = entries()
     bars = accuracy_figure(data)
-    assert [t.get_text() for t in bars.axes[0].get_xticklabels()] == [e["defense"] for e in sorted(
-        data, key=lambda e: -e["robust_accuracy"])]  # fmt: skip
+    best_first = [e["defense"] for e in sorted(data, key=lambda e: -e["robust_accuracy"])]
+    ticks = bars.axes[0].get_yticks()
+    assert [t.get_text() for t in bars.axes[0].get_yticklabels()] == best_first
+    assert list(ticks) == sorted(ticks, reverse=True)  # the best on top
+    for ax in bars.axes[:2]:
+        assert len(ax.containers) == len(data)  # one point with its Wilson error bar per defense
+    assert [t.get_text() for t in bars.legends[0].get_texts()] == ["weight_tied"]  # outside the axes
     cost = cost_figure(data)
     for ax in cost.axes:
-        assert len(ax.collections) == len(data)
+        assert len(ax.containers) == len(data)
     knobs = knob_figure(data)
     assert knobs is not None and len(knobs.axes) == 2  # depth and density vary
     for ax in knobs.axes:
         assert [line.get_label() for line in ax.get_lines()] == ["clean", "robust (worst case)"]
+
+
+def test_colour_is_the_model_family_and_marker_the_recipe() -> None:
+    a, b, c = copy.deepcopy(entry("a")), copy.deepcopy(entry("b")), copy.deepcopy(entry("c"))
+    b["model_family"] = "deq"
+    c["provenance"]["training"]["recipe"] = "pgd_at"
+    style = styles([a, b, c])
+    assert style["a"].colour != style["b"].colour and style["a"].colour == style["c"].colour
+    assert style["a"].marker == style["b"].marker != style["c"].marker
+
+
+def test_attacks_figure_is_one_grid_cell_per_defense_and_attack_run() -> None:
+    figure = attacks_figure([deq_entry("deq-a", 1.0), entry("cnn")])
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["pgd", "autoattack"]
+    assert ax.get_images()[0].get_array().shape == (2, 2)
 
 
 def test_no_knob_figure_when_nothing_varies() -> None:
@@ -50,11 +74,11 @@ def test_write_report_writes_markdown_html_and_pngs(tmp_path: Path) -> None:
         write_entry(tmp_path / "lb", e)
     paths = write_report(tmp_path / "lb", tmp_path / "report")
     names = sorted(p.name for p in paths)
-    assert names == ["p-accuracy.png", "p-cost.png", "p-knobs.png", "report.html", "report.md"]
+    assert names == ["p-accuracy.png", "p-attacks.png", "p-cost.png", "p-knobs.png", "report.html", "report.md"]
     for path in paths:
         assert path.stat().st_size > 500
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "![p-knobs](p-knobs.png)" in md and "| wtm-3" in md
+    assert "![p-knobs](p-knobs.png)" in md and "| wtm-3 " in md
 
 
 def deq_entry(defense: str, scale: float) -> dict:  # type: ignore[type-arg]
@@ -83,8 +107,7 @@ def test_residual_figure_has_one_line_per_deq_in_each_panel(tmp_path: Path) -> N
     figure = residual_figure(data)
     assert figure is not None
     for ax in figure.axes:
-        labels = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
-        assert labels == ["deq-a", "deq-b"]
+        assert ax.get_legend_handles_labels()[1] == ["deq-a", "deq-b"]
     assert residual_figure([entry("cnn")]) is None
     for e in data:
         write_entry(tmp_path / "lb", e)
@@ -103,15 +126,21 @@ def test_eps_figure_has_one_line_per_defense_with_a_sweep() -> None:
         swept.append(e)
     figure = eps_figure([*swept, entry("no-sweep")])
     assert figure is not None
-    assert [line.get_label() for line in figure.axes[0].get_lines() if not line.get_label().startswith("_")] == [
-        "a", "b"]  # fmt: skip
+    assert figure.axes[0].get_legend_handles_labels()[1] == ["a", "b"]
     assert eps_figure([entry("no-sweep")]) is None
 
 
-def test_accuracy_figure_has_clean_each_attack_and_robust_bars_only() -> None:
-    figure = accuracy_figure([deq_entry("deq-a", 1.0), entry("cnn")])
-    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
-    assert labels == ["clean", "pgd", "autoattack", "robust"]
+def test_figures_facet_when_a_family_has_more_series_than_a_panel_shows() -> None:
+    many = []
+    for i in range(PANEL_SERIES + 2):
+        e = copy.deepcopy(entry(f"e{i:02d}"))
+        e["eps_sweep"] = {"attacks": ["pgd"], "points": [{"eps": 0.1, "robust_accuracy": 0.5},
+                                                         {"eps": 0.2, "robust_accuracy": 0.3}]}  # fmt: skip
+        many.append(e)
+    figure = eps_figure(many)
+    assert figure is not None
+    shown = [ax for ax in figure.axes if ax.get_visible()]
+    assert [len(ax.get_legend_handles_labels()[1]) for ax in shown] == [PANEL_SERIES, 2]
 
 
 def test_federated_figure_plots_each_federated_entry_over_rounds(tmp_path: Path) -> None:

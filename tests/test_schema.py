@@ -103,18 +103,21 @@ def test_corrupt_file_is_an_error_on_read(tmp_path: Path) -> None:
         read_entry(path)
 
 
-def test_render_ranks_by_worst_case_and_refuses_mixed_protocol_versions(tmp_path: Path) -> None:
+def test_render_ranks_by_worst_case_and_sets_other_protocol_versions_apart(tmp_path: Path) -> None:
     entries = [entry("weak", 0.95, 0.1), entry("strong", 0.9, 0.6)]
     frame = table(entries)
     assert frame["defense"].tolist() == ["strong", "weak"]
-    assert frame["rank"].tolist() == [1, 2]
+    assert frame["rank"].tolist() == ["1", "2"]  # 6/10 against 1/10: significantly apart
     md, csv, page = render(entries, tmp_path)
-    assert "| strong" in md.read_text() and csv.read_text().startswith("rank,defense")
+    assert "| [strong](#strong)" in md.read_text() and csv.read_text().startswith("rank,defense")
     assert page.read_text().startswith("<!doctype html>") and "<td>strong</td>" in page.read_text()
     other = entry("other")
     other["protocol_hash"] = "cd" * 32
-    with pytest.raises(RobustdeqError, match="different protocol versions"):
-        table([*entries, other])
+    assert table([*entries, other])["rank"].tolist() == ["1", "2", "apart"]
+    render([*entries, other], tmp_path)
+    text = md.read_text()
+    headline, rest = text.split("## Not ranked with the table above")
+    assert "[other]" not in headline and "| [other](#other)" in rest and "### other" in rest
 
 
 def test_flagged_entry_renders_as_potentially_unreliable() -> None:

@@ -15,6 +15,7 @@ from robustdeq.cli.evaluate import evaluate
 from robustdeq.cli.fidelity import fidelity
 from robustdeq.cli.leaderboard import leaderboard
 from robustdeq.cli.report import report
+from robustdeq.cli.site import site
 from robustdeq.cli.submit import submit
 from robustdeq.cli.sweep import sweep
 from robustdeq.cli.train import train
@@ -55,6 +56,7 @@ app.command()(train)
 app.command()(evaluate)
 app.command()(leaderboard)
 app.command()(report)
+app.command()(site)
 app.command()(submit)
 app.command()(sweep)
 app.command()(zoo)

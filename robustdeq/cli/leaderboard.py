@@ -9,7 +9,8 @@ import typer
 
 from robustdeq.cli.common import console, one_line_errors
 from robustdeq.errors import RobustdeqError
-from robustdeq.leaderboard import read_entries, render, table
+from robustdeq.leaderboard import read_entries, render
+from robustdeq.leaderboard.render import headline
 from robustdeq.leaderboard.store import protocol_folders
 from robustdeq.zoo import write_index
 
@@ -29,9 +30,9 @@ def leaderboard(
     for folder in folders:
         entries = read_entries(folder)
         paths = render(entries, folder)
-        frame = table(entries)
+        frame = headline(entries)
         console.print(f"[bold]{folder.name}[/bold] ({len(entries)} entries) -> {', '.join(str(p) for p in paths)}")
-        console.print(frame.drop(columns=["paper"]).to_string(index=False))
+        console.print(frame.to_string(index=False), markup=False)
     index = write_index(root)
     if index is not None:
         console.print(f"zoo index -> {index}")

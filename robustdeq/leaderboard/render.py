@@ -1,4 +1,12 @@
-"""Render one protocol's entries as a ranked table (pandas): Markdown and CSV."""
+"""Render one protocol's entries: a compact ranked Markdown table with per-defense details, and a CSV.
+
+``leaderboard.md`` holds the headline table (:func:`headline`: at most 12 columns, the ones a
+reader ranks by, with rank groups and 95% intervals), its legend, the entries set apart (another
+protocol version or number of examples than the majority), and a details section per defense
+with every attack run, the checks, the eps sweep and the solver. ``leaderboard.csv`` keeps every
+number (:func:`table`); ``leaderboard.html`` is the headline table as one page (``robustdeq site``
+builds the browsable site).
+"""
 
 from __future__ import annotations
 
@@ -8,38 +16,71 @@ from typing import Any
 
 import pandas as pd
 
-from robustdeq.device import on_gpu
 from robustdeq.errors import RobustdeqError
+from robustdeq.evaluation.flags import FLAGS, kind
+from robustdeq.leaderboard.headline import (
+    DEVIATES,
+    GPU,
+    GPU_MEANING,
+    MISSING,
+    STATUS_MARKERS,
+    STATUS_MEANINGS,
+    autoattack,
+    comparable,
+    computed_on_gpu,
+    deviations,
+    first_broken,
+    interval,
+    markers,
+    pct,
+    recipe,
+    strongest,
+)
+from robustdeq.leaderboard.ranking import ALPHA, Ranked, order_key, rank_groups
+from robustdeq.leaderboard.stats import wilson
 from robustdeq.leaderboard.store import atomic_write_text
 
 UNRELIABLE = "potentially unreliable"
+MAX_COLUMNS = 12
+
+
+def ranked(entries: list[dict[str, Any]]) -> tuple[list[Ranked], list[dict[str, Any]]]:
+    """(the rank groups of the majority's protocol version and n, the entries set apart, in table order)."""
+    if not entries:
+        raise RobustdeqError("no leaderboard entries to render")
+    main, apart = comparable(entries)
+    return rank_groups(main), sorted(apart, key=order_key)
 
 
 def table(entries: list[dict[str, Any]]) -> pd.DataFrame:
-    """Ranked by worst-case robust accuracy, then clean accuracy; accuracies in percent.
+    """Every number of every entry, one row each (the CSV); accuracies in percent.
 
-    Entries must share one protocol version (same content hash): numbers from different
-    protocol versions are never ranked together.
+    Rows follow the headline's order; ``rank`` is the rank group (``-``: not ranked, ``apart``:
+    another protocol version or number of examples than the majority, never ranked with it).
     """
-    if not entries:
-        raise RobustdeqError("no leaderboard entries to render")
-    hashes = {(e["protocol"], e["protocol_hash"]) for e in entries}
-    if len(hashes) > 1:
-        listed = ", ".join(f"{p}@{h[:8]}" for p, h in sorted(hashes))
-        raise RobustdeqError(f"entries come from different protocol versions ({listed}); re-run them")
+    groups, apart = ranked(entries)
+    rows = [(r.entry, r.rank) for r in groups] + [(e, "apart") for e in apart]
     attack_names: list[str] = []
-    for e in entries:
+    for e, _ in rows:
         attack_names.extend(name for name in e["attacks"] if name not in attack_names)
-    rows = []
-    for e in entries:
+    out = []
+    for e, rank in rows:
         solver = e["solver"]
         flags = e["flags"]
+        n = e["n_examples"]
+        clean_low, clean_high = wilson(round(e["clean_accuracy"] * n), n)
+        robust_low, robust_high = wilson(round(e["robust_accuracy"] * n), n)
         row: dict[str, Any] = {
+            "rank": rank,
             "defense": e["defense"],
             "model": e["model_family"],
-            "recipe": e["provenance"]["training"]["recipe"],
+            "recipe": recipe(e),
             "clean %": round(100 * e["clean_accuracy"], 2),
+            "clean low %": round(100 * clean_low, 2),
+            "clean high %": round(100 * clean_high, 2),
             "robust %": round(100 * e["robust_accuracy"], 2),
+            "robust low %": round(100 * robust_low, 2),
+            "robust high %": round(100 * robust_high, 2),
         }
         for name in attack_names:
             acc = e["attacks"].get(name)
@@ -52,52 +93,194 @@ def table(entries: list[dict[str, Any]]) -> pd.DataFrame:
             else round(100 * max(solver["nonconverged_clean"], solver["nonconverged_adversarial"]), 2)
         )
         row["status"] = (f"{UNRELIABLE}: {', '.join(flags)}" if flags else "ok") + computed_on(e)
+        row["deviates from paper"] = bool(deviations(e))
+        row["protocol version"] = e["protocol_version"]
+        row["protocol hash"] = e["protocol_hash"][:12]
+        row["n examples"] = n
         row["paper"] = e["paper"]
-        rows.append(row)
-    frame = pd.DataFrame(rows).sort_values(["robust %", "clean %", "defense"], ascending=[False, False, True])
-    frame.insert(0, "rank", range(1, len(frame) + 1))
-    return frame.reset_index(drop=True)
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def computed_on(entry: dict[str, Any]) -> str:
     """`` (GPU: <name>)`` for an entry computed on a GPU (CUDA numbers differ from CPU ones in the
     last bits and in PGD's random starts), else nothing."""
-    device = entry["provenance"].get("device")
-    return f" (GPU: {device['name']})" if device is not None and on_gpu(device) else ""
+    return f" (GPU: {entry['provenance']['device']['name']})" if computed_on_gpu(entry) else ""
+
+
+def headline_row(e: dict[str, Any], rank: str, links: bool = True) -> dict[str, str]:
+    """One headline row; ``links``: the defense links to its details section (``#<defense>``)."""
+    n = e["n_examples"]
+    worst = strongest(e)
+    name = (f"[{e['defense']}](#{e['defense']})" if links else e["defense"]) + (f" {DEVIATES}" if deviations(e) else "")
+    return {
+        "rank": rank,
+        "defense": name,
+        "model": e["model_family"],
+        "recipe": recipe(e),
+        "clean % [95% CI]": f"{pct(e['clean_accuracy'])} {interval(e['clean_accuracy'], n)}",
+        "robust % [95% CI]": f"{pct(e['robust_accuracy'])} {interval(e['robust_accuracy'], n)}",
+        "AutoAttack %": pct(autoattack(e)),
+        "strongest attack": MISSING if worst is None else f"{worst[0]} ({pct(worst[1])})",
+        "params": f"{e['n_parameters']:,}",
+        "block evals": MISSING if e["forward_cost"] is None else f"{e['forward_cost']:.1f}",
+        "status": " ".join(m for m, _ in markers(e) if m != DEVIATES),
+    }
+
+
+def headline(entries: list[dict[str, Any]], links: bool = True) -> pd.DataFrame:
+    """The compact table of the entries that share the majority's protocol version and n, in rank order."""
+    groups, _ = ranked(entries)
+    return pd.DataFrame([headline_row(r.entry, r.rank, links) for r in groups])
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    """A Markdown table; missing values (not applicable, e.g. solver columns of a CNN) show as '-'."""
-    return str(frame.astype(object).where(frame.notna(), "-").to_markdown(index=False))
+    """A Markdown table; missing values (not applicable, e.g. solver columns of a CNN) show as '-'.
+
+    Cells are printed as given (tabulate would print "53.0" as "53"); columns whose cells all
+    start with a digit are right-aligned.
+    """
+    cells = frame.astype(object).where(frame.notna(), MISSING)
+    align = [
+        "right" if all(str(v)[:1].isdigit() or str(v) == MISSING for v in cells[c]) else "left" for c in cells.columns
+    ]
+    return str(cells.to_markdown(index=False, disable_numparse=True, colalign=align))
+
+
+def legend(groups: list[Ranked]) -> str:
+    n = groups[0].entry["n_examples"] if groups else 0
+    unpaired = [r.entry["defense"] for r in groups if r.group is not None and "per_example" not in r.entry]
+    lines = [
+        "**rank**: a rank group is the entries not significantly worse than the group's best (exact McNemar test "
+        f"on the paired per-example robust outcomes, Holm-corrected, alpha {ALPHA}; `docs/statistics.md`); "
+        "`2-8` is the group holding positions 2 to 8, whose order within the group is not significant. "
+        "`-`: not ranked (a flag of class overestimate or not-comparable).",
+        f"**clean %, robust %**: percent of the {n} test examples correct on the clean input / on the clean input "
+        "and after every attack run (the per-example worst case), with the 95% Wilson score interval.",
+        "**AutoAttack %**: AutoAttack's own accuracy; **strongest attack**: the attack run with the lowest accuracy "
+        "on its own; **block evals**: block (cell) evaluations per example in a clean forward.",
+        "**status**: "
+        + "; ".join(
+            f"`{STATUS_MARKERS[k]}` {STATUS_MEANINGS[k]}" for k in ("overestimate", "not-comparable", "informational")
+        )
+        + f"; `ok` no flags; `{GPU}` {GPU_MEANING}.",
+        f"**{DEVIATES}** after a defense: it departs from its paper; its details below list the deviations.",
+    ]
+    if unpaired and len(groups) > 1:
+        which = ", ".join(unpaired) if len(unpaired) <= 5 else f"{len(unpaired)} of the entries"
+        lines.append(
+            f"**unpaired**: entries without per-example outcomes (schema version 1: {which}) are compared with the "
+            "unpaired two-proportion test, conservative when the examples are shared."
+        )
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def apart_section(apart: list[dict[str, Any]], majority: dict[str, Any]) -> str:
+    """The entries of another protocol version or number of examples, in a table of their own."""
+    if not apart:
+        return ""
+    rows = [
+        headline_row(e, MISSING) | {"version": str(e["protocol_version"]), "n": str(e["n_examples"])} for e in apart
+    ]
+    for row in rows:
+        del row["params"], row["block evals"]
+    return (
+        "\n## Not ranked with the table above\n\n"
+        f"These entries were evaluated under another protocol version or on another number of examples than the "
+        f"table above (version {majority['protocol_version']}, hash `{majority['protocol_hash'][:12]}`, "
+        f"{majority['n_examples']} examples), so their numbers are not comparable with it: re-run them.\n\n"
+        + markdown(pd.DataFrame(rows))
+        + "\n"
+    )
+
+
+def details(e: dict[str, Any]) -> str:
+    """Every number of one entry in Markdown: attack runs, checks, eps sweep, flags, solver, deviations."""
+    n = e["n_examples"]
+    broke = first_broken(e)
+    worst = strongest(e)
+    seconds = e["provenance"].get("attack_seconds") or {}
+    lines = [
+        f"### {e['defense']}",
+        "",
+        f"{e['defense_name']} ({e['model_family']}, recipe {recipe(e)}"
+        + (f", [paper]({e['paper']})" if e["paper"] else "")
+        + f"). Clean {pct(e['clean_accuracy'])} % {interval(e['clean_accuracy'], n)}, robust "
+        f"{pct(e['robust_accuracy'])} % {interval(e['robust_accuracy'], n)} on {n} examples; "
+        f"{e['n_parameters']:,} parameters"
+        + ("" if e["forward_cost"] is None else f", {e['forward_cost']:.1f} block evaluations per forward")
+        + f"; trained in {e['provenance']['train_seconds']:.0f} s.",
+        "",
+        "| attack run | accuracy % | 95% CI | broke first | seconds |",
+        "|:--|--:|--:|--:|--:|",
+    ]
+    for name, acc in e["attacks"].items():
+        label = f"{name} (strongest)" if worst is not None and worst[0] == name else name
+        first = MISSING if broke is None else str(broke[name])
+        spent = f"{seconds[name]:.1f}" if name in seconds else MISSING
+        lines.append(f"| {label} | {pct(acc)} | {interval(acc, n)} | {first} | {spent} |")
+    if e["checks"]:
+        lines += ["", "Checks (re-runs outside the worst case): " + ", ".join(
+            f"{name} {pct(acc)} %" for name, acc in e["checks"].items()) + "."]  # fmt: skip
+    sweep = e["eps_sweep"]
+    if sweep is not None and sweep["points"]:
+        points = ", ".join(f"{p['eps']:g}: {pct(p['robust_accuracy'])}" for p in sweep["points"])
+        lines += ["", f"Eps sweep ({', '.join(sweep['attacks'])}; eps: robust %): {points}."]
+    solver = e["solver"]
+    if solver is not None:
+        lines += [
+            "",
+            f"Solver: {solver['settings']['f_solver']}, tol {solver['settings']['f_tol']:g}, "
+            f"mean steps {solver['mean_steps_clean']:.1f} clean / {solver['mean_steps_adversarial']:.1f} adversarial, "
+            f"not converged {100 * solver['nonconverged_clean']:.2f} % / "
+            f"{100 * solver['nonconverged_adversarial']:.2f} %, spectral radius {solver['spectral_radius']:.3f}.",
+        ]
+    if e["flags"]:
+        described = [
+            f"`{f}` ({kind(f, e['flags'])}: {FLAGS[f].meaning if f in FLAGS else 'unknown flag'})" for f in e["flags"]
+        ]
+        lines += ["", "Flags: " + "; ".join(described) + "."]
+    if deviations(e):
+        lines += ["", f"{DEVIATES} Deviations from the paper:"]
+        lines += [f"- {d['what']} ({d['kind']}): {d['why']}" for d in deviations(e)]
+    return "\n".join(lines) + "\n"
 
 
 def render(entries: list[dict[str, Any]], folder: Path) -> list[Path]:
-    """Write ``leaderboard.md``, ``leaderboard.csv`` and a self-contained ``leaderboard.html``."""
-    frame = table(entries)
-    first = entries[0]
+    """Write ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard.html``."""
+    groups, apart = ranked(entries)
+    first = groups[0].entry
     tm = first["threat_model"]
-    header = (
-        f"# Leaderboard: {first['protocol']} (version {first['protocol_version']})\n\n"
+    title = f"Leaderboard: {first['protocol']} (protocol version {first['protocol_version']})"
+    intro = (
         f"Data set `{first['dataset']}`, threat model {tm['norm']} eps = {tm['eps']}, "
-        f"{first['n_examples']} test examples, protocol hash `{first['protocol_hash'][:12]}`.\n"
-        "Robust accuracy is the per-example worst case over every attack; the per-attack columns "
-        "give each attack's own accuracy. Rendered by `robustdeq leaderboard` from the JSON entries "
-        "in this folder.\n\n"
+        f"{first['n_examples']} test examples, protocol hash `{first['protocol_hash'][:12]}`. "
+        "Robust accuracy is the per-example worst case over every attack run. Rendered by `robustdeq leaderboard` "
+        "from the JSON entries in this folder; `leaderboard.csv` has every number, `robustdeq site` a page per entry."
+    )
+    frame = headline(entries)
+    shown = [r.entry for r in groups] + apart
+    text = (
+        f"# {title}\n\n{intro}\n\n{markdown(frame)}\n\n{legend(groups)}\n"
+        + apart_section(apart, first)
+        + "\n## Details per defense\n\nEach attack run's own accuracy; broke first: the examples it was the first to "
+        "break, in the order the runs ran (not recorded by schema version 1 entries).\n\n"
+        + "\n".join(details(e) for e in shown)
     )
     md = folder / "leaderboard.md"
     csv = folder / "leaderboard.csv"
     page = folder / "leaderboard.html"
-    atomic_write_text(md, header + markdown(frame) + "\n")
-    atomic_write_text(csv, frame.to_csv(index=False))
-    intro = "".join(f"<p>{html.escape(line)}</p>" for line in header.replace("# ", "").strip().split("\n") if line)
+    atomic_write_text(md, text)
+    atomic_write_text(csv, table(entries).to_csv(index=False))
+    plain = headline(entries, links=False)
     atomic_write_text(
         page,
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(first['protocol'])} leaderboard</title>"
+        f"<title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}</style></head><body>"
-        + intro
-        + frame.to_html(index=False, border=0, na_rep="-")
+        "td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"
+        + plain.to_html(index=False, border=0, na_rep=MISSING)
         + "</body></html>\n",
     )
     return [md, csv, page]

@@ -4,113 +4,296 @@ from __future__ import annotations
 
 import base64
 import html
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from robustdeq.errors import RobustdeqError  # noqa: E402
-from robustdeq.leaderboard import read_entries, table  # noqa: E402
-from robustdeq.leaderboard.render import markdown  # noqa: E402
+from robustdeq.leaderboard import read_entries  # noqa: E402
+from robustdeq.leaderboard.headline import recipe  # noqa: E402
+from robustdeq.leaderboard.render import headline, legend, markdown, ranked  # noqa: E402
+from robustdeq.leaderboard.stats import wilson  # noqa: E402
 from robustdeq.leaderboard.store import atomic_write_text, protocol_folders  # noqa: E402
+from robustdeq.report.claims import CLAIMS_FILE, assess_all, html_section, load_claims, markdown_section  # noqa: E402
+
+FAMILY_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+RECIPE_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+VARIANT_LINES = ["-", "--", ":", "-."]
+PANEL_SERIES = 7  # most lines one panel shows; more are split over panels (facets)
+PANEL_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one entry is drawn in every figure: colour = model family, marker = training recipe,
+    line style = which of the entries sharing a family and recipe."""
+
+    colour: str
+    marker: str
+    line: str
+
+
+def styles(entries: list[dict[str, Any]]) -> dict[str, Style]:
+    """The style of each entry, by defense id; the same entries get the same styles in every figure."""
+    families = sorted({e["model_family"] for e in entries})
+    recipes = sorted({recipe(e) for e in entries})
+    seen: Counter[tuple[str, str]] = Counter()
+    out = {}
+    for e in sorted(entries, key=lambda e: e["defense"]):
+        key = (e["model_family"], recipe(e))
+        out[e["defense"]] = Style(
+            FAMILY_COLOURS[families.index(key[0]) % len(FAMILY_COLOURS)],
+            RECIPE_MARKERS[recipes.index(key[1]) % len(RECIPE_MARKERS)],
+            VARIANT_LINES[seen[key] % len(VARIANT_LINES)],
+        )
+        seen[key] += 1
+    return out
+
+
+def key_legend(fig: Figure, entries: list[dict[str, Any]], style: dict[str, Style]) -> None:
+    """Two legends right of the axes: colour per model family, marker per training recipe."""
+    by_family = {e["model_family"]: style[e["defense"]].colour for e in entries}
+    by_recipe = {recipe(e): style[e["defense"]].marker for e in entries}
+    families = [Line2D([], [], color=c, marker="o", linestyle="", label=f) for f, c in sorted(by_family.items())]
+    recipes = [Line2D([], [], color="#444", marker=m, linestyle="", label=r) for r, m in sorted(by_recipe.items())]
+    first = fig.legend(handles=families, title="model family", loc="upper left", bbox_to_anchor=(1.0, 0.95))
+    fig.legend(handles=recipes, title="training recipe", loc="upper left", bbox_to_anchor=(1.0, 0.55))
+    fig.add_artist(first)
+
+
+def wilson_error(accuracy: float, n: int) -> tuple[float, float]:
+    """(below, above) in percentage points: the 95% Wilson interval as error bar lengths."""
+    low, high = wilson(round(accuracy * n), n)
+    return max(0.0, 100 * (accuracy - low)), max(0.0, 100 * (high - accuracy))  # max: rounding at 0 and 1
+
+
+def ordered(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries in the headline table's order (rank groups first, then unranked, then set apart)."""
+    groups, apart = ranked(entries)
+    return [r.entry for r in groups] + apart
 
 
 def accuracy_figure(entries: list[dict[str, Any]]) -> Figure:
-    """Grouped bars per defense (one x tick each): clean, each attack's own accuracy, the worst case."""
-    frame = table(entries)
+    """Clean and robust accuracy per defense with 95% Wilson intervals, in the table's order (best on top)."""
+    rows = ordered(entries)
+    style = styles(entries)
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 1.2 + 0.3 * len(rows)), sharey=True)
+    ys = list(range(len(rows)))[::-1]
+    for ax, key, title in (
+        (axes[0], "clean_accuracy", "clean accuracy (%)"),
+        (axes[1], "robust_accuracy", "robust accuracy, worst case (%)"),
+    ):
+        for y, e in zip(ys, rows, strict=True):
+            below, above = wilson_error(e[key], e["n_examples"])
+            s = style[e["defense"]]
+            ax.errorbar(
+                [100 * e[key]], [y], xerr=[[below], [above]], color=s.colour, marker=s.marker, capsize=2, linewidth=1
+            )
+        ax.set_xlabel(title)
+        ax.set_xlim(0, 100)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(ys, [e["defense"] for e in rows])
+    key_legend(fig, entries, style)
+    fig.suptitle(f"{protocol_title(entries)}: accuracy with 95% Wilson intervals (table order, best on top)")
+    fig.tight_layout()
+    return fig
+
+
+def attacks_figure(entries: list[dict[str, Any]]) -> Figure:
+    """Each attack run's own accuracy (%) per defense as a grid: rows in the table's order, one column
+    per attack run; empty where the run does not apply (e.g. no solver gradient modes for a CNN)."""
+    rows = ordered(entries)
     names: list[str] = []
-    for e in entries:
+    for e in rows:
         names.extend(name for name in e["attacks"] if name not in names)
-    attack_cols = [f"{name} %" for name in names]
-    series = ["clean %", *attack_cols, "robust %"]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(frame)), 4.0))
-    width = 0.8 / len(series)
-    for i, column in enumerate(series):
-        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(frame))]
-        ax.bar(xs, frame[column].fillna(0.0), width, label=column.replace(" %", ""))
-    ax.set_xticks(range(len(frame)), frame["defense"], rotation=20, ha="right")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"{entries[0]['protocol']}: accuracy after each attack (robust = worst case)")
-    ax.legend(fontsize=8)
+    grid = np.full((len(rows), len(names)), np.nan)
+    for i, e in enumerate(rows):
+        for j, name in enumerate(names):
+            if name in e["attacks"]:
+                grid[i, j] = 100 * e["attacks"][name]
+    fig, ax = plt.subplots(figsize=(2.5 + 0.55 * len(names), 1.5 + 0.3 * len(rows)))
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for i in range(len(rows)):
+        for j in range(len(names)):
+            if not np.isnan(grid[i, j]):
+                colour = "white" if grid[i, j] < 60 else "black"
+                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [e["defense"] for e in rows], fontsize=8)
+    ax.set_facecolor("#f0f0f0")
+    fig.colorbar(image, ax=ax, label="accuracy under this attack run alone (%)", fraction=0.03)
+    ax.set_title(f"{protocol_title(entries)}: each attack run's own accuracy (%); blank: not run")
     fig.tight_layout()
     return fig
 
 
 def save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # tight: keeps the legends outside the axes in the file
     plt.close(fig)
     return path
 
 
+def protocol_title(entries: list[dict[str, Any]]) -> str:
+    return f"{entries[0]['protocol']} (version {entries[0]['protocol_version']})"
+
+
 def cost_figure(entries: list[dict[str, Any]]) -> Figure:
-    """Robust accuracy against forward cost (block evaluations) and against parameter count;
-    one series (a labelled point) per defense."""
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    """Robust accuracy (95% Wilson intervals) against forward cost (block evaluations), each point
+    labelled with its defense, and against parameter count; colour = model family, marker = recipe."""
+    style = styles(entries)
+    fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.6), sharey=True, gridspec_kw={"width_ratios": [3, 2]})
     for e in sorted(entries, key=lambda e: e["defense"]):
         robust = 100 * e["robust_accuracy"]
-        axes[0].scatter([e["forward_cost"] or 0.0], [robust], label=e["defense"])
-        axes[1].scatter([e["n_parameters"]], [robust], label=e["defense"])
-    axes[0].set_xlabel("forward cost (block evaluations per example)")
-    axes[1].set_xlabel("parameters")
+        below, above = wilson_error(e["robust_accuracy"], e["n_examples"])
+        s = style[e["defense"]]
+        for ax, x in ((axes[0], e["forward_cost"] or 0.0), (axes[1], e["n_parameters"])):
+            ax.errorbar([x], [robust], yerr=[[below], [above]], color=s.colour, marker=s.marker, capsize=2, alpha=0.85)
+    points = [(e["forward_cost"] or 0.0, 100 * e["robust_accuracy"], e["defense"]) for e in entries]
+    labels = spread_labels(points, x_near=4.0, gap=3.2)
+    for x, y, label_y, name in labels:
+        label = axes[0].annotate(
+            name, (x, y), xytext=(x + 0.6, label_y), fontsize=6.5, va="center",
+            arrowprops={"arrowstyle": "-", "color": "#999", "linewidth": 0.5} if abs(label_y - y) > 1 else None,
+        )  # fmt: skip
+        label.set_in_layout(False)  # a label past the last point must not squeeze the axes
+    costs = [x for x, _, _ in points]
+    axes[0].set_xlim(min(0.0, *costs), 1.3 * max(costs) + 1)  # room for the last point's label
+    axes[0].set_xlabel("forward cost (block evaluations per example in a clean forward)")
+    sizes = [e["n_parameters"] for e in entries]
+    if max(sizes) > 10 * min(sizes):
+        axes[1].set_xscale("log")
+        axes[1].xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axes[1].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes[1].xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    axes[1].set_xlabel("parameters" + (" (log scale)" if max(sizes) > 10 * min(sizes) else ""))
+    axes[0].set_ylabel("robust accuracy (%)")
     for ax in axes:
-        ax.set_ylabel("robust accuracy (%)")
+        ax.set_ylim(min([-5.0, *(label_y - 3 for _, _, label_y, _ in labels)]), 100)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{entries[0]['protocol']}: robustness against cost")
+    key_legend(fig, entries, style)
+    fig.suptitle(f"{protocol_title(entries)}: robustness against cost (bars: 95% Wilson intervals)")
     fig.tight_layout()
     return fig
 
 
+def spread_labels(
+    points: list[tuple[float, float, str]], x_near: float, gap: float
+) -> list[tuple[float, float, float, str]]:
+    """(x, y, label y, name): labels of points within ``x_near`` of each other moved apart to at
+    least ``gap`` vertically, top down, so that clusters stay readable."""
+    placed: list[tuple[float, float, float, str]] = []
+    for x, y, name in sorted(points, key=lambda p: (-p[1], p[0], p[2])):
+        label_y = y
+        for taken in sorted((ly for px, _, ly, _ in placed if abs(px - x) < x_near), reverse=True):
+            if taken - label_y < gap:
+                label_y = taken - gap
+        placed.append((x, y, label_y, name))
+    return placed
+
+
+def facets(entries: list[dict[str, Any]], limit: int = PANEL_SERIES) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(panel title, entries): one panel per model family (its federated entries apart), split
+    further so no panel has more than ``limit`` series."""
+
+    def panel(e: dict[str, Any]) -> str:
+        return e["model_family"] + (", federated" if recipe(e) == "federated" else "")
+
+    out = []
+    for name in sorted({panel(e) for e in entries}):
+        group = sorted((e for e in entries if panel(e) == name), key=lambda e: e["defense"])
+        parts = [group[i : i + limit] for i in range(0, len(group), limit)]
+        for k, part in enumerate(parts):
+            out.append((name if len(parts) == 1 else f"{name} ({k + 1}/{len(parts)})", part))
+    return out
+
+
+def panel_styles(group: list[dict[str, Any]], style: dict[str, Style]) -> dict[str, Style]:
+    """Within a panel of one model family the family is the panel's title: colour tells its
+    defenses apart instead, marker stays the recipe."""
+    return {
+        e["defense"]: Style(PANEL_COLOURS[i % len(PANEL_COLOURS)], style[e["defense"]].marker, "-")
+        for i, e in enumerate(group)
+    }
+
+
+def line(ax: Any, xs: list[float], ys: list[float], s: Style, label: str, semilog: bool = False) -> None:
+    plot = ax.semilogy if semilog else ax.plot
+    plot(xs, ys, color=s.colour, marker=s.marker, linestyle=s.line, label=label, markersize=4, markevery=3)
+
+
 def eps_figure(entries: list[dict[str, Any]]) -> Figure | None:
-    """Robust accuracy against eps (the protocol's eps sweep), one line per defense."""
+    """Robust accuracy against eps (the protocol's eps sweep), one panel per model family, one
+    line per defense (marker = recipe, line style = variant), 95% Wilson bars."""
     swept = [e for e in entries if e["eps_sweep"] and len(e["eps_sweep"]["points"]) >= 2]
     if not swept:
         return None
-    fig, ax = plt.subplots(figsize=(6.5, 4.0))
-    for e in sorted(swept, key=lambda e: e["defense"]):
-        points = e["eps_sweep"]["points"]
-        ax.plot(
-            [p["eps"] for p in points], [100 * p["robust_accuracy"] for p in points], marker="o", label=e["defense"]
-        )
-    ax.axvline(entries[0]["threat_model"]["eps"], color="grey", linestyle=":", linewidth=1)
-    attacks = ", ".join(swept[0]["eps_sweep"]["attacks"])
-    ax.set_xlabel(f"eps ({entries[0]['threat_model']['norm']}; dotted: the protocol's eps)")
-    ax.set_ylabel(f"robust accuracy under {attacks} (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(f"{entries[0]['protocol']}: robust accuracy against eps")
+    style = styles(entries)
+    panels = facets(swept)
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.6 * rows), sharey=True, squeeze=False)
+    for ax, (title, group) in zip(axes.flat, panels, strict=False):
+        colours = panel_styles(group, style)
+        for e in group:
+            points = sorted((p["eps"], p["robust_accuracy"]) for p in e["eps_sweep"]["points"])
+            xs, accs = [x for x, _ in points], [a for _, a in points]
+            errors = np.array([wilson_error(a, e["n_examples"]) for a in accs]).T
+            s = colours[e["defense"]]
+            ax.errorbar(xs, [100 * a for a in accs], yerr=errors, color=s.colour, marker=s.marker, linestyle=s.line,
+                        label=e["defense"], markersize=4, capsize=2, linewidth=1.2)  # fmt: skip
+        ax.axvline(entries[0]["threat_model"]["eps"], color="grey", linestyle=":", linewidth=1)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.set_xlabel(f"eps ({entries[0]['threat_model']['norm']})")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"robust accuracy under {', '.join(swept[0]['eps_sweep']['attacks'])} (%)")
+    fig.suptitle(f"{protocol_title(entries)}: robust accuracy against eps (dotted: the protocol's eps)")
     fig.tight_layout()
     return fig
 
 
 def residual_figure(entries: list[dict[str, Any]]) -> Figure | None:
-    """Mean relative solver residual against solver step, clean versus adversarial inputs; one
-    line per DEQ entry in each panel (None when no entry has a solver)."""
+    """Mean relative solver residual against solver step, clean (left) versus adversarial (right)
+    inputs; one row of panels per model family (split when it has many entries), one line per
+    DEQ entry (None when no entry has a solver)."""
     deqs = [e for e in entries if e["solver"] is not None and e["solver"]["residual_trace_clean"]]
     if not deqs:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8), sharey=True)
-    for ax, key, title in (
-        (axes[0], "residual_trace_clean", "clean inputs"),
-        (axes[1], "residual_trace_adversarial", "adversarial inputs"),
-    ):
-        for e in sorted(deqs, key=lambda e: e["defense"]):
-            trace = e["solver"][key]
-            ax.semilogy(range(1, len(trace) + 1), trace, label=e["defense"])
-        ax.axhline(deqs[0]["solver"]["settings"]["f_tol"], color="grey", linestyle=":", linewidth=1)
-        ax.set_title(title)
+    style = styles(entries)
+    panels = facets(deqs)
+    fig, axes = plt.subplots(len(panels), 2, figsize=(10.0, 3.0 * len(panels)), sharey=True, squeeze=False)
+    for row, (title, group) in zip(axes, panels, strict=True):
+        colours = panel_styles(group, style)
+        for ax, key, side in (
+            (row[0], "residual_trace_clean", "clean inputs"),
+            (row[1], "residual_trace_adversarial", "adversarial inputs"),
+        ):
+            for e in group:
+                trace = e["solver"][key]
+                line(ax, list(range(1, len(trace) + 1)), trace, colours[e["defense"]], e["defense"], semilog=True)
+            ax.axhline(group[0]["solver"]["settings"]["f_tol"], color="grey", linestyle=":", linewidth=1)
+            ax.set_title(f"{title}: {side}", fontsize=10)
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel("mean relative residual")
+        row[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    for ax in axes[-1]:
         ax.set_xlabel("solver step")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("mean relative residual |f(z) - z| / |f(z)|")
-    axes[1].legend(fontsize=7)
-    fig.suptitle(f"{entries[0]['protocol']}: forward solver convergence (dotted: f_tol)")
+    fig.suptitle(f"{protocol_title(entries)}: forward solver convergence, |f(z) - z| / |f(z)| (dotted: f_tol)")
     fig.tight_layout()
     return fig
 
@@ -121,31 +304,38 @@ def federated_figure(entries: list[dict[str, Any]]) -> Figure | None:
     federated = [e for e in entries if e.get("federated")]
     if not federated:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
-    for e in sorted(federated, key=lambda e: e["defense"]):
+    style = styles(entries)
+    palette = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.8))
+    for i, e in enumerate(sorted(federated, key=lambda e: e["defense"])):
+        # Colour per defense here: every federated entry is the same family and recipe.
+        colour, marker = palette(i % 10), style[e["defense"]].marker
         rounds = e["federated"]["rounds"]
         steps = [r["round"] for r in rounds]
-        line = axes[0].plot(steps, [100 * (r["clean_accuracy"] or 0.0) for r in rounds], marker="o", label=e["defense"])
         axes[0].plot(
-            steps,
-            [100 * (r["pgd_accuracy"] or 0.0) for r in rounds],
-            marker="x",
-            linestyle="--",
-            color=line[0].get_color(),
+            steps, [100 * (r["clean_accuracy"] or 0.0) for r in rounds], marker=marker, color=colour, label=e["defense"]
+        )
+        axes[0].plot(
+            steps, [100 * (r["pgd_accuracy"] or 0.0) for r in rounds], marker="x", linestyle="--", color=colour
         )
         sent, total = [], 0
         for r in rounds:
             total += r["bytes_to_clients"] + r["bytes_to_server"]
             sent.append(total / 1e6)
-        axes[1].plot(steps, sent, marker="o", label=e["defense"])
-    axes[0].set_ylabel("fused model accuracy (%): clean solid, PGD dashed")
+        axes[1].plot(steps, sent, marker=marker, color=colour, label=e["defense"])
+    axes[0].set_ylabel("fused model accuracy (%)")
+    kinds = [
+        Line2D([], [], color="#444", marker="o", label="clean"),
+        Line2D([], [], color="#444", marker="x", linestyle="--", label="PGD"),
+    ]
+    axes[0].legend(handles=kinds, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     axes[0].set_ylim(0, 100)
-    axes[1].set_ylabel("bytes sent, both directions, cumulative (MB)")
+    axes[1].set_ylabel("bytes sent, cumulative (MB)")
     for ax in axes:
         ax.set_xlabel("communication round")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{entries[0]['protocol']}: federated training ({federated[0]['federated']['monitor']})", fontsize=9)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.suptitle(f"{protocol_title(entries)}: federated training ({federated[0]['federated']['monitor']})", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -179,14 +369,15 @@ def knob_figure(entries: list[dict[str, Any]]) -> Figure | None:
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{entries[0]['protocol']}: accuracy against each knob (mean over the other knobs)")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.suptitle(f"{protocol_title(entries)}: accuracy against each knob (mean over the other knobs)")
     fig.tight_layout()
     return fig
 
 
-def write_report(root: Path, out: Path, protocols: list[str] | None = None) -> list[Path]:
-    """Write ``report.md``, ``report.html`` and one PNG per protocol into ``out``."""
+def write_report(root: Path, out: Path, protocols: list[str] | None = None, claims: Path = CLAIMS_FILE) -> list[Path]:
+    """Write ``report.md``, ``report.html`` and PNG figures per protocol into ``out``, then the seed
+    papers' claims (``claims``) tested on every protocol's entries under ``root``."""
     folders = [root / p for p in protocols] if protocols else protocol_folders(root)
     if not folders:
         raise RobustdeqError(f"{root}: no entries (no <protocol>/ folder holding a <defense>.json)")
@@ -195,9 +386,10 @@ def write_report(root: Path, out: Path, protocols: list[str] | None = None) -> l
     written = []
     for folder in folders:
         entries = read_entries(folder)
-        frame = table(entries)
+        frame = headline(entries, links=False)
         figures = [
             save(accuracy_figure(entries), out / f"{folder.name}-accuracy.png"),
+            save(attacks_figure(entries), out / f"{folder.name}-attacks.png"),
             save(cost_figure(entries), out / f"{folder.name}-cost.png"),
         ]
         optional_figures = (
@@ -216,13 +408,17 @@ def write_report(root: Path, out: Path, protocols: list[str] | None = None) -> l
             f"{len(entries)} defenses, data set {first['dataset']}, {tm['norm']} eps = {tm['eps']}, "
             f"{first['n_examples']} examples, protocol version {first['protocol_version']}."
         )
-        md += [f"## {folder.name}", "", caption, "", markdown(frame), ""]
+        md += [f"## {folder.name}", "", caption, "", markdown(frame), "", legend(ranked(entries)[0]), ""]
         md += [f"![{figure.stem}]({figure.name})\n" for figure in figures]
         body += [f"<h2>{html.escape(folder.name)}</h2>", f"<p>{html.escape(caption)}</p>"]
         body.append(frame.to_html(index=False, border=0))
         for figure in figures:
             encoded = base64.b64encode(figure.read_bytes()).decode("ascii")
             body.append(f'<p><img alt="{figure.stem}" src="data:image/png;base64,{encoded}"></p>')
+    every = {folder.name: {e["defense"]: e for e in read_entries(folder)} for folder in protocol_folders(root)}
+    findings = assess_all(load_claims(claims), every)
+    md += ["", markdown_section(findings)]
+    body.append(html_section(findings))
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>robustdeq report</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"

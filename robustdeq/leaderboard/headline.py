@@ -1,0 +1,118 @@
+"""What the headline tables show of an entry, shared by the Markdown table and the site.
+
+The headline has the columns a reader ranks by (STYLE.md, point 10): rank group, defense, model
+family, recipe, clean and robust accuracy with their 95% Wilson intervals, AutoAttack, the
+strongest attack run, parameters, forward cost and a status marker. Every other number (each
+attack run, checks, the eps sweep, the solver) lives in the per-defense details.
+
+Entries are ranked together only when they share the protocol version (content hash) and the
+number of test examples; :func:`comparable` keeps the majority's and sets the rest apart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from robustdeq.device import on_gpu
+from robustdeq.evaluation.flags import status
+from robustdeq.leaderboard.outcomes import LETTERS, NOT_BROKEN
+from robustdeq.leaderboard.stats import wilson
+
+STATUS_MARKERS = {
+    "overestimate": "⚠ unreliable",
+    "not-comparable": "not comparable",
+    "informational": "ℹ info",
+    "ok": "ok",
+}
+STATUS_MEANINGS = {
+    "overestimate": "a flag of class overestimate: the robust accuracy is probably too high; not ranked",
+    "not-comparable": "measured differently from the protocol (e.g. a smaller budget, other random draws); not ranked",
+    "informational": "informational flags only: worth knowing, already handled by the evaluation",
+    "ok": "no flags",
+}
+DEVIATES = "†"
+DEVIATES_MEANING = "the defense departs from its paper: the deviations are listed on its page"
+GPU = "GPU"
+GPU_MEANING = "computed on a CUDA GPU (numbers differ from CPU ones in the last bits and in random starts)"
+MISSING = "-"
+
+
+def version_key(entry: dict[str, Any]) -> tuple[str, str, int]:
+    """What two entries must share to be ranked together: protocol, its content hash, n examples."""
+    return entry["protocol"], entry["protocol_hash"], entry["n_examples"]
+
+
+def comparable(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the entries of the most common :func:`version_key`, every other entry).
+
+    Ties go to the higher protocol version, then to more examples: during a regeneration the
+    newer entries win once they are as many as the old ones.
+    """
+    if not entries:
+        return [], []
+    counts = Counter(version_key(e) for e in entries)
+    versions = {version_key(e): e["protocol_version"] for e in entries}
+    majority = max(counts, key=lambda k: (counts[k], versions[k], k[2], k[1]))
+    return [e for e in entries if version_key(e) == majority], [e for e in entries if version_key(e) != majority]
+
+
+def computed_on_gpu(entry: dict[str, Any]) -> bool:
+    device = entry["provenance"].get("device")
+    return device is not None and on_gpu(device)
+
+
+def deviations(entry: dict[str, Any]) -> list[dict[str, str]]:
+    """The deviations from its paper that the entry's fidelity record lists (none when not recorded)."""
+    fidelity = entry.get("fidelity")
+    return [] if fidelity is None else fidelity["deviations"]
+
+
+def recipe(entry: dict[str, Any]) -> str:
+    training = entry["provenance"]["training"]
+    return MISSING if training is None else training["recipe"]
+
+
+def autoattack(entry: dict[str, Any]) -> float | None:
+    """AutoAttack's accuracy: the worst of its runs (``autoattack`` and its gradient-mode variants)."""
+    runs = [acc for name, acc in entry["attacks"].items() if re.fullmatch(r"autoattack([@+].*)?", name)]
+    return min(runs) if runs else None
+
+
+def strongest(entry: dict[str, Any]) -> tuple[str, float] | None:
+    """The attack run with the lowest accuracy (the first run in the entry's order on ties)."""
+    if not entry["attacks"]:
+        return None
+    name = min(entry["attacks"], key=entry["attacks"].__getitem__)
+    return name, entry["attacks"][name]
+
+
+def first_broken(entry: dict[str, Any]) -> Counter[str] | None:
+    """Per attack run, the examples it was the first to break (None without per-example outcomes)."""
+    per_example = entry.get("per_example")
+    if per_example is None:
+        return None
+    letters = dict(zip(LETTERS, per_example["attack_order"], strict=False))
+    return Counter(letters[c] for c in per_example["broken_by"] if c != NOT_BROKEN)
+
+
+def markers(entry: dict[str, Any]) -> list[tuple[str, str]]:
+    """(marker, meaning): the status of the entry's flags, then † (deviates from its paper) and GPU."""
+    level = status(entry["flags"])
+    out = [(STATUS_MARKERS[level], STATUS_MEANINGS[level])]
+    if deviations(entry):
+        out.append((DEVIATES, DEVIATES_MEANING))
+    if computed_on_gpu(entry):
+        out.append((GPU, GPU_MEANING))
+    return out
+
+
+def pct(accuracy: float | None) -> str:
+    return MISSING if accuracy is None else f"{100 * accuracy:.1f}"
+
+
+def interval(accuracy: float, n: int) -> str:
+    """``[low, high]`` in percent: the 95% Wilson interval of ``accuracy`` measured on ``n`` examples."""
+    low, high = wilson(round(accuracy * n), n)
+    return f"[{100 * low:.1f}, {100 * high:.1f}]"

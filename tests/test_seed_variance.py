@@ -1,0 +1,54 @@
+"""benchmarks/seed_variance.py: its summary helpers, and that it starts (it is run by hand, not here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from robustdeq.specs import find_defense
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("seed_variance", REPO / "benchmarks" / "seed_variance.py")
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+def test_spread_and_summary_of_accuracies_across_seeds() -> None:
+    sv = module()
+    s = sv.spread([0.44, 0.46, 0.48], 100)
+    assert s["min"] == 0.44 and s["max"] == 0.48
+    assert s["mean"] == pytest.approx(0.46) and s["std"] == pytest.approx(0.02)
+    assert s["wilson_half_width"] == pytest.approx((0.557351 - 0.365608) / 2, abs=1e-6)
+    assert sv.spread([0.5], 100)["std"] == 0.0
+    runs = {"d": {seed: {"n_examples": 100, "clean_accuracy": c, "robust_accuracy": r}
+                  for seed, c, r in ((0, 0.9, 0.46), (1, 0.88, 0.44), (2, 0.92, 0.48))}}  # fmt: skip
+    summary = sv.summarise(runs)
+    assert summary["d"]["seeds"] == [0, 1, 2] and summary["d"]["robust_accuracy"]["std"] == pytest.approx(0.02)
+    text = sv.markdown(summary, "digits-linf", "header")
+    assert "| d | 0, 1, 2 | 100 | 88.0 / 90.0 / 92.0 | 2.0 | 6.0 | 44.0 / 46.0 / 48.0 | 2.0 | 9.6 |" in text
+    runs["d"][3] = {"n_examples": 50, "clean_accuracy": 0.9, "robust_accuracy": 0.4}
+    with pytest.raises(ValueError, match="different numbers of examples"):
+        sv.summarise(runs)
+
+
+def test_seeded_replaces_only_the_training_seed() -> None:
+    defense = find_defense("deq-pgd-at")
+    other = module().seeded(defense, 7)
+    assert other.train.seed == 7 and other.train.epochs == defense.train.epochs and other.id == defense.id
+
+
+def test_help_works() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/seed_variance.py", "--help"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "--seeds" in result.stdout, result.stderr
