@@ -86,7 +86,10 @@ def rank_groups(entries: list[dict[str, Any]], alpha: float = ALPHA) -> list[Ran
     """
     versions = {(e["protocol"], e["protocol_hash"]) for e in entries}
     if len(versions) > 1:
-        listed = ", ".join(f"{p}@{h[:8]}" for p, h in sorted(versions))
+        listed = "; ".join(
+            f"{p}@{h[:8]}: " + ", ".join(sorted(repr(e["defense"]) for e in entries if e["protocol_hash"] == h))
+            for p, h in sorted(versions)
+        )
         raise RobustdeqError(f"entries come from different protocol versions ({listed}); re-run them")
     ordered = sorted(entries, key=order_key)
     ranked = [e for e in ordered if is_ranked(e)]

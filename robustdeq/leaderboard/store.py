@@ -67,8 +67,9 @@ def read_entry(path: Path) -> dict[str, Any]:
 
 
 def entry_files(folder: Path) -> list[Path]:
-    """The entry files of a protocol folder: ``*.json`` but not hidden files (resumable states)."""
-    return sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
+    """The entry files of a protocol folder: ``*.json`` but not hidden files (resumable states) nor
+    a zoo index (``zoo.json``, written at a leaderboard root such as ``leaderboards/sweeps``)."""
+    return sorted(p for p in folder.glob("*.json") if not p.name.startswith(".") and p.name != "zoo.json")
 
 
 def read_entries(folder: Path) -> list[dict[str, Any]]:
