@@ -1,38 +1,66 @@
-"""The committed reference leaderboard is valid and shows what the README claims of it."""
+"""The committed reference leaderboards are valid, their checkpoints are the ones the entries name,
+and they show what the README claims of them."""
 
 from pathlib import Path
 
 import pytest
 
+from robustdeq.checkpoint import sha256
 from robustdeq.leaderboard import read_entries, table
-from robustdeq.specs import find_protocol, list_defenses
+from robustdeq.specs import find_defense, find_protocol, list_defenses
+from robustdeq.zoo import INDEX, list_models
 
-FOLDER = Path(__file__).resolve().parent.parent / "leaderboards" / "digits-linf"
+ROOT = Path(__file__).resolve().parent.parent / "leaderboards"
+FOLDER = ROOT / "digits-linf"
+
+
+def read(protocol: str) -> dict[str, dict]:  # type: ignore[type-arg]
+    return {e["defense"]: e for e in read_entries(ROOT / protocol)}
 
 
 @pytest.fixture(scope="module")
 def entries() -> dict[str, dict]:  # type: ignore[type-arg]
-    return {e["defense"]: e for e in read_entries(FOLDER)}
+    return read("digits-linf")
 
 
-def test_one_entry_per_reference_defense_under_the_current_protocol(entries: dict) -> None:  # type: ignore[type-arg]
-    assert set(entries) == set(list_defenses())
-    protocol = find_protocol("digits-linf")
-    for entry in entries.values():
-        assert entry["protocol_hash"] == protocol.hash, "re-run `robustdeq bench`: the protocol changed"
-        assert entry["n_examples"] == protocol.n_examples and not entry["provenance"]["reduced_budget"]
-    table(list(entries.values()))  # renders: one protocol version
+@pytest.mark.parametrize("protocol", ["digits-linf", "digits-l2"])
+def test_one_entry_per_reference_defense_under_the_current_protocol(protocol: str) -> None:
+    expected = {d for d in list_defenses() if protocol in (find_defense(d).protocols or ("digits-linf",))}
+    found = read(protocol)
+    assert set(found) == expected
+    spec = find_protocol(protocol)
+    for entry in found.values():
+        assert entry["protocol_hash"] == spec.hash, "re-run `robustdeq bench`: the protocol changed"
+        assert entry["n_examples"] == spec.n_examples and not entry["provenance"]["reduced_budget"]
+        assert len(entry["per_example"]["robust"]) == spec.n_examples
+    table(list(found.values()))  # renders: one protocol version
+
+
+def test_every_entry_ships_the_checkpoint_it_names_and_the_zoo_index_lists_them() -> None:
+    models = list_models(root=ROOT)
+    assert {(m.protocol, m.name) for m in models} >= {("digits-linf", d) for d in read("digits-linf")}
+    for model in models:
+        assert model.file is not None and model.file.is_file(), model.name
+        assert sha256(model.file) == model.sha256, f"{model.name}: checkpoint and entry disagree"
+    index = (ROOT / INDEX).read_text()
+    for model in models:
+        assert model.sha256 in index
 
 
 def test_reference_deqs_are_real_equilibrium_models(entries: dict) -> None:  # type: ignore[type-arg]
     for entry in entries.values():
-        if entry["model_family"] not in ("deq", "lyadeq"):
+        if entry["model_family"] == "lyadeq":  # read out after a fixed budget, attacked by backpropagation
+            assert entry["solver"] is None and "transfer" in entry["attacks"]
+            continue
+        if entry["model_family"] != "deq":
             continue
         # Attacked under every gradient mode, and the doubled-solver check ran.
         assert {"pgd", "pgd@unroll", "pgd@phantom", "pgd@states"} <= set(entry["attacks"])
         assert {"clean-solver-2x", "pgd-solver-2x"} <= set(entry["checks"])
-        if entry["model_family"] == "deq":
-            assert "transfer" in entry["attacks"]  # from the explicit twin
+        assert "transfer" in entry["attacks"]  # from the explicit twin
+        if entry["model_settings"].get("entropy_reduction", {}).get("readout") == "early":
+            assert entry["solver"] is None  # read out after the loop's cell steps: no solve to report
+            continue
         solver = entry["solver"]
         assert solver["settings"]["f_tol"] <= 1e-3 and solver["settings"]["f_stop_mode"] == "rel"
         assert solver["nonconverged_clean"] <= 0.01 and solver["nonconverged_adversarial"] <= 0.01
@@ -51,3 +79,14 @@ def test_adversarial_training_helps_and_autoattack_is_at_least_as_strong_as_pgd(
             assert {"pgd+unroll", "pgd+skip"} <= set(entry["attacks"])
         else:
             assert not entry["flags"]
+
+
+def test_a_zoo_checkpoint_reevaluates_to_its_committed_entry_example_by_example(tmp_path: Path) -> None:
+    """Evaluation of a shipped checkpoint is exact: the cheapest one, under the full protocol."""
+    from typer.testing import CliRunner
+
+    from robustdeq.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", "zoo:digits-linf/cnn-standard", "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "reproduces" in result.output and "exactly" in result.output, result.output
