@@ -53,7 +53,7 @@ def check_trainable(model: nn.Module, dataset: str, n: int = 2) -> None:
     was_training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.enable_grad():
+        with torch.random.fork_rng(devices=[device] if x.is_cuda else []), torch.enable_grad():
             out = model(x)
     except (Exception, SystemExit) as exc:  # a submitted model may raise anything, or call sys.exit
         raise RobustdeqError(f"model check: forward on inputs in [0, 1] raised {type(exc).__name__}: {exc}") from None

@@ -204,6 +204,13 @@ def test_ctrl_c_during_evaluate_says_that_re_running_resumes(
     assert ".cnn-standard.state.json" in out and "resumes" in out
 
 
+def as_in_a_terminal() -> None:
+    """SIGINT handled as in a terminal's foreground job, however the test run was started: a shell
+    script's background job (``pytest ... &``) starts with SIGINT ignored, and its children inherit
+    that, so Ctrl-C would never reach them."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def session_processes(sid: int) -> list[int]:
     """Pids of the live processes of session ``sid`` (from /proc: Linux only)."""
     pids = []
@@ -224,7 +231,9 @@ def test_ctrl_c_during_bench_jobs_2_stops_every_worker_with_one_line(tiny_protoc
         sys.executable, "-m", "robustdeq", "bench", "--defenses", "cnn-standard,deq-pgd-at", "--jobs", "2",
         "--protocol", str(tiny_protocol), "--epochs", "200", "--out", str(tmp_path / "lb"), "--quiet",
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=as_in_a_terminal
+    )
     deadline = time.monotonic() + 300
     while len(session_processes(process.pid)) < 3 and time.monotonic() < deadline:  # the parent and 2 workers
         time.sleep(0.5)
@@ -238,6 +247,34 @@ def test_ctrl_c_during_bench_jobs_2_stops_every_worker_with_one_line(tiny_protoc
     while session_processes(process.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert session_processes(process.pid) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+def test_ctrl_c_after_one_defense_finished_still_stops_bench(tiny_protocol: Path, tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "robustdeq", "bench", "--defenses", "cnn-standard,deq-pgd-at", "--jobs", "2",
+        "--protocol", str(tiny_protocol), "--epochs", "200", "--out", str(tmp_path / "lb"), "--quiet",
+    ]  # fmt: skip
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True, preexec_fn=as_in_a_terminal
+        )
+        deadline = time.monotonic() + 300
+        while "(1/2 done)" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "(1/2 done)" in log.read_text() and process.poll() is None
+        time.sleep(2)
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    lines = log.read_text().strip().splitlines()
+    assert process.returncode == 130, lines
+    assert lines[-1].startswith("error: interrupted"), lines
 
 
 @pytest.mark.parametrize("command", ["leaderboard", "report"])

@@ -44,3 +44,17 @@ def test_paired_difference_is_antisymmetric_and_matches_the_unpaired_one_without
     assert same.estimate == 0 and same.p == 1.0 and same.low <= 0 <= same.high
     win = paired_difference([True] * 60 + [False] * 40, [True] * 30 + [False] * 70)
     assert win.verdict() == "higher" and win.p < 1e-6
+
+
+def test_a_direction_needs_the_interval_and_the_exact_test() -> None:
+    # 4 examples robust only under the first, none only under the second: Newcombe's interval
+    # excludes 0, the exact McNemar p is 0.125.
+    first = [True] * 4 + [True] * 40 + [False] * 56
+    second = [False] * 4 + [True] * 40 + [False] * 56
+    d = paired_difference(first, second)
+    assert d.low > 0 and d.p == pytest.approx(0.125)
+    assert d.verdict() == "inconclusive"
+    from robustdeq.report.claims import INCONCLUSIVE, verdict
+
+    assert verdict("higher", d.low, d.high, 0.05, d.p) == INCONCLUSIVE
+    assert verdict("higher", d.low, d.high, 0.05, 0.01) == "supported"

@@ -58,8 +58,12 @@ class Difference:
     p: float
     paired: bool
 
-    def verdict(self) -> str:
-        """``higher`` / ``lower`` when the interval excludes 0, else ``inconclusive``."""
+    def verdict(self, alpha: float = 0.05) -> str:
+        """``higher`` / ``lower`` when the interval excludes 0 and the test agrees (p < alpha), else
+        ``inconclusive``: Newcombe's interval and the exact test can disagree at the margin, and a
+        direction is claimed only when both show it."""
+        if self.p >= alpha:
+            return "inconclusive"
         if self.low > 0:
             return "higher"
         if self.high < 0:

@@ -32,7 +32,7 @@ from typing import Any
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard.headline import version_key
 from robustdeq.leaderboard.outcomes import unbits
-from robustdeq.leaderboard.ranking import pairable
+from robustdeq.leaderboard.ranking import ALPHA, pairable
 from robustdeq.leaderboard.stats import Difference, paired_difference, unpaired_difference
 
 CLAIMS_FILE = Path(__file__).with_name("claims.toml")
@@ -99,8 +99,12 @@ def load_claims(path: Path = CLAIMS_FILE) -> list[Claim]:
     return claims
 
 
-def verdict(expected: str, low: float, high: float, margin: float) -> str:
-    """The verdict from an interval (low, high) of first - second (for costs: of the ratio - 1)."""
+def verdict(expected: str, low: float, high: float, margin: float, p: float = 0.0) -> str:
+    """The verdict from an interval (low, high) of first - second (for costs: of the ratio - 1).
+    A direction (``higher``, ``lower``) also needs the paired test's p below alpha: Newcombe's
+    interval and the exact McNemar test can disagree at the margin, and then it is inconclusive."""
+    if expected in ("higher", "lower") and p >= ALPHA:
+        return INCONCLUSIVE
     if expected == "higher":
         return SUPPORTED if low > 0 else CONTRADICTED if high < 0 else INCONCLUSIVE
     if expected == "lower":
@@ -135,7 +139,7 @@ def assess(claim: Claim, entries: dict[str, dict[str, Any]]) -> Finding:
         d = accuracy_difference(first, second, claim.measure)
         note = "paired, exact McNemar" if d.paired else "unpaired (no per-example outcomes): two-proportion test"
         return Finding(
-            claim, verdict(claim.expected, d.low, d.high, claim.margin), first[field], second[field], d, note=note
+            claim, verdict(claim.expected, d.low, d.high, claim.margin, d.p), first[field], second[field], d, note=note
         )
     a, b = cost(first, claim.measure), cost(second, claim.measure)
     if a is None or b is None or b <= 0:
