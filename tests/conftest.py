@@ -97,3 +97,22 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.skip("../shared/data (MNIST) is not beside this checkout")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def weights() -> dict[str, torch.Tensor]:
+    """The weights of a small trained reference DEQ (3 epochs on 600 digits), trained once for the
+    suites that build broken variants of it (tests/test_broken_models.py, tests/test_honesty.py)."""
+    from robustdeq.data import load
+    from robustdeq.deq import SolverSpec
+    from robustdeq.specs import DefenseSpec, ModelSpec, TrainSpec
+    from robustdeq.threat import ThreatModel
+    from robustdeq.training import train_model
+
+    torch.manual_seed(0)
+    spec = DefenseSpec(
+        id="deq", name="deq", model=ModelSpec("deq", {}), solver=SolverSpec(),
+        train=TrainSpec(epochs=3, lr=3e-3, train_subset=600),
+    )  # fmt: skip
+    model = train_model(spec, "digits", load("digits", "train"), ThreatModel("Linf", 0.2)).model
+    return {k: v.clone() for k, v in model.state_dict().items()}

@@ -11,9 +11,7 @@ from robustdeq.data import Split, load
 from robustdeq.deq import SolverSpec
 from robustdeq.evaluation import evaluate
 from robustdeq.models.deq import DEQClassifier
-from robustdeq.specs import DefenseSpec, ModelSpec, TrainSpec, load_protocol
-from robustdeq.threat import ThreatModel
-from robustdeq.training import train_model
+from robustdeq.specs import load_protocol
 
 PROTOCOL = """
 id = "broken-models"
@@ -74,17 +72,6 @@ class Probabilities(DEQClassifier):
 class Quantised(DEQClassifier):
     def forward(self, x: Tensor, z_init: Tensor | None = None) -> Tensor:
         return super().forward(torch.round(x * 4) / 4, z_init)  # round: zero gradient everywhere
-
-
-@pytest.fixture(scope="module")
-def weights() -> dict[str, Tensor]:
-    torch.manual_seed(0)
-    spec = DefenseSpec(
-        id="deq", name="deq", model=ModelSpec("deq", {}), solver=SolverSpec(),
-        train=TrainSpec(epochs=3, lr=3e-3, train_subset=600),
-    )  # fmt: skip
-    model = train_model(spec, "digits", load("digits", "train"), ThreatModel("Linf", 0.2)).model
-    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 @pytest.fixture(scope="module")

@@ -94,17 +94,6 @@ def pgd(steps: int = 10, step: float = 0.05, restarts: int = 1, modes: tuple[str
     return PGD.format(steps=steps, step=step, restarts=restarts, modes=str(list(modes)).replace("'", '"'))
 
 
-@pytest.fixture(scope="module")
-def weights() -> dict[str, Tensor]:
-    torch.manual_seed(0)
-    spec = DefenseSpec(
-        id="deq", name="deq", model=ModelSpec("deq", {}), solver=SolverSpec(),
-        train=TrainSpec(epochs=3, lr=3e-3, train_subset=600),
-    )  # fmt: skip
-    model = train_model(spec, "digits", load("digits", "train"), ThreatModel("Linf", 0.2)).model
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
 def build(cls: type[DEQClassifier], weights: dict[str, Tensor], solver: SolverSpec | None = None) -> DEQClassifier:
     model = cls((1, 8, 8), 10, solver or SolverSpec())
     model.load_state_dict(weights)

@@ -211,6 +211,14 @@ def as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def long_bench(protocol: Path, tmp_path: Path) -> list[str]:
+    """``bench --jobs 2`` of a quick defense beside one that trains for minutes."""
+    return [
+        sys.executable, "-m", "robustdeq", "bench", "--defenses", "cnn-standard,deq-pgd-at", "--jobs", "2",
+        "--protocol", str(protocol), "--epochs", "200", "--out", str(tmp_path / "lb"), "--quiet",
+    ]  # fmt: skip
+
+
 def session_processes(sid: int) -> list[int]:
     """Pids of the live processes of session ``sid`` (from /proc: Linux only)."""
     pids = []
@@ -227,10 +235,7 @@ def session_processes(sid: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
 def test_ctrl_c_during_bench_jobs_2_stops_every_worker_with_one_line(tiny_protocol: Path, tmp_path: Path) -> None:
-    command = [
-        sys.executable, "-m", "robustdeq", "bench", "--defenses", "cnn-standard,deq-pgd-at", "--jobs", "2",
-        "--protocol", str(tiny_protocol), "--epochs", "200", "--out", str(tmp_path / "lb"), "--quiet",
-    ]  # fmt: skip
+    command = long_bench(tiny_protocol, tmp_path)
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=as_in_a_terminal
     )
@@ -252,10 +257,7 @@ def test_ctrl_c_during_bench_jobs_2_stops_every_worker_with_one_line(tiny_protoc
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
 def test_ctrl_c_after_one_defense_finished_still_stops_bench(tiny_protocol: Path, tmp_path: Path) -> None:
-    command = [
-        sys.executable, "-m", "robustdeq", "bench", "--defenses", "cnn-standard,deq-pgd-at", "--jobs", "2",
-        "--protocol", str(tiny_protocol), "--epochs", "200", "--out", str(tmp_path / "lb"), "--quiet",
-    ]  # fmt: skip
+    command = long_bench(tiny_protocol, tmp_path)
     log = tmp_path / "stderr.txt"
     with log.open("wb") as sink:
         process = subprocess.Popen(
