@@ -88,17 +88,19 @@ class LyapunovFunction(nn.Module):
 
     def forward(self, s: Tensor, origin: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """V(s) (B,) (``origin``: :meth:`origin`, else computed here)."""
-        g0, dg0 = self.origin(s) if origin is None else origin
-        flat = s.flatten(1)
-        return self.icnn(s) - g0 - (dg0.flatten(1) * flat).sum(1) + self.eps * flat.pow(2).sum(1)
+        return self._value(self.icnn(s), s, self.origin(s) if origin is None else origin)
 
     def value_and_grad(self, s: Tensor, origin: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """V(s) (B,) and grad V(s) (B, C, H, W), in closed form."""
-        g0, dg0 = self.origin(s) if origin is None else origin
+        origin = self.origin(s) if origin is None else origin
         g, dg = self.icnn.value_and_grad(s)
+        return self._value(g, s, origin), dg - origin[1] + 2 * self.eps * s
+
+    def _value(self, g: Tensor, s: Tensor, origin: tuple[Tensor, Tensor]) -> Tensor:
+        """V(s) = g(s) - g(0) - grad g(0) . s + eps |s|^2, from g(s)."""
+        g0, dg0 = origin
         flat = s.flatten(1)
-        value = g - g0 - (dg0.flatten(1) * flat).sum(1) + self.eps * flat.pow(2).sum(1)
-        return value, dg - dg0 + 2 * self.eps * s
+        return g - g0 - (dg0.flatten(1) * flat).sum(1) + self.eps * flat.pow(2).sum(1)
 
 
 class OrthogonalHead(nn.Module):
