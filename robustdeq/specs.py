@@ -274,9 +274,10 @@ def parse_defense(data: dict[str, Any], defense: str, folder: Path | None, where
     if checkpoint is None:
         from robustdeq.training import RECIPES  # imported here: training needs torch, specs do not
 
-        if recipe not in RECIPES.names():
-            known = ", ".join(sorted(RECIPES.names()))
-            raise RobustdeqError(f"{manifest} [train]: unknown recipe {recipe!r} (known: {known})")
+        try:
+            RECIPES.get(recipe)  # the registry's own error names the known recipes
+        except RobustdeqError as exc:
+            raise RobustdeqError(f"{manifest} [train]: {exc}") from None
     has_settings = checkpoint is None and recipe in train_table.data
     recipe_settings = train_table.table(recipe).data if has_settings else {}
     train = TrainSpec(

@@ -348,5 +348,5 @@ def test_a_misspelt_recipe_is_named_as_such(tmp_path: Path) -> None:
     for name in ("defense.toml", "model.py"):
         (folder / name).write_text((example / name).read_text().replace('recipe = "pgd_at"', 'recipe = "pgd-at"'))
     code, out = run("train", str(folder), "--out", str(tmp_path / "runs"))
-    one_line_error(code, out, "unknown recipe 'pgd-at' (known: ")
+    one_line_error(code, out, "unknown training recipe 'pgd-at' (known: ")
     assert "pgd_at" in out and not (tmp_path / "runs").exists()
