@@ -45,7 +45,9 @@ from robustdeq.deq import equilibria
 from robustdeq.evaluation.attacks import PGD, Attack, AutoAttackSuite, Square
 from robustdeq.evaluation.view import AttackView
 from robustdeq.pipeline import load_trained
-from robustdeq.specs import ATTACKS_DIR, DEFENSES_DIR, find_protocol, load_defense
+from robustdeq.records.defense import load_defense
+from robustdeq.records.paths import ATTACKS_DIR, DEFENSES_DIR
+from robustdeq.records.protocol import find_protocol
 from robustdeq.training import train_model
 
 GOAL = 1.5  # warm wall time / explicit floor wall time, per attack

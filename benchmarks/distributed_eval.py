@@ -62,7 +62,7 @@ def worker(checkpoint: Path, protocol_name: str, batch_size: int, out: Path) -> 
     from robustdeq.evaluation.state import EvalState
     from robustdeq.pipeline import Budget, evaluate_and_write, load_splits, load_trained
     from robustdeq.progress import Progress
-    from robustdeq.specs import find_protocol
+    from robustdeq.records.protocol import find_protocol
 
     distributed.init()
     started: dict[str, float] = {}
@@ -126,7 +126,7 @@ def main() -> None:
         return
 
     from robustdeq.checkpoint import read_meta
-    from robustdeq.specs import find_protocol
+    from robustdeq.records.protocol import find_protocol
 
     protocol = find_protocol(args.protocol)
     scratch = Path(tempfile.mkdtemp(prefix="distributed-eval-"))

@@ -24,7 +24,9 @@ import torch.nn.functional as F
 
 from robustdeq.data import load
 from robustdeq.evaluation import evaluate
-from robustdeq.specs import ATTACKS_DIR, DEFENSES_DIR, find_protocol, load_defense
+from robustdeq.records.defense import load_defense
+from robustdeq.records.paths import ATTACKS_DIR, DEFENSES_DIR
+from robustdeq.records.protocol import find_protocol
 from robustdeq.threat import pgd
 from robustdeq.training import train_model
 from robustdeq.training.jiio import JIIO

@@ -34,13 +34,14 @@ import torch
 from torch import Tensor
 
 from robustdeq.data import load
-from robustdeq.leaderboard.outcomes import unbits
 from robustdeq.leaderboard.stats import paired_difference, unpaired_difference, wilson
-from robustdeq.leaderboard.store import read_entry
 from robustdeq.models.lyadeq import LyaDEQClassifier
 from robustdeq.pipeline import Budget, load_trained, run_defenses
 from robustdeq.progress import Progress
-from robustdeq.specs import find_protocol, load_defense
+from robustdeq.records.defense import load_defense
+from robustdeq.records.outcomes import unbits
+from robustdeq.records.protocol import find_protocol
+from robustdeq.records.store import read_entry
 from robustdeq.threat import pgd
 from robustdeq.training import build_model
 

@@ -38,9 +38,11 @@ from robustdeq.evaluation.attacks import PGD
 from robustdeq.evaluation.runner import select_subset
 from robustdeq.evaluation.view import AttackView
 from robustdeq.leaderboard import read_entries
-from robustdeq.leaderboard.outcomes import LETTERS, NOT_BROKEN, decode_indices, unbits
 from robustdeq.pipeline import load_trained
-from robustdeq.specs import DEFENSES_DIR, ProtocolSpec, find_protocol, list_defenses, load_defense
+from robustdeq.records.defense import list_defenses, load_defense
+from robustdeq.records.outcomes import LETTERS, NOT_BROKEN, decode_indices, unbits
+from robustdeq.records.paths import DEFENSES_DIR
+from robustdeq.records.protocol import ProtocolSpec, find_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 

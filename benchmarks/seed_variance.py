@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from robustdeq.leaderboard.stats import wilson
-from robustdeq.specs import DefenseSpec
+from robustdeq.records.defense import DefenseSpec
 
 RESULTS = Path(__file__).parent / "results"
 ACCURACIES = ("clean_accuracy", "robust_accuracy")
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     # The heavy imports only once there is something to run (--help stays instant).
     from robustdeq.pipeline import run_defenses
     from robustdeq.progress import Progress
-    from robustdeq.specs import find_defense, find_protocol
+    from robustdeq.records.defense import find_defense
+    from robustdeq.records.protocol import find_protocol
 
     protocol = find_protocol(args.protocol)
     defenses = [find_defense(name) for name in args.defenses.split(",") if name]

@@ -30,9 +30,11 @@ from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation.runner import EvalResult
 from robustdeq.evaluation.runner import evaluate as run_protocol
-from robustdeq.leaderboard.store import write_entry
 from robustdeq.progress import Progress
-from robustdeq.specs import ID_PATTERN, DefenseSpec, ModelSpec, ProtocolSpec, TrainSpec, find_protocol
+from robustdeq.records.defense import DefenseSpec, ModelSpec, TrainSpec
+from robustdeq.records.paths import ID_PATTERN
+from robustdeq.records.protocol import ProtocolSpec, find_protocol
+from robustdeq.records.store import write_entry
 from robustdeq.validate import check_model
 from robustdeq.zoo import ZooModel
 
@@ -71,7 +73,7 @@ class Entry:
 
     @property
     def per_example(self) -> dict[str, Any]:
-        """Compact per-example outcomes (:mod:`robustdeq.leaderboard.outcomes`)."""
+        """Compact per-example outcomes (:mod:`robustdeq.records.outcomes`)."""
         outcomes: dict[str, Any] = self.data["per_example"]
         return outcomes
 

@@ -23,29 +23,13 @@ from torch import nn
 
 from robustdeq.device import of as device_of
 from robustdeq.errors import RobustdeqError
-from robustdeq.leaderboard.schema import ENTRY_SCHEMA, DictOf, MayBeAbsent, Optional, validate
-from robustdeq.leaderboard.store import umask
-from robustdeq.specs import ID_PATTERN
+from robustdeq.records.entry import CheckpointMeta
+from robustdeq.records.parse import parse
+from robustdeq.records.paths import ID_PATTERN
+from robustdeq.records.store import umask
 
 FORMAT = "robustdeq-checkpoint/1"
 FILENAME = "model.safetensors"  # the file inside a `robustdeq train` folder
-
-# What ``meta`` holds (:func:`robustdeq.pipeline.checkpoint_meta`); checked on every read, so a
-# damaged or hand-edited checkpoint is a one-line error rather than a traceback mid-evaluation.
-META_SCHEMA: dict[str, Any] = {
-    "defense": str,
-    "manifest": str,
-    "dataset": str,
-    "protocol": str,
-    "training": ENTRY_SCHEMA["provenance"]["training"].inner,
-    "defense_path": MayBeAbsent(Optional(str)),
-    "files": MayBeAbsent(Optional(DictOf(str))),
-    "train_seconds": MayBeAbsent(Optional(float)),
-    "federated": MayBeAbsent(Optional(ENTRY_SCHEMA["federated"].inner)),
-    "robustdeq_version": MayBeAbsent(Optional(str)),
-    "git_commit": MayBeAbsent(Optional(str)),
-    "command": MayBeAbsent(Optional(str)),
-}
 
 
 def sha256(path: Path) -> str:
@@ -101,7 +85,7 @@ def read_meta(path: Path) -> dict[str, Any]:
     missing = [key for key in ("defense", "manifest", "dataset", "protocol", "training") if key not in meta]
     if missing:
         raise RobustdeqError(f"{file}: its robustdeq metadata lacks {', '.join(missing)}")
-    validate(meta, META_SCHEMA, f"{file}: metadata key meta")
+    parse(CheckpointMeta, meta, f"{file}: metadata key meta", style="json")
     for key in ("defense", "protocol"):  # both become file names
         if not ID_PATTERN.fullmatch(meta[key]):
             raise RobustdeqError(f"{file}: its metadata names {key} {meta[key]!r}, not a plain lowercase name")

@@ -1,6 +1,6 @@
 """``docs/fidelity.md``: every reference defense's record of its paper, rendered from the manifests.
 
-Each reference defense's manifest carries a ``[fidelity]`` table (:class:`robustdeq.specs.Fidelity`):
+Each reference defense's manifest carries a ``[fidelity]`` table (:class:`robustdeq.records.defense.Fidelity`):
 the paper, what it did (data, architecture, training, evaluation, reported numbers), the ways the
 entry departs from it and why, and the paper's own evaluation when robustdeq runs it beside the
 protocol's. ``robustdeq fidelity`` writes the page; a test keeps the committed page in step.
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robustdeq.specs import DEFENSES_DIR, DefenseSpec, find_defense, list_defenses, repo_folder
+from robustdeq.records.defense import DefenseSpec, find_defense, list_defenses
+from robustdeq.records.paths import DEFENSES_DIR, repo_folder
 
 PAGE_PATH = repo_folder("docs") / "fidelity.md"
 
@@ -64,14 +65,14 @@ def _section(defense: DefenseSpec) -> list[str]:
     else:
         lines += ["", "No deviations."]
     for evaluation in f.paper_evaluation:
-        lines += ["", f"As the paper evaluated (`{evaluation.key.removeprefix('paper:')}`, outside the worst case): "
+        lines += ["", f"As the paper evaluated (`{evaluation.label}`, outside the worst case): "
                   f"{evaluation.description}."]  # fmt: skip
     lines.append("")
     return lines
 
 
 def write_page(path: Path, root: Path = DEFENSES_DIR) -> Path:
-    from robustdeq.leaderboard.store import atomic_write_text
+    from robustdeq.records.store import atomic_write_text
 
     atomic_write_text(path, render_page(root))
     return path

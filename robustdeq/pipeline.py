@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-import robustdeq
 from robustdeq import distributed
 from robustdeq.checkpoint import load_weights, read_meta, resolve_file, save_checkpoint, sha256
 from robustdeq.data import Split, load
@@ -41,13 +40,14 @@ from robustdeq.evaluation import EvalResult, evaluate
 from robustdeq.evaluation.runner import select_subset
 from robustdeq.evaluation.view import attack_model
 from robustdeq.leaderboard import read_entries, render, write_entry
-from robustdeq.leaderboard.outcomes import encode_outcomes
-from robustdeq.leaderboard.schema import SCHEMA_VERSION
-from robustdeq.leaderboard.store import atomic_write_text, copy_atomically, entry_path, read_entry
 from robustdeq.progress import Progress
-from robustdeq.specs import MANIFEST, DefenseSpec, ProtocolSpec, parse_defense
+from robustdeq.records.defense import MANIFEST, DefenseSpec, parse_defense
+from robustdeq.records.entry import SCHEMA_VERSION
+from robustdeq.records.protocol import ProtocolSpec
+from robustdeq.records.store import atomic_write_text, copy_atomically, entry_path, read_entry
 from robustdeq.threat import ThreatModel, pgd
 from robustdeq.training import TrainResult, build_model, train_model
+from robustdeq.version import __version__
 from robustdeq.zoo import write_index
 
 
@@ -202,6 +202,11 @@ def train_defense(
     every round."""
     target = resolve_device(device)
     spec = defense.train
+    if spec.checkpoint is not None:  # a submission that ships trained weights: nothing is trained
+        model = load_weights(
+            build_model(defense, protocol.dataset, target), (defense.path or Path(".")) / spec.checkpoint
+        )
+        return TrainResult(model, 0.0, {"checkpoint": spec.checkpoint}, float("nan"), 0, 0), spec.to_dict()
     if budget.epochs is not None:
         spec = dataclasses.replace(spec, epochs=budget.epochs)
     if budget.train_subset is not None:
@@ -231,7 +236,7 @@ def checkpoint_meta(
         "training": record,
         "train_seconds": seconds,
         "federated": federated,
-        "robustdeq_version": robustdeq.__version__,
+        "robustdeq_version": __version__,
         "git_commit": git_commit(),
         "command": command_line(),
     }
@@ -340,7 +345,7 @@ def make_entry(
     checkpoint: dict[str, Any] | None = None,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """The leaderboard entry (see ``robustdeq.leaderboard.schema``) for one evaluation of ``trained``;
+    """The leaderboard entry (see :class:`robustdeq.records.entry.EntryRecord`) for one evaluation of ``trained``;
     ``checkpoint`` is the entry's checkpoint record (file, url, sha256), ``command`` what ran it
     (default: this process's command line)."""
     model = trained.model
@@ -392,7 +397,7 @@ def make_entry(
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "forward_cost": result.forward_cost,
         "solver": solver,
-        "per_example": encode_outcomes(result),
+        "per_example": result.outcomes(),
         "fidelity": defense.fidelity.to_dict() if defense.fidelity is not None else None,
         "paper_evaluation": [
             {
@@ -404,7 +409,7 @@ def make_entry(
             for label, (accuracy, settings) in result.paper_evaluation.items()
         ],
         "provenance": {
-            "robustdeq_version": robustdeq.__version__,
+            "robustdeq_version": __version__,
             "torch_version": torch.__version__,
             "python_version": sys.version.split()[0],
             "git_commit": git_commit(),
@@ -456,7 +461,7 @@ def evaluate_and_write(
     state_path.parent.mkdir(parents=True, exist_ok=True)
     if budget.eps_sweep is not None:
         protocol = dataclasses.replace(protocol, eps_sweep=budget.eps_sweep)
-    paper = defense.fidelity.paper_evaluation if defense.fidelity is not None else ()
+    paper = defense.fidelity.paper_attacks() if defense.fidelity is not None else ()
     fresh = rebuilder(defense, trained)
     args = (budget.n_examples, progress, state_path, budget.batch_size, paper, fresh)
     result = evaluate(trained.model, protocol, test, *args)

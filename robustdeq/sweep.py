@@ -14,7 +14,8 @@ from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.pipeline import Budget, load_splits, refuse_replacing, run_defense
 from robustdeq.progress import Progress
-from robustdeq.specs import DefenseSpec, ModelSpec, ProtocolSpec
+from robustdeq.records.defense import DefenseSpec, ModelSpec
+from robustdeq.records.protocol import ProtocolSpec
 from robustdeq.training import build_model
 
 # CLI knob -> model setting, and the short tag it gets in entry ids.

@@ -1,58 +1,17 @@
-"""Threat models: the perturbation ball, projection onto it, and verification of adversarial examples."""
+"""Attacks inside training: PGD and the steepest-ascent direction of a threat model's norm.
+
+The threat model itself (the ball, projection, verification) is a record:
+:class:`robustdeq.records.threat.ThreatModel`, re-exported here.
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustdeq.device import CPU
-from robustdeq.errors import RobustdeqError
-
-NORMS = ("Linf", "L2")
-
-# Slack for float32 round-off when checking |delta| <= eps.
-VERIFY_ATOL = 1e-5
-
-
-@dataclass(frozen=True)
-class ThreatModel:
-    """An ``norm`` ball of radius ``eps`` around each input, intersected with the box [0, 1]."""
-
-    norm: str
-    eps: float
-
-    def __post_init__(self) -> None:
-        if self.norm not in NORMS:
-            raise RobustdeqError(f"threat model: norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if not self.eps > 0:
-            raise RobustdeqError(f"threat model: eps must be positive, got {self.eps}")
-
-    def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
-        """Per-example distance (B,) in this norm."""
-        delta = (x_adv - x).flatten(1)
-        return delta.abs().amax(1) if self.norm == "Linf" else delta.norm(dim=1)
-
-    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
-        """Nearest point of the ball (Linf) or radial shrink (L2), then clip to [0, 1]."""
-        delta = x_adv - x
-        if self.norm == "Linf":
-            delta = delta.clamp(-self.eps, self.eps)
-        else:
-            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-            factor = (self.eps / norms).clamp(max=1.0)
-            delta = delta * factor.view(-1, *([1] * (delta.dim() - 1)))
-        return (x + delta).clamp(0.0, 1.0)
-
-    def verify(self, x_adv: Tensor, x: Tensor) -> Tensor:
-        """Bool (B,): finite, inside [0, 1] and within eps (+ float slack) of ``x``."""
-        flat = x_adv.flatten(1)
-        finite = torch.isfinite(flat).all(1)
-        in_box = (flat >= 0.0).all(1) & (flat <= 1.0).all(1)
-        within = self.distance(torch.nan_to_num(x_adv), x) <= self.eps + VERIFY_ATOL
-        return finite & in_box & within
+from robustdeq.records.threat import ThreatModel as ThreatModel
 
 
 def steepest_direction(grad: Tensor, norm: str) -> Tensor:

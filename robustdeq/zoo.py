@@ -25,8 +25,8 @@ from typing import Any
 
 from robustdeq.checkpoint import sha256
 from robustdeq.errors import RobustdeqError
-from robustdeq.leaderboard.store import atomic_write_bytes, atomic_write_text, protocol_folders, read_entries
-from robustdeq.specs import repo_folder
+from robustdeq.records.paths import repo_folder
+from robustdeq.records.store import atomic_write_bytes, atomic_write_text, protocol_folders, read_entries
 
 LEADERBOARDS_DIR = repo_folder("leaderboards")
 INDEX = "zoo.json"

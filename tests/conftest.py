@@ -105,7 +105,7 @@ def weights() -> dict[str, torch.Tensor]:
     suites that build broken variants of it (tests/test_broken_models.py, tests/test_honesty.py)."""
     from robustdeq.data import load
     from robustdeq.deq import SolverSpec
-    from robustdeq.specs import DefenseSpec, ModelSpec, TrainSpec
+    from robustdeq.records.defense import DefenseSpec, ModelSpec, TrainSpec
     from robustdeq.threat import ThreatModel
     from robustdeq.training import train_model
 

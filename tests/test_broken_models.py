@@ -11,7 +11,7 @@ from robustdeq.data import Split, load
 from robustdeq.deq import SolverSpec
 from robustdeq.evaluation import evaluate
 from robustdeq.models.deq import DEQClassifier
-from robustdeq.specs import load_protocol
+from robustdeq.records.protocol import load_protocol
 
 PROTOCOL = """
 id = "broken-models"

@@ -9,6 +9,7 @@ import pytest
 
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard import write_entry
+from robustdeq.records.defense import list_defenses
 from robustdeq.report import write_report
 from robustdeq.report.claims import (
     CONTRADICTED,
@@ -21,7 +22,6 @@ from robustdeq.report.claims import (
     assess,
     load_claims,
 )
-from robustdeq.specs import list_defenses
 from tests.test_site import v1, v2
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from robustdeq.checkpoint import sha256
 from robustdeq.leaderboard import read_entries, table
-from robustdeq.specs import find_defense, find_protocol, list_defenses
+from robustdeq.records.defense import find_defense, list_defenses
+from robustdeq.records.protocol import find_protocol
 from robustdeq.zoo import INDEX, list_models
 
 ROOT = Path(__file__).resolve().parent.parent / "leaderboards"

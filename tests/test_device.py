@@ -22,7 +22,8 @@ from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation import evaluate
 from robustdeq.models import MODELS, create_model
 from robustdeq.pipeline import Budget, TrainedModel, load_splits, make_entry, train_defense
-from robustdeq.specs import DefenseSpec, ModelSpec, TrainSpec, find_defense, load_protocol
+from robustdeq.records.defense import DefenseSpec, ModelSpec, TrainSpec, find_defense
+from robustdeq.records.protocol import load_protocol
 
 EVERY_ATTACK = """
 id = "device-digits"

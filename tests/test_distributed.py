@@ -16,7 +16,7 @@ from robustdeq.cli import app
 from robustdeq.evaluation.runner import select_subset
 from robustdeq.evaluation.state import EvalState, evaluation_key
 from robustdeq.pipeline import load_splits, load_trained
-from robustdeq.specs import load_protocol
+from robustdeq.records.protocol import load_protocol
 from robustdeq.training.recipes import BatchNoise
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 from robustdeq import distributed
 from robustdeq.data import load
-from robustdeq.specs import find_defense
+from robustdeq.records.defense import find_defense
 from robustdeq.threat import ThreatModel
 from robustdeq.training import train_model
 

@@ -14,14 +14,14 @@ from robustdeq.deq import equilibria
 from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation import evaluate
 from robustdeq.evaluation.attacks import AutoAttackSuite
-from robustdeq.leaderboard.schema import validate_entry
 from robustdeq.models.entropy import EntropyReduced, EntropySettings, entropy
 from robustdeq.pipeline import Budget, TrainedModel, make_entry
-from robustdeq.specs import DefenseSpec, find_defense, find_protocol, load_protocol
+from robustdeq.records.defense import DefenseSpec, find_defense
+from robustdeq.records.entry import validate_entry
+from robustdeq.records.protocol import find_protocol, load_protocol
 from robustdeq.threat import ThreatModel, pgd
-from robustdeq.training import build_model, train_model
+from robustdeq.training import build_model, train_model, training_recipe
 from robustdeq.training.recipes import BatchNoise
-from robustdeq.training.trainer import make_recipe
 
 PROTOCOL = find_protocol("digits-linf")
 THREAT = ThreatModel("Linf", 0.2)
@@ -79,7 +79,7 @@ def looped(data: tuple[Any, Any]) -> nn.Module:
 def test_random_intermediate_states_vary_within_the_range(data: tuple[Any, Any]) -> None:
     defense = find_defense("deq-ris-pgd-at")
     train = dataclasses.replace(defense.train, recipe_settings={"base": "standard", "min_steps": 3, "max_steps": 6})
-    recipe = make_recipe(train, THREAT, "test")
+    recipe = training_recipe(train, THREAT, "test")
     torch.manual_seed(0)
     model = build_model(defense, "digits").train()
     layer = equilibria(model)[0]
@@ -207,7 +207,7 @@ def _recorded_forwards(model: nn.Module) -> list[tuple[bool, int | None, str]]:
 
 def test_paper_random_states_draw_a_budget_per_forward_also_inside_the_inner_attack(data: tuple[Any, Any]) -> None:
     defense = find_defense("deq-ris-pgd-at")  # the paper's settings: draw per forward, inner attack on the states
-    recipe = make_recipe(defense.train, THREAT, "test")
+    recipe = training_recipe(defense.train, THREAT, "test")
     torch.manual_seed(0)
     model = build_model(defense, "digits").train()
     seen = _recorded_forwards(model)
@@ -225,7 +225,7 @@ def test_paper_random_states_draw_a_budget_per_forward_also_inside_the_inner_att
     batchwise = dataclasses.replace(
         defense.train, recipe_settings={**defense.train.recipe_settings, "draw": "batch", "attack": "full"}
     )
-    recipe = make_recipe(batchwise, THREAT, "test")
+    recipe = training_recipe(batchwise, THREAT, "test")
     seen.clear()
     recipe.loss(model, x[:32], y[:32], BatchNoise(generator, 32)).backward()
     assert [budget for training, budget, _ in seen if not training] == [None] * steps

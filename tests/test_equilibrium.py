@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from robustdeq.data import load
 from robustdeq.deq import Equilibrium, SolverSpec, grad_mode, regularisation
 from robustdeq.models import create_model
-from robustdeq.specs import DefenseSpec, ModelSpec, TrainSpec
+from robustdeq.records.defense import DefenseSpec, ModelSpec, TrainSpec
 from robustdeq.threat import ThreatModel
 from robustdeq.training import train_model
 

@@ -1,18 +1,19 @@
 """The protocol runner: worst case over attacks, verification, and the zero-gradient check."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from robustdeq.config import Table
 from robustdeq.data import load
 from robustdeq.deq import SolverSpec
 from robustdeq.evaluation import ATTACKS, Attack, evaluate
 from robustdeq.evaluation.runner import zero_gradient_fraction
 from robustdeq.models.deq import DEQClassifier
-from robustdeq.specs import DefenseSpec, ModelSpec, TrainSpec, load_protocol
+from robustdeq.records.defense import DefenseSpec, ModelSpec, TrainSpec
+from robustdeq.records.protocol import load_protocol
 from robustdeq.threat import ThreatModel
 from robustdeq.training import train_model
 
@@ -36,7 +37,7 @@ class OutOfBall(Attack):
 
 
 @ATTACKS.register("test-out-of-ball")
-def _make(threat: ThreatModel, table: Table, seed: int, batch_size: int) -> Attack:
+def _make(threat: ThreatModel, settings: dict[str, Any], seed: int, batch_size: int, where: str) -> Attack:
     return OutOfBall(threat, seed, batch_size)
 
 
@@ -148,7 +149,7 @@ def test_evaluation_leaves_the_model_untouched(tiny_protocol: Path) -> None:
 
 
 def test_a_papers_own_evaluation_runs_beside_the_protocol_outside_the_worst_case(tiny_protocol: Path) -> None:
-    from robustdeq.specs import AttackSpec
+    from robustdeq.records.protocol import AttackSpec
 
     torch.manual_seed(0)
     model = trained("deq", epochs=2)

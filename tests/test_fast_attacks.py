@@ -16,7 +16,7 @@ from robustdeq.evaluation import evaluate
 from robustdeq.evaluation.attacks import AutoAttackSuite
 from robustdeq.evaluation.view import AttackView
 from robustdeq.models import create_model
-from robustdeq.specs import load_protocol
+from robustdeq.records.protocol import load_protocol
 from robustdeq.threat import ThreatModel
 
 THREAT = ThreatModel("Linf", 0.2)

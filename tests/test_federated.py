@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 import torch
 
-from robustdeq.config import Table
 from robustdeq.data import load
 from robustdeq.deq import equilibria
 from robustdeq.errors import RobustdeqError
-from robustdeq.leaderboard.schema import validate_entry
-from robustdeq.specs import DefenseSpec, find_defense, find_protocol
+from robustdeq.records.defense import DefenseSpec, find_defense
+from robustdeq.records.entry import validate_entry
+from robustdeq.records.protocol import find_protocol
 from robustdeq.threat import ThreatModel
 from robustdeq.training import RECIPES, train_model
 from robustdeq.training.federated import fuse, fusion_weights, partition
@@ -120,13 +120,13 @@ def test_manifest_errors_are_one_line() -> None:
     threat = ThreatModel("Linf", 0.2)
     make = RECIPES.get("federated")
     with pytest.raises(RobustdeqError, match="one budget per client"):
-        make(Table({"clients": 3, "client_max_iter": [10, 5]}, "t"), threat)
+        make({"clients": 3, "client_max_iter": [10, 5]}, threat, "t")
     with pytest.raises(RobustdeqError, match="validation_fraction > 0"):
-        make(Table({"fusion": "quality", "validation_fraction": 0.0}, "t"), threat)
+        make({"fusion": "quality", "validation_fraction": 0.0}, threat, "t")
     with pytest.raises(RobustdeqError, match="partition"):
-        make(Table({"partition": "dirichlet"}, "t"), threat)
+        make({"partition": "dirichlet"}, threat, "t")
     with pytest.raises(RobustdeqError, match="unknown field"):
-        make(Table({"local_recipe": "pgd_at", "pgd_at": {"stepz": 3}}, "t"), threat)
+        make({"local_recipe": "pgd_at", "pgd_at": {"stepz": 3}}, threat, "t")
 
 
 def test_entry_schema_takes_the_federated_record(tmp_path: Any) -> None:

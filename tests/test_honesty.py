@@ -20,10 +20,11 @@ from robustdeq.deq import SolverSpec, equilibria
 from robustdeq.evaluation import evaluate
 from robustdeq.evaluation import view as view_module
 from robustdeq.evaluation.attacks import AUTOATTACK_FLAGS
-from robustdeq.evaluation.flags import FLAGS, kind, overestimates, status
 from robustdeq.evaluation.runner import EvalResult
 from robustdeq.models.deq import DEQClassifier
-from robustdeq.specs import DefenseSpec, ModelSpec, TrainSpec, load_protocol
+from robustdeq.records.defense import DefenseSpec, ModelSpec, TrainSpec
+from robustdeq.records.flags import FLAGS, kind, overestimates, status
+from robustdeq.records.protocol import load_protocol
 from robustdeq.threat import ThreatModel
 from robustdeq.training import train_model
 

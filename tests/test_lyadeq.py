@@ -14,7 +14,7 @@ from robustdeq.models import create_model
 from robustdeq.models.lyadeq import LyaDEQClassifier
 from robustdeq.models.lyadeq_residual import LyaDEQResidual
 from robustdeq.models.lyapunov import LyapunovFunction
-from robustdeq.specs import DefenseSpec, ModelSpec, TrainSpec
+from robustdeq.records.defense import DefenseSpec, ModelSpec, TrainSpec
 from robustdeq.threat import ThreatModel
 from robustdeq.training import train_model
 

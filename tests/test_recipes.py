@@ -7,11 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustdeq.config import Table
 from robustdeq.data import load
 from robustdeq.deq import SolverSpec
 from robustdeq.models import create_model
-from robustdeq.specs import DefenseSpec, ModelSpec, TrainSpec
+from robustdeq.records.defense import DefenseSpec, ModelSpec, TrainSpec
 from robustdeq.threat import ThreatModel, pgd
 from robustdeq.training import RECIPES, train_model
 from robustdeq.training.jiio import JIIO
@@ -101,15 +100,15 @@ def test_recipe_settings_are_validated() -> None:
 
     for name in RECIPES:
         with pytest.raises(RobustdeqError, match="unknown field 'colour'"):
-            RECIPES.get(name)(Table({"colour": 1}, "t"), THREATS[0])
+            RECIPES.get(name)({"colour": 1}, THREATS[0], "t")
     with pytest.raises(RobustdeqError, match="beta >= 0"):
-        RECIPES.get("trades")(Table({"beta": -1.0}, "t"), THREATS[0])
-    assert dataclasses.is_dataclass(RECIPES.get("jiio")(Table({}, "t"), THREATS[0]))
+        RECIPES.get("trades")({"beta": -1.0}, THREATS[0], "t")
+    assert dataclasses.is_dataclass(RECIPES.get("jiio")({}, THREATS[0], "t"))
 
 
 def test_jiio_switches_its_input_step_and_warm_starts_the_backward_adjoint(monkeypatch: pytest.MonkeyPatch) -> None:
     from robustdeq.deq import equilibrium
-    from robustdeq.specs import find_defense
+    from robustdeq.records.defense import find_defense
     from robustdeq.training import build_model
     from robustdeq.training.jiio import JIIO
     from robustdeq.training.recipes import BatchNoise

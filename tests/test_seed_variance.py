@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from robustdeq.specs import find_defense
+from robustdeq.records.defense import find_defense
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,9 @@ import pytest
 
 from robustdeq.errors import RobustdeqError
 from robustdeq.models import MODELS
-from robustdeq.specs import DEFENSES_DIR, find_protocol, list_defenses, list_protocols, load_defense, load_protocol
+from robustdeq.records.defense import list_defenses, load_defense
+from robustdeq.records.paths import DEFENSES_DIR
+from robustdeq.records.protocol import find_protocol, list_protocols, load_protocol
 from robustdeq.training import RECIPES
 
 

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-import robustdeq
 from robustdeq import distributed
 from robustdeq.cli import data
 from robustdeq.cli.bench import bench
@@ -21,6 +20,7 @@ from robustdeq.cli.sweep import sweep
 from robustdeq.cli.train import train
 from robustdeq.cli.zoo import zoo
 from robustdeq.errors import RobustdeqError
+from robustdeq.version import __version__
 
 app = typer.Typer(
     name="robustdeq",
@@ -37,7 +37,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        print(f"robustdeq {robustdeq.__version__}")
+        print(f"robustdeq {__version__}")
         raise typer.Exit()
 
 

@@ -21,7 +21,9 @@ from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.pipeline import Budget, refuse_replacing, run_defenses
 from robustdeq.progress import Progress
-from robustdeq.specs import DEFENSES_DIR, DefenseSpec, find_defense, find_protocol, list_defenses
+from robustdeq.records.defense import DefenseSpec, find_defense, list_defenses
+from robustdeq.records.paths import DEFENSES_DIR
+from robustdeq.records.protocol import find_protocol
 
 
 @one_line_errors

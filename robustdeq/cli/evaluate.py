@@ -11,7 +11,6 @@ import typer
 from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, Interrupted, console, one_line_errors
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
-from robustdeq.leaderboard.store import read_entry
 from robustdeq.pipeline import (
     Budget,
     evaluate_and_write,
@@ -21,7 +20,8 @@ from robustdeq.pipeline import (
     state_file,
 )
 from robustdeq.progress import Progress
-from robustdeq.specs import find_protocol
+from robustdeq.records.protocol import find_protocol
+from robustdeq.records.store import read_entry
 from robustdeq.zoo import ZooModel, find_model
 
 

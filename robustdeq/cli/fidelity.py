@@ -9,7 +9,7 @@ import typer
 
 from robustdeq.cli.common import console, one_line_errors
 from robustdeq.fidelity import PAGE_PATH, write_page
-from robustdeq.specs import DEFENSES_DIR
+from robustdeq.records.paths import DEFENSES_DIR
 
 
 @one_line_errors

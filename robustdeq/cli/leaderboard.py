@@ -11,7 +11,7 @@ from robustdeq.cli.common import console, one_line_errors
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard import read_entries, render
 from robustdeq.leaderboard.render import headline
-from robustdeq.leaderboard.store import protocol_folders
+from robustdeq.records.store import protocol_folders
 from robustdeq.zoo import write_index
 
 

@@ -9,7 +9,7 @@ import typer
 
 from robustdeq.cli.common import console, one_line_errors
 from robustdeq.leaderboard.site import report_figures_in, write_site
-from robustdeq.leaderboard.store import protocol_folders
+from robustdeq.records.store import protocol_folders
 
 
 @one_line_errors

@@ -11,12 +11,12 @@ from robustdeq.checkpoint import load_weights
 from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_errors, split_names
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
-from robustdeq.leaderboard.store import entry_path
 from robustdeq.pipeline import Budget, load_splits, run_defense
 from robustdeq.progress import Progress
-from robustdeq.specs import find_protocol, load_defense
-from robustdeq.training import build_model
-from robustdeq.training.trainer import make_recipe
+from robustdeq.records.defense import load_defense
+from robustdeq.records.protocol import find_protocol
+from robustdeq.records.store import entry_path
+from robustdeq.training import build_model, training_recipe
 from robustdeq.validate import check_model
 
 
@@ -45,7 +45,7 @@ def submit(
         if target.exists() and not force:
             raise RobustdeqError(f"{target} exists; pass --force to replace it")
         if defense.train.checkpoint is None:
-            make_recipe(defense.train, spec.threat, str(defense.path))
+            training_recipe(defense.train, spec.threat, str(defense.path))
         model = build_model(defense, spec.dataset, compute)
         check_model(model, spec.dataset)
         if defense.train.checkpoint is not None:

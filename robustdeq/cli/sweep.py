@@ -12,7 +12,9 @@ from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.pipeline import Budget
 from robustdeq.progress import Progress
-from robustdeq.specs import DEFENSES_DIR, find_defense, find_protocol
+from robustdeq.records.defense import find_defense
+from robustdeq.records.paths import DEFENSES_DIR
+from robustdeq.records.protocol import find_protocol
 from robustdeq.sweep import run_sweep
 
 

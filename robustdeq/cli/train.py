@@ -13,7 +13,9 @@ from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_
 from robustdeq.device import resolve as resolve_device
 from robustdeq.pipeline import Budget, checkpoint_meta, load_splits, train_defense
 from robustdeq.progress import Progress
-from robustdeq.specs import DEFENSES_DIR, find_defense, find_protocol
+from robustdeq.records.defense import find_defense
+from robustdeq.records.paths import DEFENSES_DIR
+from robustdeq.records.protocol import find_protocol
 
 
 @one_line_errors

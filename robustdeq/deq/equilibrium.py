@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,73 +45,7 @@ from torchdeq.solver import get_solver
 
 from robustdeq.deq.rowwise import fixed_point
 from robustdeq.errors import RobustdeqError
-
-SOLVERS = ("anderson", "broyden", "fixed_point_iter")
-GRAD_MODES = ("ift", "phantom", "unroll")
-# Attack-only gradient modes (Yang, Pang and Liu, NeurIPS 2022, arXiv 2306.01429): from the forward solver's i-th state,
-# ``phantom_steps`` damped steps z <- (1 - tau) z + tau f(z), differentiated through; ``state-<i>``
-# for one state, ``states`` for the mean over the states INTERMEDIATE_STATES (an ensemble).
-INTERMEDIATE_STATES = (3, 5, 9, 17, 33)
-
-
-def is_attack_mode(mode: str) -> bool:
-    """A gradient mode an attack may use: the three of :data:`GRAD_MODES`, ``states`` or ``state-<i>``."""
-    if mode in GRAD_MODES or mode == "states":
-        return True
-    head, _, index = mode.partition("-")
-    return head == "state" and index.isdigit() and int(index) >= 1
-
-
-STOP_MODES = ("abs", "rel")
-
-
-@dataclass(frozen=True)
-class SolverSpec:
-    """Forward/backward solver settings (torchdeq's ``f_*`` / ``b_*`` naming) and gradient modes.
-
-    ``anderson_lam`` is Anderson's Tikhonov regulariser; torchdeq's default 1e-4 is absolute
-    and stalls the solve once residuals are small (about 1e-2 of the state), so we use 1e-8.
-    ``jac_reg`` is the weight of torchdeq's Jacobian penalty |J_f(z*)|_F^2 (Hutchinson
-    estimate, Bai et al., ICML 2021, arXiv 2106.14342) added to the training loss; 0 disables it.
-    """
-
-    f_solver: str = "anderson"
-    f_max_iter: int = 40
-    f_tol: float = 1e-3
-    f_stop_mode: str = "rel"
-    b_solver: str = "anderson"
-    b_max_iter: int = 40
-    b_tol: float = 1e-3
-    b_stop_mode: str = "rel"
-    train_grad: str = "ift"
-    attack_grad: str = "ift"
-    phantom_steps: int = 5
-    phantom_tau: float = 0.5
-    anderson_lam: float = 1e-8
-    jac_reg: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name, value, allowed in (
-            ("f_solver", self.f_solver, SOLVERS),
-            ("b_solver", self.b_solver, SOLVERS),
-            ("f_stop_mode", self.f_stop_mode, STOP_MODES),
-            ("b_stop_mode", self.b_stop_mode, STOP_MODES),
-            ("train_grad", self.train_grad, GRAD_MODES),
-            ("attack_grad", self.attack_grad, GRAD_MODES),
-        ):
-            if value not in allowed:
-                raise RobustdeqError(f"solver: {name} must be one of {', '.join(allowed)}, got {value!r}")
-        if self.f_max_iter < 1 or self.b_max_iter < 1 or self.phantom_steps < 1:
-            raise RobustdeqError("solver: f_max_iter, b_max_iter and phantom_steps must be >= 1")
-        if not 0.0 < self.phantom_tau <= 1.0:
-            raise RobustdeqError("solver: phantom_tau must be in (0, 1]")
-        if self.jac_reg < 0:
-            raise RobustdeqError("solver: jac_reg must be >= 0")
-        if self.f_tol <= 0 or self.b_tol <= 0:
-            raise RobustdeqError("solver: f_tol and b_tol must be positive")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from robustdeq.records.solver import ATTACK_MODES_HELP, INTERMEDIATE_STATES, SolverSpec, is_attack_mode
 
 
 @dataclass
@@ -186,8 +120,7 @@ class Equilibrium(nn.Module):
     def grad_mode(self, mode: str) -> Iterator[None]:
         """Use gradient ``mode`` for every forward inside the block, in train and eval mode."""
         if not is_attack_mode(mode):
-            known = ", ".join((*GRAD_MODES, "states", "state-<i>"))
-            raise RobustdeqError(f"unknown gradient mode {mode!r} (known: {known})")
+            raise RobustdeqError(f"unknown gradient mode {mode!r} (known: {ATTACK_MODES_HELP})")
         previous, self._override = self._override, mode
         try:
             yield
@@ -250,7 +183,7 @@ class Equilibrium(nn.Module):
         cap = min(self.spec.f_max_iter, max(1, int(self._budget())))
         self.last_budget = cap
         solver = "fixed_point_iter" if self.spec.f_solver == "anderson" and cap < 3 else self.spec.f_solver
-        return replace(self.spec, f_max_iter=cap, f_solver=solver)
+        return self.spec.replace(f_max_iter=cap, f_solver=solver)
 
     @property
     def active_grad_mode(self) -> str:
@@ -569,7 +502,7 @@ def solver_budget(model: nn.Module, factor: int = 1, cap: int | None = None) -> 
         f_max, b_max = spec.f_max_iter * factor, spec.b_max_iter * factor
         if cap is not None:
             f_max, b_max = min(f_max, cap), min(b_max, cap)
-        layer.spec = replace(spec, f_max_iter=f_max, b_max_iter=b_max)
+        layer.spec = spec.replace(f_max_iter=f_max, b_max_iter=b_max)
     try:
         yield
     finally:

@@ -56,13 +56,14 @@ _SOLVER_NAMES = {
 def _spec_of(inner: DEQBase) -> SolverSpec:
     """The forward settings of ``inner`` (eval-mode cap); robustdeq's own backward settings."""
     name = getattr(inner.f_solver, "__name__", "")
-    return SolverSpec(
-        f_solver=_SOLVER_NAMES.get(name, "anderson"),
-        f_max_iter=int(inner.eval_f_max_iter),
-        f_tol=float(inner.f_tol),
-        f_stop_mode=str(inner.f_stop_mode),
-        anderson_lam=1e-4,  # torchdeq's Anderson default, for the unroll / states re-solves
-    )
+    settings = {
+        "f_solver": _SOLVER_NAMES.get(name, "anderson"),
+        "f_max_iter": int(inner.eval_f_max_iter),
+        "f_tol": float(inner.f_tol),
+        "f_stop_mode": str(inner.f_stop_mode),
+        "anderson_lam": 1e-4,  # torchdeq's Anderson default, for the unroll / states re-solves
+    }
+    return SolverSpec.model_validate(settings)
 
 
 class TorchDEQLayer(nn.Module):

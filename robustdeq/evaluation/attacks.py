@@ -8,17 +8,17 @@ replaced by its clean input, so a broken attack can never count as a success.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from robustdeq.config import Table
 from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation.view import AttackView
 from robustdeq.progress import Progress
+from robustdeq.records.parse import Settings, parse
 from robustdeq.registry import Registry
 from robustdeq.threat import ThreatModel
 
@@ -114,7 +114,8 @@ class ExpectedLogits(nn.Module):
         return torch.stack([self.model(x) for _ in range(self.draws)]).mean(0)
 
 
-AttackFactory = Callable[[ThreatModel, Table, int, int], Attack]
+# (threat model, the protocol's settings of the attack, seed, batch size, where the settings are) -> attack
+AttackFactory = Callable[[ThreatModel, Mapping[str, Any], int, int, str], Attack]
 ATTACKS: Registry[AttackFactory] = Registry("attack")
 
 
@@ -181,21 +182,20 @@ class PGD(Attack):
         return best
 
 
-def pgd_settings(table: Table) -> dict[str, Any]:
-    """PGD's protocol settings (also those of the transfer attack's PGD)."""
-    return {
-        "steps": table.integer("steps", 20),
-        "step_size": table.number("step_size", None),
-        "restarts": table.integer("restarts", 1),
-        "random_start": table.flag("random_start", True),
-    }
+class PGDSettings(Settings):
+    """PGD's protocol settings (also those of the transfer attack's PGD); ``step_size`` defaults to eps / 4."""
+
+    steps: int = 20
+    step_size: float | None = None
+    restarts: int = 1
+    random_start: bool = True
 
 
 @ATTACKS.register("pgd")
-def make_pgd(threat: ThreatModel, table: Table, seed: int, batch_size: int) -> Attack:
-    attack = PGD(threat, seed, batch_size, **pgd_settings(table))
-    table.done()
-    return attack
+def make_pgd(
+    threat: ThreatModel, settings: Mapping[str, Any], seed: int, batch_size: int, where: str = "pgd"
+) -> Attack:
+    return PGD(threat, seed, batch_size, **parse(PGDSettings, settings, where).model_dump())
 
 
 # AutoAttack's warnings (pyautoattack/checks.py) mapped to robustdeq flag names.
@@ -313,19 +313,21 @@ class AutoAttackSuite(Attack):
         return x_adv
 
 
+class AutoAttackSettings(Settings):
+    """AutoAttack's protocol settings (see :class:`AutoAttackSuite`)."""
+
+    version: Literal["standard", "rand", "custom"] = "standard"
+    attacks: list[str] = []
+    n_iter: int | None = None
+    n_queries: int | None = None
+
+
 @ATTACKS.register("autoattack")
-def make_autoattack(threat: ThreatModel, table: Table, seed: int, batch_size: int) -> Attack:
-    attack = AutoAttackSuite(
-        threat,
-        seed,
-        batch_size,
-        version=table.text("version", "standard"),
-        attacks=tuple(table.texts("attacks")),
-        n_iter=table.integer("n_iter", None),
-        n_queries=table.integer("n_queries", None),
-    )
-    table.done()
-    return attack
+def make_autoattack(
+    threat: ThreatModel, settings: Mapping[str, Any], seed: int, batch_size: int, where: str = "autoattack"
+) -> Attack:
+    s = parse(AutoAttackSettings, settings, where)
+    return AutoAttackSuite(threat, seed, batch_size, s.version, tuple(s.attacks), s.n_iter, s.n_queries)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -367,10 +369,10 @@ class Transfer(Attack):
 
 
 @ATTACKS.register("transfer")
-def make_transfer(threat: ThreatModel, table: Table, seed: int, batch_size: int) -> Attack:
-    attack = Transfer(threat, seed, batch_size, **pgd_settings(table))
-    table.done()
-    return attack
+def make_transfer(
+    threat: ThreatModel, settings: Mapping[str, Any], seed: int, batch_size: int, where: str = "transfer"
+) -> Attack:
+    return Transfer(threat, seed, batch_size, **parse(PGDSettings, settings, where).model_dump())
 
 
 class Square(Attack):
@@ -404,8 +406,12 @@ class Square(Attack):
         return x_adv
 
 
+class SquareSettings(Settings):
+    n_queries: int = 5000
+
+
 @ATTACKS.register("square")
-def make_square(threat: ThreatModel, table: Table, seed: int, batch_size: int) -> Attack:
-    attack = Square(threat, seed, batch_size, n_queries=table.integer("n_queries", 5000))
-    table.done()
-    return attack
+def make_square(
+    threat: ThreatModel, settings: Mapping[str, Any], seed: int, batch_size: int, where: str = "square"
+) -> Attack:
+    return Square(threat, seed, batch_size, n_queries=parse(SquareSettings, settings, where).n_queries)

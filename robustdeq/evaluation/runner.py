@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustdeq import distributed
-from robustdeq.config import Table
 from robustdeq.data import Split
 from robustdeq.deq import equilibria, grad_mode, solver_budget
 from robustdeq.device import CPU
@@ -26,7 +25,8 @@ from robustdeq.evaluation.attacks import ATTACKS
 from robustdeq.evaluation.state import EvalState, evaluation_key
 from robustdeq.evaluation.view import AttackView
 from robustdeq.progress import Progress
-from robustdeq.specs import AttackSpec, ProtocolSpec
+from robustdeq.records.outcomes import encode_outcomes
+from robustdeq.records.protocol import AttackSpec, ProtocolSpec
 from robustdeq.threat import ThreatModel
 
 # A DEQ whose solver misses its tolerance on more than this fraction of inputs is flagged.
@@ -68,6 +68,11 @@ class EvalResult:
     attack_seconds: dict[str, float] = field(default_factory=dict)  # wall time per attack run (this process)
     # The defense's own paper's evaluation (outside the worst case): label -> (accuracy, settings).
     paper_evaluation: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+
+    def outcomes(self) -> dict[str, Any]:
+        """The entry's compact ``per_example`` object (:mod:`robustdeq.records.outcomes`)."""
+        attacks = {name: c.tolist() for name, c in self.attack_correct.items()}
+        return encode_outcomes(self.indices.tolist(), self.clean_correct.tolist(), self.robust.tolist(), attacks)
 
     def per_example(self) -> dict[str, Any]:
         """The per-example outcomes as JSON data: test-set indices, clean and robust correctness,
@@ -358,8 +363,8 @@ def run_suite(
     robust = clean_correct.clone()
     result = SuiteResult(robust, {}, {}, [], [])
     for spec in attacks:
-        table = Table(spec.settings, f"protocol {protocol.id} attack {spec.key}")
-        attack = ATTACKS.get(spec.name)(threat, table, protocol.seed, bs)
+        where = f"protocol {protocol.id} attack {spec.key}"
+        attack = ATTACKS.get(spec.name)(threat, spec.settings, protocol.seed, bs, where)
         if eot > 1:
             attack = attack.randomized(eot)
         if not attack.applies(model):
@@ -453,7 +458,7 @@ def run_checks(
     verifier: Verifier | None = None,
     eot: int = 1,
 ) -> dict[str, float]:
-    """The protocol's ``[checks]`` (see :class:`robustdeq.specs.Checks`): adds flags to ``suite``,
+    """The protocol's ``[checks]`` (see :class:`robustdeq.records.protocol.Checks`): adds flags to ``suite``,
     the doubled-iterations attack to its worst case, and returns each re-run's accuracy."""
     checks = protocol.checks
     verifier = verifier or Verifier(snapshot(model))

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from robustdeq.device import CPU
-from robustdeq.leaderboard.store import atomic_write_text
+from robustdeq.records.store import atomic_write_text
 
 
 def evaluation_key(model: nn.Module, protocol_hash: str, indices: Tensor, batch_size: int) -> str:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from robustdeq.deq import AttackSession, equilibria
-from robustdeq.threat import VERIFY_ATOL, ThreatModel
+from robustdeq.records.threat import VERIFY_ATOL, ThreatModel
 
 # Bound on the (rows x anchors x features) distance tensor built at once when matching.
 _MATCH_CHUNK = 1 << 24

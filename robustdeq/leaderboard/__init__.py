@@ -2,7 +2,7 @@
 
 from robustdeq.leaderboard.render import render as render
 from robustdeq.leaderboard.render import table as table
-from robustdeq.leaderboard.schema import validate_entry as validate_entry
-from robustdeq.leaderboard.store import read_entries as read_entries
-from robustdeq.leaderboard.store import read_entry as read_entry
-from robustdeq.leaderboard.store import write_entry as write_entry
+from robustdeq.records.entry import validate_entry as validate_entry
+from robustdeq.records.store import read_entries as read_entries
+from robustdeq.records.store import read_entry as read_entry
+from robustdeq.records.store import write_entry as write_entry

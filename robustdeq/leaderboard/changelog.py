@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from robustdeq.errors import RobustdeqError
-from robustdeq.leaderboard.store import atomic_write_text
+from robustdeq.records.store import atomic_write_text
 
 ENTRY_KEYS = ("defense", "protocol", "clean_accuracy", "robust_accuracy")
 

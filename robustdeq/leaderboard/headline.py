@@ -16,9 +16,9 @@ from collections import Counter
 from typing import Any
 
 from robustdeq.device import on_gpu
-from robustdeq.evaluation.flags import status
-from robustdeq.leaderboard.outcomes import LETTERS, NOT_BROKEN
 from robustdeq.leaderboard.stats import wilson
+from robustdeq.records.flags import status
+from robustdeq.records.outcomes import LETTERS, NOT_BROKEN
 
 STATUS_MARKERS = {
     "overestimate": "⚠ unreliable",

@@ -2,7 +2,7 @@
 
 Entries are ordered by robust accuracy, then clean accuracy, then defense id. Entries whose
 flags put them in the ``overestimate`` or ``not-comparable`` class
-(:func:`robustdeq.evaluation.flags.status`) are not ranked: they follow the ranked ones with
+(:func:`robustdeq.records.flags.status`) are not ranked: they follow the ranked ones with
 rank ``-``. The ranked ones fall into groups, from the top:
 
 1. the group starts at the best entry not yet in a group;
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from robustdeq.errors import RobustdeqError
-from robustdeq.evaluation.flags import status
-from robustdeq.leaderboard.outcomes import unbits
 from robustdeq.leaderboard.stats import holm, paired_difference, unpaired_difference
+from robustdeq.records.flags import status
+from robustdeq.records.outcomes import unbits
 
 ALPHA = 0.05
 UNRANKED_CLASSES = ("overestimate", "not-comparable")

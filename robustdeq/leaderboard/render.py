@@ -17,7 +17,6 @@ from typing import Any
 import pandas as pd
 
 from robustdeq.errors import RobustdeqError
-from robustdeq.evaluation.flags import FLAGS, kind
 from robustdeq.leaderboard.headline import (
     DEVIATES,
     GPU,
@@ -38,7 +37,8 @@ from robustdeq.leaderboard.headline import (
 )
 from robustdeq.leaderboard.ranking import ALPHA, Ranked, order_key, rank_groups
 from robustdeq.leaderboard.stats import wilson
-from robustdeq.leaderboard.store import atomic_write_text
+from robustdeq.records.flags import FLAGS, kind
+from robustdeq.records.store import atomic_write_text
 
 UNRELIABLE = "potentially unreliable"
 MAX_COLUMNS = 12

@@ -27,7 +27,6 @@ from typing import Any
 from urllib.parse import quote
 
 from robustdeq.errors import RobustdeqError
-from robustdeq.evaluation.flags import FLAGS, kind
 from robustdeq.leaderboard.headline import (
     DEVIATES,
     DEVIATES_MEANING,
@@ -46,10 +45,11 @@ from robustdeq.leaderboard.headline import (
     strongest,
     version_key,
 )
-from robustdeq.leaderboard.outcomes import decode_indices
 from robustdeq.leaderboard.ranking import ALPHA, Ranked, order_key, rank_groups
 from robustdeq.leaderboard.stats import wilson
-from robustdeq.leaderboard.store import atomic_write_text, copy_atomically, protocol_folders, read_entries
+from robustdeq.records.flags import FLAGS, kind
+from robustdeq.records.outcomes import decode_indices
+from robustdeq.records.store import atomic_write_text, copy_atomically, protocol_folders, read_entries
 
 NOT_RECORDED = "not recorded (schema version 1 entry)"
 

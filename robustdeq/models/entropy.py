@@ -44,14 +44,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch import Tensor, nn
 
 from robustdeq.errors import RobustdeqError
+from robustdeq.records.parse import Settings, parse
 
 # The first is what single-mode attacks (AutoAttack, Square, transfer) run under: BPDA, because
 # the exact derivative of the loop is zero on every pixel the loop clips to [0, 1] (most of a
@@ -64,20 +65,21 @@ LOOP_GRADIENTS = ("bpda", "unroll", "skip")
 READOUTS = ("early", "equilibrium")
 
 
-@dataclass(frozen=True)
-class EntropySettings:
+class EntropySettings(Settings):
+    """``[model.entropy_reduction]`` (see the module docstring)."""
+
     rounds: int = 4
     solver_steps: int = 2
     input_steps: int = 10
     step_size: float = 2 / 255
     radius: float = 8 / 255
-    readout: str = "early"
+    readout: Literal["early", "equilibrium"] = "early"
 
-    def check(self, where: str) -> None:
+    @model_validator(mode="after")
+    def _positive(self) -> EntropySettings:
         if min(self.rounds, self.solver_steps, self.input_steps) < 1 or self.step_size <= 0 or self.radius <= 0:
-            raise RobustdeqError(f"{where}: rounds, solver_steps, input_steps >= 1; step_size, radius > 0")
-        if self.readout not in READOUTS:
-            raise RobustdeqError(f"{where}: readout must be one of {', '.join(READOUTS)}, got {self.readout!r}")
+            raise ValueError("rounds, solver_steps, input_steps >= 1; step_size, radius > 0")
+        return self
 
 
 def entropy(logits: Tensor) -> Tensor:
@@ -191,18 +193,4 @@ class EntropyReduced(nn.Module):
 
 def wrap(model: nn.Module, table: dict[str, Any], where: str) -> EntropyReduced:
     """``model`` with entropy reduction configured by the manifest's ``[model.entropy_reduction]``."""
-    from robustdeq.config import Table
-
-    t = Table(table, f"{where} [model.entropy_reduction]")
-    defaults = EntropySettings()
-    settings = EntropySettings(
-        rounds=t.integer("rounds", defaults.rounds),
-        solver_steps=t.integer("solver_steps", defaults.solver_steps),
-        input_steps=t.integer("input_steps", defaults.input_steps),
-        step_size=t.number("step_size", defaults.step_size),
-        radius=t.number("radius", defaults.radius),
-        readout=t.text("readout", defaults.readout),
-    )
-    t.done()
-    settings.check(t.where)
-    return EntropyReduced(model, settings)
+    return EntropyReduced(model, parse(EntropySettings, table, f"{where} [model.entropy_reduction]"))

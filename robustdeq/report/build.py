@@ -23,7 +23,7 @@ from robustdeq.leaderboard import read_entries  # noqa: E402
 from robustdeq.leaderboard.headline import recipe  # noqa: E402
 from robustdeq.leaderboard.render import headline, legend, markdown, ranked  # noqa: E402
 from robustdeq.leaderboard.stats import wilson  # noqa: E402
-from robustdeq.leaderboard.store import atomic_write_text, protocol_folders  # noqa: E402
+from robustdeq.records.store import atomic_write_text, protocol_folders  # noqa: E402
 from robustdeq.report.claims import CLAIMS_FILE, assess_all, html_section, load_claims, markdown_section  # noqa: E402
 
 FAMILY_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]

@@ -31,9 +31,9 @@ from typing import Any
 
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard.headline import version_key
-from robustdeq.leaderboard.outcomes import unbits
 from robustdeq.leaderboard.ranking import ALPHA, pairable
 from robustdeq.leaderboard.stats import Difference, paired_difference, unpaired_difference
+from robustdeq.records.outcomes import unbits
 
 CLAIMS_FILE = Path(__file__).with_name("claims.toml")
 ACCURACIES = {"robust": "robust_accuracy", "clean": "clean_accuracy"}

@@ -32,21 +32,22 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from robustdeq.config import Table
 from robustdeq.deq import equilibria, solver_budget
 from robustdeq.device import CPU
 from robustdeq.errors import RobustdeqError
 from robustdeq.progress import Progress
-from robustdeq.specs import TrainSpec
+from robustdeq.records.defense import TrainSpec
+from robustdeq.records.parse import parse
 from robustdeq.threat import ThreatModel
+from robustdeq.training.base import RECIPES, BatchNoise, Recipe, WithSubRecipe, make_recipe
 from robustdeq.training.loop import run_epochs
-from robustdeq.training.recipes import RECIPES, BatchNoise, Recipe
 
 PARTITIONS = ("iid", "label_skew")
 FUSIONS = ("fedavg", "quality")
@@ -92,37 +93,51 @@ class Federated:
         }
 
 
+class FederatedSettings(WithSubRecipe):
+    """``[train.federated]``: the clients, their split, budgets and local recipe (its settings in
+    ``[train.federated.<local_recipe>]``), and the fusion (see the module docstring)."""
+
+    clients: int = 4
+    local_recipe: str = "standard"
+    client_max_iter: list[int] = []
+    fusion: Literal["fedavg", "quality"] = "fedavg"
+    partition: Literal["iid", "label_skew"] = "iid"
+    classes_per_client: int = 2
+    local_epochs: int = 1
+    validation_fraction: float | None = None  # default: 0.1 for quality fusion, else 0
+
+    def sub_recipe(self) -> str:
+        return self.local_recipe
+
+
 @RECIPES.register("federated")
-def make_federated(table: Table, threat: ThreatModel) -> Recipe:
-    clients = table.integer("clients", 4)
-    local_recipe = table.text("local_recipe", "standard")
-    if local_recipe == "federated":
-        raise RobustdeqError(f"{table.where}: local_recipe cannot be federated")
-    local = RECIPES.get(local_recipe)(table.table(local_recipe), threat)
-    budgets = table.integers("client_max_iter")
-    if any(b < 1 for b in budgets):
-        raise RobustdeqError(f"{table.where}: client_max_iter must be >= 1")
-    fusion = table.choice("fusion", FUSIONS, "fedavg")
+def make_federated(settings: Mapping[str, Any], threat: ThreatModel, where: str = "[train.federated]") -> Recipe:
+    s = parse(FederatedSettings, settings, where)
+    if s.local_recipe == "federated":
+        raise RobustdeqError(f"{where}: local_recipe cannot be federated")
+    local = make_recipe(s.local_recipe, s.sub_settings(), threat, f"{where} [{s.local_recipe}]")
+    if any(b < 1 for b in s.client_max_iter):
+        raise RobustdeqError(f"{where}: client_max_iter must be >= 1")
+    fraction = s.validation_fraction if s.validation_fraction is not None else 0.1 if s.fusion == "quality" else 0.0
     recipe = Federated(
         local=local,
-        local_recipe=local_recipe,
-        clients=clients,
-        partition=table.choice("partition", PARTITIONS, "iid"),
-        classes_per_client=table.integer("classes_per_client", 2),
-        client_max_iter=tuple(budgets),
-        local_epochs=table.integer("local_epochs", 1),
-        fusion=fusion,
-        validation_fraction=table.number("validation_fraction", 0.1 if fusion == "quality" else 0.0),
+        local_recipe=s.local_recipe,
+        clients=s.clients,
+        partition=s.partition,
+        classes_per_client=s.classes_per_client,
+        client_max_iter=tuple(s.client_max_iter),
+        local_epochs=s.local_epochs,
+        fusion=s.fusion,
+        validation_fraction=fraction,
     )
-    table.done()
-    if clients < 1 or recipe.local_epochs < 1 or recipe.classes_per_client < 1:
-        raise RobustdeqError(f"{table.where}: clients, local_epochs and classes_per_client must be >= 1")
-    if budgets and len(budgets) != clients:
-        raise RobustdeqError(f"{table.where}: client_max_iter needs one budget per client ({clients})")
+    if s.clients < 1 or recipe.local_epochs < 1 or recipe.classes_per_client < 1:
+        raise RobustdeqError(f"{where}: clients, local_epochs and classes_per_client must be >= 1")
+    if s.client_max_iter and len(s.client_max_iter) != s.clients:
+        raise RobustdeqError(f"{where}: client_max_iter needs one budget per client ({s.clients})")
     if not 0.0 <= recipe.validation_fraction < 1.0:
-        raise RobustdeqError(f"{table.where}: validation_fraction must be in [0, 1)")
+        raise RobustdeqError(f"{where}: validation_fraction must be in [0, 1)")
     if recipe.fusion == "quality" and recipe.validation_fraction == 0.0:
-        raise RobustdeqError(f"{table.where}: quality fusion needs validation_fraction > 0")
+        raise RobustdeqError(f"{where}: quality fusion needs validation_fraction > 0")
     return recipe
 
 

@@ -27,8 +27,9 @@ backward Broyden solve from -mu). The paper's Jacobian regularisation is the DEQ
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +39,9 @@ from torchdeq.solver import get_solver
 from robustdeq.deq import equilibria
 from robustdeq.distributed import unwrap
 from robustdeq.errors import RobustdeqError
+from robustdeq.records.parse import parse
 from robustdeq.threat import ThreatModel, steepest_direction
-
-if TYPE_CHECKING:
-    from robustdeq.training.recipes import BatchNoise
+from robustdeq.training.base import RECIPES, BallSettings, BatchNoise, Recipe
 
 
 @dataclass
@@ -138,3 +138,44 @@ class JIIO:
         layer = equilibria(inner)[0]
         with layer.adjoint_start(found.adjoint):
             return F.cross_entropy(model(found.x_adv, z_init=found.z), y)
+
+
+class JIIOSettings(BallSettings):
+    """``[train.jiio]``: the ball and the joint solve's settings (see :class:`JIIO`); ``step_size``
+    defaults to eps / 4."""
+
+    iterations: int = 30
+    step_size: float | None = None
+    b1: float = 0.8
+    b2: float = 0.6
+    anderson_m: int = 5
+    step_size_late: float | None = None
+    switch_at: int = 0
+    warm_adjoint: bool = False
+
+
+@RECIPES.register("jiio")
+def make_jiio(settings: Mapping[str, Any], threat: ThreatModel, where: str = "[train.jiio]") -> Recipe:
+    s = parse(JIIOSettings, settings, where)
+    ball = s.ball(threat)
+    recipe = JIIO(
+        norm=ball.norm,
+        eps=ball.eps,
+        iterations=s.iterations,
+        step_size=s.step_size if s.step_size is not None else ball.eps / 4,
+        b1=s.b1,
+        b2=s.b2,
+        anderson_m=s.anderson_m,
+        step_size_late=s.step_size_late,
+        switch_at=s.switch_at,
+        warm_adjoint=s.warm_adjoint,
+    )
+    if recipe.iterations < 2 or recipe.step_size <= 0 or not (0 < recipe.b1 <= 1 and 0 < recipe.b2 <= 1):
+        raise RobustdeqError(f"{where}: iterations >= 2, step_size > 0, b1 and b2 in (0, 1] are required")
+    if (
+        recipe.anderson_m < 1
+        or recipe.switch_at < 0
+        or (recipe.step_size_late is not None and recipe.step_size_late <= 0)
+    ):
+        raise RobustdeqError(f"{where}: anderson_m >= 1, switch_at >= 0 and step_size_late > 0 are required")
+    return recipe

@@ -10,8 +10,8 @@ from torch import Tensor, nn
 from robustdeq import distributed
 from robustdeq.deq import regularisation
 from robustdeq.device import CPU
-from robustdeq.specs import TrainSpec
-from robustdeq.training.recipes import BatchNoise, Recipe
+from robustdeq.records.defense import TrainSpec
+from robustdeq.training.base import BatchNoise, Recipe
 
 
 def run_epochs(

@@ -2,66 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustdeq.config import Table
 from robustdeq.deq import equilibria, grad_mode
 from robustdeq.device import CPU
 from robustdeq.distributed import unwrap
 from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation.view import attack_model
-from robustdeq.registry import Registry
+from robustdeq.records.parse import Settings, parse
 from robustdeq.threat import ThreatModel, pgd, steepest_direction
-
-
-@dataclass(frozen=True)
-class BatchNoise:
-    """The random numbers of one training batch of ``size`` rows, of which this process holds ``rows``.
-
-    Recipes draw their noise here rather than from the generator itself: under DDP every process
-    draws the numbers of the whole global batch from its copy of the shared generator (same seed)
-    and keeps its own rows, so each example gets exactly the numbers a single process would give
-    it and the generators of all processes stay in step. In a single process ``rows`` is every
-    row and the draws are those of ``torch.rand(x.shape, generator=generator)``. The generator is a
-    CPU generator and the numbers are moved to the batch's device, so they do not depend on it.
-    """
-
-    generator: torch.Generator
-    size: int
-    rows: slice = field(default_factory=lambda: slice(None))
-
-    def uniform(self, like: Tensor) -> Tensor:
-        """U[0, 1) numbers shaped like ``like`` (this process's rows of the batch), on its device."""
-        shape = (self.size, *like.shape[1:])
-        return torch.rand(shape, generator=self.generator, dtype=like.dtype, device=CPU)[self.rows].to(like.device)
-
-    def normal(self, like: Tensor) -> Tensor:
-        """N(0, 1) numbers shaped like ``like`` (this process's rows of the batch), on its device."""
-        shape = (self.size, *like.shape[1:])
-        return torch.randn(shape, generator=self.generator, dtype=like.dtype, device=CPU)[self.rows].to(like.device)
-
-
-class Recipe(Protocol):
-    """Computes the training loss of one batch; ``settings()`` goes into the entry's provenance.
-
-    ``model`` may be a DistributedDataParallel wrapper: the training loss goes through it (so its
-    gradient is averaged over the processes), an inner attack through ``distributed.unwrap(model)``.
-    """
-
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor, noise: BatchNoise) -> Tensor: ...
-
-    def settings(self) -> dict[str, Any]: ...
-
-
-RecipeFactory = Callable[[Table, ThreatModel], Recipe]
-RECIPES: Registry[RecipeFactory] = Registry("training recipe")
+from robustdeq.training.base import RECIPES, BatchNoise, Recipe, StepSettings, WithSubRecipe, make_recipe
 
 
 @dataclass(frozen=True)
@@ -208,88 +165,57 @@ class RandomStates:
         }
 
 
+class RandomStatesSettings(WithSubRecipe):
+    """``[train.ris]``: the base recipe (its settings in ``[train.ris.<base>]``) and the budget draw."""
+
+    base: Literal["standard", "pgd_at", "trades"] = "pgd_at"
+    min_steps: int = 1
+    max_steps: int = 8
+    draw: Literal["forward", "batch"] = "forward"
+    attack: Literal["intermediate", "full"] = "intermediate"
+
+    def sub_recipe(self) -> str:
+        return self.base
+
+
 @RECIPES.register("ris")
-def make_random_states(table: Table, threat: ThreatModel) -> Recipe:
-    base_name = table.choice("base", ("standard", "pgd_at", "trades"), "pgd_at")
-    base = RECIPES.get(base_name)(table.table(base_name), threat)
-    recipe = RandomStates(
-        base,
-        base_name,
-        table.integer("min_steps", 1),
-        table.integer("max_steps", 8),
-        table.choice("draw", ("forward", "batch"), "forward"),
-        table.choice("attack", ("intermediate", "full"), "intermediate"),
-    )
-    table.done()
-    if not 1 <= recipe.min_steps <= recipe.max_steps:
-        raise RobustdeqError(f"{table.where}: 1 <= min_steps <= max_steps is required")
-    return recipe
+def make_random_states(settings: Mapping[str, Any], threat: ThreatModel, where: str = "[train.ris]") -> Recipe:
+    s = parse(RandomStatesSettings, settings, where)
+    if not 1 <= s.min_steps <= s.max_steps:
+        raise RobustdeqError(f"{where}: 1 <= min_steps <= max_steps is required")
+    base = make_recipe(s.base, s.sub_settings(), threat, f"{where} [{s.base}]")
+    return RandomStates(base, s.base, s.min_steps, s.max_steps, s.draw, s.attack)
 
 
 @RECIPES.register("standard")
-def make_standard(table: Table, threat: ThreatModel) -> Recipe:
-    table.done()
+def make_standard(settings: Mapping[str, Any], threat: ThreatModel, where: str = "[train.standard]") -> Recipe:
+    parse(Settings, settings, where)  # no settings
     return Standard()
 
 
-def _ball(table: Table, threat: ThreatModel) -> ThreatModel:
-    """The training ball: ``norm`` and ``eps`` default to the protocol's threat model."""
-    return ThreatModel(table.text("norm", threat.norm), table.number("eps", threat.eps))
+class PGDATSettings(StepSettings):
+    """``[train.pgd_at]``: the ball, the inner PGD's steps and step size, its random start."""
 
-
-def _steps(table: Table, ball: ThreatModel) -> tuple[int, float]:
-    """``steps`` (default 7) and ``step_size`` (default 2.5 * eps / steps) of an inner attack."""
-    steps = table.integer("steps", 7)
-    step_size = table.number("step_size", 2.5 * ball.eps / max(steps, 1))
-    if steps < 1 or step_size <= 0:
-        raise RobustdeqError(f"{table.where}: steps >= 1 and step_size > 0 are required")
-    return steps, step_size
+    random_start: bool = True
 
 
 @RECIPES.register("pgd_at")
-def make_pgd_at(table: Table, threat: ThreatModel) -> Recipe:
-    ball = _ball(table, threat)
-    steps, step_size = _steps(table, ball)
-    recipe = PGDAT(ball.norm, ball.eps, steps, step_size, table.flag("random_start", True))
-    table.done()
-    return recipe
+def make_pgd_at(settings: Mapping[str, Any], threat: ThreatModel, where: str = "[train.pgd_at]") -> Recipe:
+    s = parse(PGDATSettings, settings, where)
+    ball = s.ball(threat)
+    return PGDAT(ball.norm, ball.eps, s.steps, s.step(ball), s.random_start)
+
+
+class TRADESSettings(StepSettings):
+    """``[train.trades]``: the ball, the inner attack's steps and step size, and beta."""
+
+    beta: float = 6.0
 
 
 @RECIPES.register("trades")
-def make_trades(table: Table, threat: ThreatModel) -> Recipe:
-    ball = _ball(table, threat)
-    steps, step_size = _steps(table, ball)
-    beta = table.number("beta", 6.0)
-    table.done()
-    if beta < 0:
-        raise RobustdeqError(f"{table.where}: beta >= 0 is required")
-    return TRADES(ball.norm, ball.eps, steps, step_size, beta)
-
-
-@RECIPES.register("jiio")
-def make_jiio(table: Table, threat: ThreatModel) -> Recipe:
-    from robustdeq.training.jiio import JIIO
-
-    ball = _ball(table, threat)
-    recipe = JIIO(
-        norm=ball.norm,
-        eps=ball.eps,
-        iterations=table.integer("iterations", 30),
-        step_size=table.number("step_size", ball.eps / 4),
-        b1=table.number("b1", 0.8),
-        b2=table.number("b2", 0.6),
-        anderson_m=table.integer("anderson_m", 5),
-        step_size_late=table.number("step_size_late", None),
-        switch_at=table.integer("switch_at", 0),
-        warm_adjoint=table.flag("warm_adjoint", False),
-    )
-    table.done()
-    if recipe.iterations < 2 or recipe.step_size <= 0 or not (0 < recipe.b1 <= 1 and 0 < recipe.b2 <= 1):
-        raise RobustdeqError(f"{table.where}: iterations >= 2, step_size > 0, b1 and b2 in (0, 1] are required")
-    if (
-        recipe.anderson_m < 1
-        or recipe.switch_at < 0
-        or (recipe.step_size_late is not None and recipe.step_size_late <= 0)
-    ):
-        raise RobustdeqError(f"{table.where}: anderson_m >= 1, switch_at >= 0 and step_size_late > 0 are required")
-    return recipe
+def make_trades(settings: Mapping[str, Any], threat: ThreatModel, where: str = "[train.trades]") -> Recipe:
+    s = parse(TRADESSettings, settings, where)
+    if s.beta < 0:
+        raise RobustdeqError(f"{where}: beta >= 0 is required")
+    ball = s.ball(threat)
+    return TRADES(ball.norm, ball.eps, s.steps, s.step(ball), s.beta)

@@ -10,7 +10,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustdeq.config import Table
 from robustdeq.data import DATASETS, Split
 from robustdeq.deq import equilibria
 from robustdeq.deq.torchdeq_adapter import from_torchdeq
@@ -20,11 +19,11 @@ from robustdeq.models import create_model
 from robustdeq.models.entropy import EntropyReduced
 from robustdeq.models.entropy import wrap as entropy_wrap
 from robustdeq.progress import Progress
-from robustdeq.specs import DefenseSpec, TrainSpec
+from robustdeq.records.defense import DefenseSpec, TrainSpec
 from robustdeq.threat import ThreatModel
+from robustdeq.training.base import Recipe, make_recipe
 from robustdeq.training.federated import Federated, Monitor, train_federated
 from robustdeq.training.loop import run_epochs
-from robustdeq.training.recipes import RECIPES
 from robustdeq.validate import check_trainable
 
 
@@ -84,18 +83,9 @@ def _from_factory(defense: DefenseSpec, in_shape: tuple[int, int, int], num_clas
     return model
 
 
-def _load_checkpoint(defense: DefenseSpec, dataset: str, checkpoint: str, device: torch.device) -> TrainResult:
-    """A submission that ships trained weights: build the model and load them; nothing is trained."""
-    from robustdeq.checkpoint import load_weights
-
-    model = build_model(defense, dataset, device)
-    load_weights(model, (defense.path or Path(".")) / checkpoint)
-    return TrainResult(model, 0.0, {"checkpoint": checkpoint}, float("nan"), 0, 0)
-
-
-def make_recipe(train: TrainSpec, threat: ThreatModel, where: str) -> Any:
-    factory = RECIPES.get(train.recipe)
-    return factory(Table(train.recipe_settings, f"{where} [train.{train.recipe}]"), threat)
+def training_recipe(train: TrainSpec, threat: ThreatModel, where: str) -> Recipe:
+    """The recipe ``train`` names, with its settings (``where``: the manifest, for errors)."""
+    return make_recipe(train.recipe, train.recipe_settings, threat, f"{where} [train.{train.recipe}]")
 
 
 def train_model(
@@ -121,8 +111,10 @@ def train_model(
     spec = train or defense.train
     target = resolve_device(device)
     if spec.checkpoint is not None:
-        return _load_checkpoint(defense, dataset, spec.checkpoint, target)
-    recipe = make_recipe(spec, threat, str(defense.path or defense.id))
+        raise RobustdeqError(
+            f"{defense.id}: ships trained weights ({spec.checkpoint}); load them, there is nothing to train"
+        )
+    recipe = training_recipe(spec, threat, str(defense.path or defense.id))
     torch.manual_seed(spec.seed)
     model = build_model(defense, dataset, target)
     if defense.model.factory is not None and spec.epochs > 0:  # a submitted model.py; the families train

@@ -17,12 +17,9 @@ pair up example by example (the paired tests of :mod:`robustdeq.leaderboard.stat
 from __future__ import annotations
 
 import string
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from robustdeq.errors import RobustdeqError
-
-if TYPE_CHECKING:
-    from robustdeq.evaluation.runner import EvalResult
 
 LETTERS = string.ascii_lowercase + string.ascii_uppercase + string.digits
 NOT_BROKEN = "."
@@ -63,42 +60,45 @@ def unbits(text: str) -> list[bool]:
     return [c == "1" for c in text]
 
 
-def encode_outcomes(result: EvalResult) -> dict[str, Any]:
-    """The ``per_example`` object of an entry from an evaluation's per-example results."""
-    order = list(result.attack_correct)
+def encode_outcomes(
+    indices: list[int], clean: list[bool], robust: list[bool], attacks: dict[str, list[bool]]
+) -> dict[str, Any]:
+    """The ``per_example`` object of an entry: the evaluated test-set ``indices``, each example's
+    clean and worst-case correctness, and each attack run's survivors (in the order they ran)."""
+    order = list(attacks)
     if len(order) > len(LETTERS):
         raise RobustdeqError(f"per_example: {len(order)} attack runs, more than the {len(LETTERS)} letters")
-    clean = result.clean_correct.tolist()
-    survived = {name: c.tolist() for name, c in result.attack_correct.items()}
     broken = []
     for i, ok in enumerate(clean):
-        first = next((k for k, name in enumerate(order) if ok and not survived[name][i]), None)
+        first = next((k for k, name in enumerate(order) if ok and not attacks[name][i]), None)
         broken.append(NOT_BROKEN if first is None else LETTERS[first])
     return {
-        "indices": encode_indices(result.indices.tolist()),
+        "indices": encode_indices(indices),
         "clean_correct": bits(clean),
-        "robust": bits(result.robust.tolist()),
+        "robust": bits(robust),
         "attack_order": order,
         "broken_by": "".join(broken),
     }
 
 
-def check_outcomes(entry: dict[str, Any], where: str) -> None:
-    """The per-example strings agree with the entry's counts and with one another."""
-    outcomes = entry["per_example"]
-    n = entry["n_examples"]
-    if len(decode_indices(outcomes["indices"])) != n:
-        raise RobustdeqError(f"{where}.per_example.indices: does not list {n} examples")
+def check_outcomes(outcomes: dict[str, Any], n: int, clean_accuracy: float, robust_accuracy: float) -> None:
+    """The per-example strings agree with the entry's counts and with one another (raises ValueError)."""
+    try:
+        listed = len(decode_indices(outcomes["indices"]))
+    except RobustdeqError as exc:
+        raise ValueError(str(exc)) from None
+    if listed != n:
+        raise ValueError(f"per_example.indices: does not list {n} examples")
     for key in ("clean_correct", "robust", "broken_by"):
         if len(outcomes[key]) != n:
-            raise RobustdeqError(f"{where}.per_example.{key}: {len(outcomes[key])} characters for {n} examples")
+            raise ValueError(f"per_example.{key}: {len(outcomes[key])} characters for {n} examples")
     for key in ("clean_correct", "robust"):
         if set(outcomes[key]) - {"0", "1"}:
-            raise RobustdeqError(f"{where}.per_example.{key}: only 0 and 1 allowed")
+            raise ValueError(f"per_example.{key}: only 0 and 1 allowed")
     clean, robust = unbits(outcomes["clean_correct"]), unbits(outcomes["robust"])
-    if sum(clean) != round(entry["clean_accuracy"] * n) or sum(robust) != round(entry["robust_accuracy"] * n):
-        raise RobustdeqError(f"{where}.per_example: its counts disagree with clean_accuracy / robust_accuracy")
+    if sum(clean) != round(clean_accuracy * n) or sum(robust) != round(robust_accuracy * n):
+        raise ValueError("per_example: its counts disagree with clean_accuracy / robust_accuracy")
     letters = LETTERS[: len(outcomes["attack_order"])]
     for c, r, b in zip(clean, robust, outcomes["broken_by"], strict=True):
         if (r and not c) or (b != NOT_BROKEN and b not in letters) or ((b == NOT_BROKEN) != (r or not c)):
-            raise RobustdeqError(f"{where}.per_example: clean_correct, robust and broken_by disagree")
+            raise ValueError("per_example: clean_correct, robust and broken_by disagree")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from robustdeq.errors import RobustdeqError
-from robustdeq.leaderboard.schema import validate_entry
+from robustdeq.records.entry import entry_json, validate_entry
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -51,9 +51,9 @@ def entry_path(root: Path, protocol: str, defense: str) -> Path:
 
 def write_entry(root: Path, entry: dict[str, Any]) -> Path:
     """Validate and write ``entry``; returns its path."""
-    validate_entry(entry, f"entry {entry.get('defense')!r}")
+    text = entry_json(entry, f"entry {entry.get('defense')!r}")
     path = entry_path(root, entry["protocol"], entry["defense"])
-    atomic_write_text(path, json.dumps(entry, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, text)
     return path
 
 

@@ -1,0 +1,357 @@
+"""The defense record: a folder ``defenses/<id>/`` with ``defense.toml`` (and a model.py or weights)::
+
+    name = "DEQ, PGD adversarial training"
+    paper = "https://arxiv.org/abs/1909.01377"
+    suite = "core"     # or "extended": which ``robustdeq bench --suite`` runs it
+    authors = ["..."]
+    description = "..."
+    [model]            # family = a registered model family; other keys are its settings
+    family = "deq"
+    channels = 16
+    [solver]           # DEQ families only: SolverSpec fields (f_*, b_*, gradient modes)
+    f_solver = "anderson"
+    [train]            # recipe + common training settings
+    recipe = "pgd_at"
+    epochs = 20
+    [train.pgd_at]     # the recipe's own settings
+    steps = 7
+
+The manifest is read by :class:`DefenseFile` (strict: unknown keys and wrong types are one-line
+errors; ``docs/schema/defense.schema.json`` is generated from it) into the :class:`DefenseSpec` the
+pipeline runs. The names it uses but other layers own (the model family, the recipe and their
+settings) are checked where they are used: by the model registry and the training recipes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, model_validator
+
+from robustdeq.errors import RobustdeqError
+from robustdeq.records.parse import Record, parse, read_toml
+from robustdeq.records.paths import DEFENSES_DIR, ID_PATTERN
+from robustdeq.records.protocol import AttackSpec
+from robustdeq.records.solver import ATTACK_MODES_HELP, SolverSpec, is_attack_mode
+
+MANIFEST = "defense.toml"
+# ``robustdeq bench`` runs the core suite by default (README command 1, within 10 minutes on two
+# cores); the extended suite holds further reference entries (``--suite extended`` or ``all``).
+SUITES = ("core", "extended")
+DEVIATION_KINDS = ("cpu-budget", "unknown-in-paper", "our-choice")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered ``family`` with its settings, or ``factory = "model.py:function"`` in the
+    defense folder (then ``family`` is ``"model.py"``); settings are passed as keyword arguments."""
+
+    family: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    factory: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    recipe: str = "standard"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    train_subset: int | None = None
+    recipe_settings: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None  # a safetensors file in the defense folder: load it, do not train
+
+    def to_dict(self) -> dict[str, Any]:
+        """The training record of an entry (a shipped checkpoint records no training budget)."""
+        if self.checkpoint is not None:
+            return {
+                "recipe": "checkpoint",
+                "epochs": 0,
+                "batch_size": 0,
+                "lr": 0.0,
+                "weight_decay": 0.0,
+                "seed": self.seed,
+                "train_subset": None,
+                "recipe_settings": {"checkpoint": self.checkpoint},
+            }
+        return {
+            "recipe": self.recipe,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "seed": self.seed,
+            "train_subset": self.train_subset,
+            "recipe_settings": dict(self.recipe_settings),
+        }
+
+
+class Deviation(Record):
+    """One way a reference defense departs from its paper: ``what`` differs, of which ``kind``
+    (scaled down for the CPU, not stated in the paper, or robustdeq's choice), and ``why``."""
+
+    what: str
+    kind: Literal["cpu-budget", "unknown-in-paper", "our-choice"]
+    why: str
+
+
+class PaperEvaluation(Record):
+    """``[[fidelity.paper_evaluation]]``: an attack the paper itself evaluated with, run beside the
+    protocol's, outside the worst case; every key but these is the attack's own setting."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    label: str
+    description: str
+    name: str
+    grad: str | None = None
+    loop_gradient: str | None = None
+
+    @model_validator(mode="after")
+    def _names(self) -> PaperEvaluation:
+        if self.grad is not None and not is_attack_mode(self.grad):
+            raise ValueError(f"unknown grad {self.grad!r} (known: {ATTACK_MODES_HELP})")
+        if not ID_PATTERN.fullmatch(self.label):
+            raise ValueError(f"label {self.label!r} is not a plain lowercase name")
+        return self
+
+    def to_spec(self) -> AttackSpec:
+        settings = dict(self.model_extra or {})
+        return AttackSpec(
+            self.name,
+            settings,
+            (),
+            label=f"paper:{self.label}",
+            grad=self.grad,
+            loop=self.loop_gradient,
+            description=self.description,
+        )
+
+
+class Fidelity(Record):
+    """A reference defense's record of its paper (the manifest's ``[fidelity]`` table): what the
+    paper is and did, the deviations, and the paper's own evaluation when robustdeq runs it beside
+    the protocol's (``[[fidelity.paper_evaluation]]``: attacks outside the worst case).
+    ``docs/fidelity.md`` is rendered from these records (``robustdeq fidelity``)."""
+
+    title: str
+    arxiv: str  # "" for a baseline without a paper of its own
+    venue: str
+    code: str = ""
+    data: str = ""
+    architecture: str = ""
+    training: str = ""
+    evaluation: str = ""
+    reported: str = ""
+    deviations: list[Deviation] = []
+    paper_evaluation: list[PaperEvaluation] = []
+
+    def paper_attacks(self) -> tuple[AttackSpec, ...]:
+        """The paper's own evaluation as attacks for the runner (kept under ``paper:<label>``)."""
+        return tuple(e.to_spec() for e in self.paper_evaluation)
+
+    def describe(self, label: str) -> str:
+        """The description of the paper evaluation kept under ``label``."""
+        return next((e.description for e in self.paper_evaluation if f"paper:{e.label}" == label), "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry's ``fidelity`` object (the paper evaluation goes into ``paper_evaluation``)."""
+        return self.model_dump(exclude={"paper_evaluation"})
+
+
+class ModelTable(Record):
+    """``[model]``: exactly one of ``family`` (a registered family) or ``factory`` ("model.py:function"
+    in the defense folder); every other key is a setting passed to it."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    family: str | None = None
+    factory: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelTable:
+        if (self.family is None) == (self.factory is None):
+            raise ValueError("give exactly one of 'family' (registered) or 'factory' (model.py)")
+        factory = self.factory
+        if factory is not None and (":" not in factory or not factory.split(":")[0].endswith(".py")):
+            raise ValueError(f'factory must look like "model.py:make_model", got {factory!r}')
+        return self
+
+    def to_spec(self) -> ModelSpec:
+        return ModelSpec(self.family or "model.py", dict(self.model_extra or {}), self.factory)
+
+
+class TrainTable(Record):
+    """``[train]``: the recipe and the settings every recipe shares; the sub-table named after the
+    recipe (``[train.pgd_at]``) holds the recipe's own settings, checked by the recipe. A shipped
+    ``checkpoint`` (a safetensors file in the defense folder) replaces training."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "additionalProperties": {"type": "object", "description": "the settings of the recipe named by `recipe`"}
+        },
+    )
+
+    recipe: str | None = None
+    epochs: int = TrainSpec.epochs
+    batch_size: int = TrainSpec.batch_size
+    lr: float = TrainSpec.lr
+    weight_decay: float = TrainSpec.weight_decay
+    seed: int = TrainSpec.seed
+    train_subset: int | None = None
+    checkpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _settings(self) -> TrainTable:
+        tables = dict(self.model_extra or {})
+        if self.recipe is None and self.checkpoint is None and tables:
+            first = next(iter(tables))
+            raise ValueError(f"missing field 'recipe' (the recipe whose settings [train.{first}] holds)")
+        recipe = self.effective_recipe
+        for key, value in tables.items():
+            if key != recipe:
+                raise ValueError(f"unknown field {key!r}")
+            if not isinstance(value, dict):
+                raise ValueError(f"field {key!r} must be a table of the recipe's settings, got {type(value).__name__}")
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs >= 0, batch_size >= 1 and lr > 0 are required")
+        return self
+
+    @property
+    def effective_recipe(self) -> str:
+        return self.recipe or ("checkpoint" if self.checkpoint else "standard")
+
+    def to_spec(self) -> TrainSpec:
+        recipe = self.effective_recipe
+        settings = {} if self.checkpoint is not None else dict((self.model_extra or {}).get(recipe, {}))
+        return TrainSpec(
+            recipe=recipe,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=float(self.lr),
+            weight_decay=float(self.weight_decay),
+            seed=self.seed,
+            train_subset=self.train_subset,
+            recipe_settings=settings,
+            checkpoint=self.checkpoint,
+        )
+
+
+class DefenseFile(Record):
+    """A defense manifest, ``defense.toml`` (see the module docstring)."""
+
+    name: str
+    paper: str = ""
+    suite: Literal["core", "extended"] = "core"
+    authors: list[str] = []
+    description: str = ""
+    protocols: list[str] = []
+    torchdeq_adapter: bool = True  # adapt torchdeq DEQ modules (robustdeq/deq/torchdeq_adapter.py)
+    model: ModelTable
+    solver: SolverSpec | None = None
+    train: TrainTable
+    fidelity: Fidelity | None = None  # required of the reference defenses in defenses/
+
+
+@dataclass(frozen=True)
+class DefenseSpec:
+    id: str
+    name: str
+    model: ModelSpec
+    train: TrainSpec
+    solver: SolverSpec | None = None
+    paper: str = ""
+    authors: tuple[str, ...] = ()
+    description: str = ""
+    path: Path | None = None
+    protocols: tuple[str, ...] = ()
+    suite: str = "core"
+    fidelity: Fidelity | None = None  # required of the reference defenses in defenses/
+    manifest: str = ""  # the manifest's text, carried by checkpoints
+    files: tuple[tuple[str, str], ...] = ()  # (name, text) of the factory's source file, carried too
+    torchdeq_adapter: bool = True  # adapt torchdeq DEQ modules (robustdeq/deq/torchdeq_adapter.py)
+
+
+def defense_id(folder: Path) -> str:
+    """The id of a defense folder: its resolved name (``.`` names the current folder), which must be
+    a plain lowercase name (letters, digits, ``-``, ``_``, ``.``; starting with a letter or digit)."""
+    name = folder.resolve().name
+    if not ID_PATTERN.fullmatch(name):
+        raise RobustdeqError(
+            f"{folder}: defense id {name!r} is not a plain lowercase name (a-z, 0-9, '-', '_', '.'; "
+            "starting with a letter or digit); rename the folder"
+        )
+    return name
+
+
+def load_defense(path: Path, reference: bool = False) -> DefenseSpec:
+    """Read ``<path>/defense.toml`` (``path`` may also be the manifest itself). A reference defense
+    (``reference``, or any folder in ``defenses/``) must carry a ``[fidelity]`` record."""
+    folder = path.parent if path.name == MANIFEST else path
+    manifest = folder / MANIFEST
+    if not folder.is_dir():
+        raise RobustdeqError(f"{folder}: no such defense folder")
+    if not manifest.is_file():
+        raise RobustdeqError(f"{folder}: missing manifest {MANIFEST}")
+    data, _ = read_toml(manifest)
+    spec = parse_defense(data, defense_id(folder), folder, str(manifest))
+    if spec.fidelity is None and (reference or folder.resolve().parent == DEFENSES_DIR.resolve()):
+        raise RobustdeqError(
+            f"{manifest}: a reference defense needs a [fidelity] record of its paper (docs/fidelity.md)"
+        )
+    files: tuple[tuple[str, str], ...] = ()
+    if spec.model.factory is not None:
+        source = folder / spec.model.factory.split(":")[0]
+        if source.is_file():
+            files = ((source.name, source.read_text(encoding="utf-8")),)
+    return replace(spec, manifest=manifest.read_text(encoding="utf-8"), files=files)
+
+
+def parse_defense(data: dict[str, Any], defense: str, folder: Path | None, where: str) -> DefenseSpec:
+    """A defense spec from a parsed manifest (``where`` names it in error messages)."""
+    manifest = parse(DefenseFile, data, where)
+    return DefenseSpec(
+        id=defense,
+        name=manifest.name,
+        model=manifest.model.to_spec(),
+        train=manifest.train.to_spec(),
+        solver=manifest.solver,
+        paper=manifest.paper,
+        authors=tuple(manifest.authors),
+        description=manifest.description,
+        path=folder,
+        protocols=tuple(manifest.protocols),
+        suite=manifest.suite,
+        torchdeq_adapter=manifest.torchdeq_adapter,
+        fidelity=manifest.fidelity,
+    )
+
+
+def list_defenses(root: Path = DEFENSES_DIR, suite: str = "all") -> list[str]:
+    """Ids of the defense folders under ``root`` (those holding a manifest), sorted; with
+    ``suite`` ``core`` or ``extended``, only those whose manifest names that suite."""
+    if suite != "all" and suite not in SUITES:
+        raise RobustdeqError(f"unknown suite {suite!r} (known: {', '.join(SUITES)}, all)")
+    if not root.is_dir():
+        return []
+    names = sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file())
+    if suite == "all":
+        return names
+    return [name for name in names if load_defense(root / name, reference=True).suite == suite]
+
+
+def find_defense(name_or_path: str, root: Path = DEFENSES_DIR) -> DefenseSpec:
+    """A defense by id (a folder under ``root``: a reference defense) or by path to its folder."""
+    candidate = Path(name_or_path)
+    # Only a plain id names a folder under root: root / "/abs/path" would be the path itself.
+    if ID_PATTERN.fullmatch(name_or_path) and (root / name_or_path / MANIFEST).is_file():
+        return load_defense(root / name_or_path, reference=True)
+    if candidate.is_dir() or candidate.name == MANIFEST:
+        return load_defense(candidate)
+    known = ", ".join(list_defenses(root)) or "none"
+    raise RobustdeqError(f"unknown defense {name_or_path!r} (known: {known})")
