@@ -11,6 +11,10 @@ elsewhere (no external scripts, fonts, styles or images)::
                             flags, solver statistics, fidelity, the paper's own evaluation,
                             provenance
 
+The pages are Jinja2 templates (``templates/site/``, autoescaped; layout ``site/base.html``, shared
+macros ``templates/macros.html``): this module computes what they show, as text and formatted
+numbers, and never builds markup itself.
+
 Entries of schema version 1 lack ``per_example``, ``fidelity``, ``paper_evaluation`` and
 ``provenance.command`` / ``checkpoint`` / ``device``: those show as not recorded, and their rank
 comparisons are unpaired (the legend says so).
