@@ -10,11 +10,13 @@ builds the browsable site).
 
 from __future__ import annotations
 
-import html
+import functools
+import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from jinja2 import ChoiceLoader, Environment, PackageLoader, StrictUndefined
 
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard.headline import (
@@ -42,6 +44,48 @@ from robustdeq.records.store import atomic_write_text
 
 UNRELIABLE = "potentially unreliable"
 MAX_COLUMNS = 12
+
+CODE_SPAN = re.compile(r"`([^`]+)`")
+BARE_URL = re.compile(r"(https?://[^\s<>&\"']+[^\s<>&\"'.,;:)])")
+
+
+def template_environment(*packages: str) -> Environment:
+    """The Jinja2 templates in the ``templates`` folder of each of ``packages`` (the first holding a name
+    wins), autoescaped: every value a template prints is HTML-escaped unless a template made it."""
+    env = Environment(
+        loader=ChoiceLoader([PackageLoader(package, "templates") for package in packages]),
+        autoescape=True,
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(MISSING=MISSING, segments=segments)
+    return env
+
+
+@functools.cache
+def templates() -> Environment:
+    """The leaderboard's templates (``robustdeq/leaderboard/templates``): the site and ``leaderboard.html``."""
+    return template_environment("robustdeq.leaderboard")
+
+
+def segments(value: str) -> list[tuple[bool, list[tuple[bool, str]]]]:
+    """Prose cut into its Markdown code spans (`x`) and the rest, each cut into bare URLs and the rest:
+    ``[(is code, [(is URL, text), ...]), ...]``, for the ``prose`` macro to lay out (escaped)."""
+    out = []
+    for i, part in enumerate(CODE_SPAN.split(value)):
+        pieces = [(j % 2 == 1, piece) for j, piece in enumerate(BARE_URL.split(part)) if piece]
+        if pieces:
+            out.append((i % 2 == 1, pieces))
+    return out
+
+
+def dataframe_cells(frame: pd.DataFrame, na_rep: str = "NaN") -> tuple[list[str], list[list[str]]]:
+    """(column names, rows of cells) of a frame of strings, for the ``dataframe`` macro (the layout of
+    pandas' ``to_html(index=False, border=0)``); missing values show as ``na_rep``."""
+    rows = [[na_rep if pd.isna(v) else str(v) for v in row] for row in frame.itertuples(index=False)]
+    return [str(c) for c in frame.columns], rows
 
 
 def ranked(entries: list[dict[str, Any]]) -> tuple[list[Ranked], list[dict[str, Any]]]:
@@ -272,15 +316,8 @@ def render(entries: list[dict[str, Any]], folder: Path) -> list[Path]:
     page = folder / "leaderboard.html"
     atomic_write_text(md, text)
     atomic_write_text(csv, table(entries).to_csv(index=False))
-    plain = headline(entries, links=False)
+    columns, rows = dataframe_cells(headline(entries, links=False), na_rep=MISSING)
     atomic_write_text(
-        page,
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"
-        + plain.to_html(index=False, border=0, na_rep=MISSING)
-        + "</body></html>\n",
+        page, templates().get_template("leaderboard.html").render(title=title, intro=intro, columns=columns, rows=rows)
     )
     return [md, csv, page]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import html
+import functools
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,16 +15,32 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from jinja2 import Environment  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from robustdeq.errors import RobustdeqError  # noqa: E402
 from robustdeq.leaderboard import read_entries  # noqa: E402
 from robustdeq.leaderboard.headline import recipe  # noqa: E402
-from robustdeq.leaderboard.render import headline, legend, markdown, ranked  # noqa: E402
+from robustdeq.leaderboard.render import (  # noqa: E402
+    dataframe_cells,
+    headline,
+    legend,
+    markdown,
+    ranked,
+    template_environment,
+)
 from robustdeq.leaderboard.stats import wilson  # noqa: E402
 from robustdeq.records.store import atomic_write_text, protocol_folders  # noqa: E402
-from robustdeq.report.claims import CLAIMS_FILE, assess_all, html_section, load_claims, markdown_section  # noqa: E402
+from robustdeq.report.claims import (  # noqa: E402
+    CLAIMS_FILE,
+    Finding,
+    assess_all,
+    load_claims,
+    markdown_section,
+)
+from robustdeq.report.claims import measured as claim_difference  # noqa: E402
+from robustdeq.report.claims import value as claim_value  # noqa: E402
 
 FAMILY_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 RECIPE_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
@@ -375,6 +391,29 @@ def knob_figure(entries: list[dict[str, Any]]) -> Figure | None:
     return fig
 
 
+@functools.cache
+def report_templates() -> Environment:
+    """The report's templates (``robustdeq/report/templates``), with the leaderboard's layout and macros."""
+    return template_environment("robustdeq.report", "robustdeq.leaderboard")
+
+
+def claim_row(finding: Finding) -> dict[str, str]:
+    """One row of the claims table in report.html (the columns of :func:`robustdeq.report.claims.markdown_section`)."""
+    c = finding.claim
+    return {
+        "paper": c.paper,
+        "text": c.text,
+        "protocol": c.protocol,
+        "pair": f"{c.first} vs {c.second}",
+        "measure": f"{c.measure}, expected {c.expected}",
+        "first": claim_value(finding, finding.first),
+        "second": claim_value(finding, finding.second),
+        "difference": claim_difference(finding),
+        "p": "-" if finding.difference is None else f"{finding.difference.p:.3g}",
+        "verdict": finding.verdict,
+    }
+
+
 def write_report(root: Path, out: Path, protocols: list[str] | None = None, claims: Path = CLAIMS_FILE) -> list[Path]:
     """Write ``report.md``, ``report.html`` and PNG figures per protocol into ``out``, then the seed
     papers' claims (``claims``) tested on every protocol's entries under ``root``."""
@@ -382,7 +421,7 @@ def write_report(root: Path, out: Path, protocols: list[str] | None = None, clai
     if not folders:
         raise RobustdeqError(f"{root}: no entries (no <protocol>/ folder holding a <defense>.json)")
     md = ["# robustdeq report", ""]
-    body = ["<h1>robustdeq report</h1>"]
+    sections = []
     written = []
     for folder in folders:
         entries = read_entries(folder)
@@ -410,21 +449,21 @@ def write_report(root: Path, out: Path, protocols: list[str] | None = None, clai
         )
         md += [f"## {folder.name}", "", caption, "", markdown(frame), "", legend(ranked(entries)[0]), ""]
         md += [f"![{figure.stem}]({figure.name})\n" for figure in figures]
-        body += [f"<h2>{html.escape(folder.name)}</h2>", f"<p>{html.escape(caption)}</p>"]
-        body.append(frame.to_html(index=False, border=0))
-        for figure in figures:
-            encoded = base64.b64encode(figure.read_bytes()).decode("ascii")
-            body.append(f'<p><img alt="{figure.stem}" src="data:image/png;base64,{encoded}"></p>')
+        columns, rows = dataframe_cells(frame)
+        sections.append(
+            {
+                "name": folder.name,
+                "caption": caption,
+                "columns": columns,
+                "rows": rows,
+                "figures": [(f.stem, base64.b64encode(f.read_bytes()).decode("ascii")) for f in figures],
+            }
+        )
     every = {folder.name: {e["defense"]: e for e in read_entries(folder)} for folder in protocol_folders(root)}
     findings = assess_all(load_claims(claims), every)
     md += ["", markdown_section(findings)]
-    body.append(html_section(findings))
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>robustdeq report</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-        "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style>"
-        "</head><body>" + "\n".join(body) + "</body></html>\n"
-    )
+    template = report_templates().get_template("report.html")
+    page = template.render(title="robustdeq report", protocols=sections, claims=[claim_row(f) for f in findings])
     atomic_write_text(out / "report.md", "\n".join(md))
     atomic_write_text(out / "report.html", page)
     return [out / "report.md", out / "report.html", *written]

@@ -23,7 +23,6 @@ question, and the p-value is shown):
 
 from __future__ import annotations
 
-import html
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,29 +217,3 @@ def markdown_section(findings: list[Finding]) -> str:
             "are wider than paired ones would be."
         )
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
-
-
-def html_section(findings: list[Finding]) -> str:
-    """The same table as :func:`markdown_section`, as HTML."""
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in ("claim", "protocol", "first vs second", "measure", "first", "second", "difference [95% CI]", "p")
-    )
-    rows = []
-    for f in findings:
-        c = f.claim
-        cells = [
-            f'<a href="{html.escape(c.paper)}">{html.escape(c.text)}</a>',
-            html.escape(c.protocol),
-            html.escape(f"{c.first} vs {c.second}"),
-            html.escape(f"{c.measure}, expected {c.expected}"),
-            value(f, f.first),
-            value(f, f.second),
-            measured(f),
-            "-" if f.difference is None else f"{f.difference.p:.3g}",
-        ]
-        rows.append("<tr>" + "".join(f"<td>{x}</td>" for x in cells) + f"<td><b>{html.escape(f.verdict)}</b></td></tr>")
-    return (
-        "<h2>The seed papers' claims</h2><p>Computed from the entries; see report.md and docs/statistics.md.</p>"
-        f"<table><thead><tr>{head}<th>verdict</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
-    )
