@@ -103,7 +103,7 @@ def test_random_intermediate_states_vary_within_the_range(data: tuple[Any, Any])
 
 def test_random_intermediate_states_need_the_phantom_gradient(data: tuple[Any, Any]) -> None:
     spec = find_defense("deq-ris-pgd-at")
-    solver = dataclasses.replace(spec.solver, train_grad="ift")
+    solver = spec.solver.replace(train_grad="ift")
     with pytest.raises(RobustdeqError, match="phantom"):
         train_model(dataclasses.replace(_shrunk("deq-ris-pgd-at", 1, 64), solver=solver), "digits", data[0], THREAT)
 

@@ -1,7 +1,5 @@
 """The equilibrium layer gives true input gradients in eval mode, in every gradient mode."""
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -140,7 +138,7 @@ def test_warm_start_reaches_the_same_fixed_point_in_fewer_steps() -> None:
 
 
 def test_per_example_solver_statistics() -> None:
-    model = TinyDEQ(dataclasses.replace(TIGHT, f_tol=1e-8)).eval()
+    model = TinyDEQ(TIGHT.replace(f_tol=1e-8)).eval()
     with torch.no_grad():
         model(torch.randn(5, 4, dtype=torch.float64))
     stats = model.eq.last_stats

@@ -64,6 +64,9 @@ class TrainSpec:
     train_subset: int | None = None
     recipe_settings: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None  # a safetensors file in the defense folder: load it, do not train
+    # sub-tables of [train] named after no recipe in use: refused where the recipe is built, after
+    # its name is checked (a misspelt recipe is reported as such, not as a stray table)
+    stray_tables: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The training record of an entry (a shipped checkpoint records no training budget)."""
@@ -212,10 +215,9 @@ class TrainTable(Record):
         if self.recipe is None and self.checkpoint is None and tables:
             first = next(iter(tables))
             raise ValueError(f"missing field 'recipe' (the recipe whose settings [train.{first}] holds)")
-        recipe = self.effective_recipe
         for key, value in tables.items():
-            if key != recipe:
-                raise ValueError(f"unknown field {key!r}")
+            if self.checkpoint is not None and key != self.recipe:
+                raise ValueError(f"unknown field {key!r}")  # nothing is trained, so no recipe checks it
             if not isinstance(value, dict):
                 raise ValueError(f"field {key!r} must be a table of the recipe's settings, got {type(value).__name__}")
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
@@ -228,7 +230,8 @@ class TrainTable(Record):
 
     def to_spec(self) -> TrainSpec:
         recipe = self.effective_recipe
-        settings = {} if self.checkpoint is not None else dict((self.model_extra or {}).get(recipe, {}))
+        tables = dict(self.model_extra or {})
+        settings = {} if self.checkpoint is not None else dict(tables.get(recipe, {}))
         return TrainSpec(
             recipe=recipe,
             epochs=self.epochs,
@@ -239,6 +242,7 @@ class TrainTable(Record):
             train_subset=self.train_subset,
             recipe_settings=settings,
             checkpoint=self.checkpoint,
+            stray_tables=tuple(key for key in tables if key != recipe),
         )
 
 

@@ -84,8 +84,14 @@ def _from_factory(defense: DefenseSpec, in_shape: tuple[int, int, int], num_clas
 
 
 def training_recipe(train: TrainSpec, threat: ThreatModel, where: str) -> Recipe:
-    """The recipe ``train`` names, with its settings (``where``: the manifest, for errors)."""
-    return make_recipe(train.recipe, train.recipe_settings, threat, f"{where} [train.{train.recipe}]")
+    """The recipe ``train`` names, with its settings (``where``: the manifest, for errors).
+
+    The recipe's name is checked first, then sub-tables of ``[train]`` it does not own are refused.
+    """
+    recipe = make_recipe(train.recipe, train.recipe_settings, threat, f"{where} [train.{train.recipe}]")
+    if train.stray_tables:
+        raise RobustdeqError(f"{where} [train]: unknown field {train.stray_tables[0]!r}")
+    return recipe
 
 
 def train_model(
