@@ -71,10 +71,11 @@ def test_a_direction_needs_the_interval_and_the_exact_test() -> None:
 
 # Newcombe RG (1998), "Improved confidence intervals for the difference between binomial proportions
 # based on paired data", Stat. Med. 17:2635-2650, Table III: the 95% limits of method 10 for
-# (b - c) / n at each of the paper's example tables (a, b, c, d) = the paper's (e, f, g, h), as
-# printed to 4 decimals (the paper's z is 1.96; ours, 1.959964, moves no row by 1e-5). The same
-# rows are transcribed in several open-source test suites, and the R package ratesci
-# (pairbinci, method_RD = "MOVER_newc", moverbase = "wilson") reproduces the (20, 12, 2, 16) row.
+# (b - c) / n at each of the paper's example tables (a, b, c, d) = the paper's (e, f, g, h), to the
+# paper's 4 decimals (its z is 1.96; ours, 1.959964, moves no row by 1e-5). Taken from the table as
+# transcribed, identically, in several independent open-source test suites (the paper itself was
+# not at hand); the R package ratesci (Laud; pairbinci, method_RD = "MOVER_newc", moverbase =
+# "wilson") reproduces the (20, 12, 2, 16) row in its own tests.
 # Without the continuity correction of phi, 8 of the 18 rows come out different (e.g. (20, 12, 2, 16)
 # gives [0.0618, 0.3242], the paper's method 8; (27, 0, 0, 27) a zero-width [0, 0]).
 NEWCOMBE_1998_TABLE_III_METHOD_10 = {
@@ -117,9 +118,10 @@ def test_paired_interval_reproduces_newcombe_1998_table_iii(
 def test_paired_interval_reproduces_fagerland_2014() -> None:
     """Fagerland, Lydersen & Laake (2014), "Recommended tests and confidence intervals for paired
     binomial proportions", Stat. Med. 33:2850-2875: the Bentur et al. (2009) airway table
-    (1, 1, 7, 12), Newcombe's square-and-add (method 10) interval [-0.507, -0.026] (3 decimals; also
-    ratesci's test of pairbinci MOVER_newc). Here 0 <= ad - bc = 5 <= n/2 = 10.5, so phi = 0: the
-    case the uncorrected phi (0.17) gets wrong ([-0.502, -0.036])."""
+    (1, 1, 7, 12), Newcombe's square-and-add (method 10) interval [-0.507, -0.026] (3 decimals), as
+    quoted by the tests of the R package ratesci (pairbinci, MOVER_newc, "Fagerland use Newcombe's
+    correlation-corrected method 10"). Here 0 <= ad - bc = 5 <= n/2 = 10.5, so phi = 0: the case the
+    uncorrected phi (0.08) gets wrong ([-0.502, -0.036])."""
     found = paired_counts(1, 1, 7, 12)
     assert (found.low, found.high) == pytest.approx((-0.507, -0.026), abs=5e-4)
 

@@ -78,7 +78,7 @@ def paired_phi(a: int, b: int, c: int, d: int) -> float:
     ``a``: both right, ``b``: first only, ``c``: second only, ``d``: neither (the paper's e, f, g,
     h). The phi coefficient ``(ad - bc) / sqrt((a+b)(c+d)(a+c)(b+d))`` (0 when a margin is 0) with
     its numerator ``ad - bc`` replaced by ``max(ad - bc - n/2, 0)`` when ``ad > bc`` and left as it
-    is when ``ad <= bc`` (Newcombe 1998, Stat. Med. 17:2635-2650, section 2, method 10). The
+    is when ``ad <= bc`` (Newcombe 1998, Stat. Med. 17:2635-2650, method 10). The
     correction shrinks a positive correlation, which would otherwise narrow the interval too much
     at small counts (e.g. to zero width at b = c = 0).
     """
