@@ -3,30 +3,45 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from robustdeq.errors import RobustdeqError
-from robustdeq.leaderboard import write_entry
+from robustdeq.leaderboard import read_entries, write_entry
 from robustdeq.records.defense import list_defenses
+from robustdeq.records.store import protocol_folders
 from robustdeq.report import write_report
 from robustdeq.report.claims import (
+    BENCHMARK_RESULTS,
+    CIRCULAR,
     CONTRADICTED,
     INCONCLUSIVE,
+    INCONCLUSIVE_REPEATS,
+    MIN_REPEATS,
     NO_DIFFERENCE,
     NOT_COMPARABLE,
     NOT_EVALUATED,
+    NOT_MEASURED,
     SUPPORTED,
     Claim,
     assess,
+    assess_all,
     load_claims,
+    markdown_section,
+    ratio_verdict,
+    verdict,
 )
 from tests.test_site import v1, v2
 
+REPO = Path(__file__).resolve().parent.parent
 
-def claim(expected: str = "higher", measure: str = "robust", margin: float = 0.05) -> Claim:
-    return Claim("c", "https://example.org", "A beats B", "p", "a", "b", measure, expected, margin)
+
+def claim(expected: str = "higher", measure: str = "robust", margin: float = 0.05, **sizes: Any) -> Claim:
+    return Claim("c", "https://example.org", "A beats B", "p", "a", "b", measure, expected, margin, **sizes)
 
 
 def pair(robust_a: range, robust_b: range) -> dict[str, dict]:  # type: ignore[type-arg]
@@ -58,16 +73,130 @@ def test_missing_or_incomparable_entries_are_not_a_crash() -> None:
     assert unpaired.verdict == SUPPORTED and unpaired.difference is not None and not unpaired.difference.paired
 
 
-def test_costs_compare_one_measurement_each_with_a_band() -> None:
+def test_a_forward_cost_is_one_count_each_compared_with_a_band() -> None:
     entries = pair(range(50), range(50))
-    entries["a"]["provenance"]["train_seconds"] = 30.0
-    entries["b"]["provenance"]["train_seconds"] = 90.0
-    found = assess(claim("lower", "train_seconds", 0.1), entries)
-    assert found.verdict == SUPPORTED and found.ratio == pytest.approx(1 / 3)
-    entries["a"]["provenance"]["train_seconds"] = 95.0
-    assert assess(claim("lower", "train_seconds", 0.1), entries).verdict == NO_DIFFERENCE
-    entries["a"]["forward_cost"], entries["b"]["forward_cost"] = 20.0, 10.0
+    entries["a"]["forward_cost"], entries["b"]["forward_cost"] = 10.0, 30.0
+    found = assess(claim("lower", "forward_cost", 0.1), entries)
+    assert found.verdict == SUPPORTED and found.ratio is not None and found.ratio.estimate == pytest.approx(1 / 3)
+    entries["a"]["forward_cost"] = 29.0
+    assert assess(claim("lower", "forward_cost", 0.1), entries).verdict == NO_DIFFERENCE
+    entries["a"]["forward_cost"] = 60.0
     assert assess(claim("lower", "forward_cost", 0.1), entries).verdict == CONTRADICTED
+    # with a claimed size: 2x cheaper is not "about 3x cheaper" (0.33 x 1.2 = 0.40 or below)
+    entries["a"]["forward_cost"] = 15.0
+    found = assess(claim("lower", "forward_cost", 0.2, expected_ratio=0.33), entries)
+    assert found.verdict == CONTRADICTED and "by less than claimed" in found.note
+    entries["a"]["forward_cost"] = 11.0
+    assert assess(claim("lower", "forward_cost", 0.2, expected_ratio=0.33), entries).verdict == SUPPORTED
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "size", "expected"),
+    [
+        # "about 3x faster": r = 0.33, margin 0.2, so b = 0.396
+        (0.30, 0.38, 0.33, SUPPORTED),  # the spread holds the claimed size, JIIO faster in every pairing
+        (0.10, 0.20, 0.33, SUPPORTED),  # beyond the claimed size in the claimed direction
+        (0.39, 0.95, 0.33, SUPPORTED),  # reaches b = 0.396
+        (0.60, 0.90, 0.33, CONTRADICTED),  # faster, by less than claimed
+        (0.87, 0.87, 0.33, CONTRADICTED),  # the reviewer's single 0.87, were it a sure measurement
+        (1.05, 1.20, 0.33, CONTRADICTED),  # slower
+        (0.30, 1.10, 0.33, INCONCLUSIVE_REPEATS),  # holds both the claimed size and no speed-up
+        # "3x slower": r = 3, b = 2.5
+        (2.6, 3.4, 3.0, SUPPORTED),
+        (1.5, 2.0, 3.0, CONTRADICTED),
+        (0.9, 2.8, 3.0, INCONCLUSIVE_REPEATS),
+        # direction only, band 0.2 around 1
+        (0.5, 0.7, None, SUPPORTED),
+        (0.7, 0.9, None, NO_DIFFERENCE),
+        (1.3, 1.5, None, CONTRADICTED),
+    ],
+)
+def test_a_cost_claim_is_tested_against_its_size(low: float, high: float, size: float | None, expected: str) -> None:
+    direction = "lower" if size is None or size < 1 else "higher"
+    assert ratio_verdict(direction, low, high, 0.2, size) == expected
+
+
+def test_an_accuracy_claim_with_a_size_is_tested_against_it() -> None:
+    # "10 points more robust", margin 5 points: an interval entirely below +5 contradicts it.
+    assert verdict("higher", 0.01, 0.04, 0.05, 0.01, size=0.10) == CONTRADICTED
+    assert verdict("higher", -0.05, 0.02, 0.05, 0.5, size=0.10) == CONTRADICTED
+    assert verdict("higher", 0.01, 0.06, 0.05, 0.01, size=0.10) == SUPPORTED  # reaches +5
+    assert verdict("higher", -0.02, 0.12, 0.05, 0.3, size=0.10) == INCONCLUSIVE  # direction not shown
+    assert verdict("lower", -0.04, -0.01, 0.05, 0.01, size=-0.10) == CONTRADICTED
+    assert verdict("lower", -0.15, -0.03, 0.05, 0.01, size=-0.10) == SUPPORTED
+    # on entries: a is robust on 20 more examples than b, claimed 30 more: [+12, +28] reaches 25
+    found = assess(claim("higher", expected_difference=0.30), pair(range(60), range(40)))
+    assert found.verdict == SUPPORTED and "+25.0 or beyond" in found.note
+    found = assess(claim("higher", expected_difference=0.40), pair(range(60), range(40)))
+    assert found.verdict == CONTRADICTED
+
+
+def timings(folder: Path, first: list[float], second: list[float], **changes: Any) -> None:
+    """A benchmarks/jiio_vs_pgd_at.py results file for defenses a and b under protocol p."""
+    results = {
+        name: {
+            "defense": name,
+            "recipe": "x",
+            "seconds_per_epoch": sum(runs) / len(runs),
+            "seconds_per_epoch_runs": runs,
+        }
+        for name, runs in (("a", first), ("b", second))
+    }
+    data = {"protocol": "p", "first": "a", "second": "b", "repeats": len(first), "results": results, **changes}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "timing.json").write_text(json.dumps(data))
+
+
+def test_a_timing_claim_reads_repeated_timings_and_says_not_measured_without_them(tmp_path: Path) -> None:
+    about_3x = claim("lower", "train_seconds", 0.2, expected_ratio=0.33, benchmark="timing.json")
+    found = assess(about_3x, {}, tmp_path)
+    assert found.verdict == NOT_MEASURED and "no benchmarks/results/timing.json" in found.note
+    assert "--repeats 3 --protocol p --first a --second b" in found.note
+    timings(tmp_path, [3.0, 3.1], [9.0, 9.2])  # two repeats
+    found = assess(about_3x, {}, tmp_path)
+    assert found.verdict == NOT_MEASURED and f"a verdict needs {MIN_REPEATS}" in found.note
+    timings(tmp_path, [3.0, 3.1, 3.2], [9.0, 9.2, 9.1], protocol="q")
+    assert "measured under 'q'" in assess(about_3x, {}, tmp_path).note
+    (tmp_path / "timing.json").write_text(json.dumps({"protocol": "p", "results": {"jiio": {"seconds_per_epoch": 2}}}))
+    assert "written before --repeats" in assess(about_3x, {}, tmp_path).note  # the committed file's old format
+
+    timings(tmp_path, [3.0, 3.1, 3.2], [9.0, 9.2, 9.1])
+    found = assess(about_3x, {}, tmp_path)
+    assert found.verdict == SUPPORTED and found.ratio is not None and found.ratio.repeats == 3
+    assert (found.ratio.low, found.ratio.high) == pytest.approx((3.0 / 9.2, 3.2 / 9.0))
+    assert found.first == pytest.approx(3.1) and "3 interleaved timings each" in found.note
+    timings(tmp_path, [6.0, 7.0, 8.0], [9.0, 9.2, 9.1])  # faster, by less than claimed
+    found = assess(about_3x, {}, tmp_path)
+    assert found.verdict == CONTRADICTED and "by less than claimed" in found.note
+    timings(tmp_path, [3.0, 5.0, 10.0], [9.0, 9.2, 9.1])  # a loaded machine: the spread holds both
+    assert assess(about_3x, {}, tmp_path).verdict == INCONCLUSIVE_REPEATS
+    row = markdown_section([assess(about_3x, {}, tmp_path)]).splitlines()[-1]
+    assert "about x0.33 (margin 0.2)" in row and "[3.00, 10.00]" in row and "x0.66 [0.33, 1.11]" in row
+
+
+def test_a_circular_claim_shows_its_measurement_and_why_but_no_verdict() -> None:
+    entries = pair(range(50), range(50))
+    entries["a"]["forward_cost"], entries["b"]["forward_cost"] = 12.0, 12.0
+    why = "a's depth is set to b's mean solver steps"
+    found = assess(claim("lower", "forward_cost", 0.1, circular=why), entries)
+    assert found.verdict == CIRCULAR and found.note == why and found.ratio is not None
+    row = markdown_section([found]).splitlines()[-1]
+    assert f"**{CIRCULAR}**" in row and why in row and "x1.00" in row
+
+
+def test_the_shipped_claims_state_their_sizes_and_circularity() -> None:
+    claims = {c.id: c for c in load_claims()}
+    for jiio in ("jiio-cost", "jiio-l2-cost"):
+        assert claims[jiio].expected_ratio == pytest.approx(0.33) and claims[jiio].benchmark is not None
+    assert claims["weight-tied-cost"].circular and "12" in str(claims["weight-tied-cost"].circular)
+    entries = {p.name: {e["defense"]: e for e in read_entries(p)} for p in protocol_folders(REPO / "leaderboards")}
+    findings = {f.claim.id: f for f in assess_all(list(claims.values()), entries)}
+    assert findings["weight-tied-cost"].verdict == CIRCULAR
+    results = json.loads((BENCHMARK_RESULTS / "jiio_vs_pgd_at.json").read_text())
+    if "repeats" not in results:  # the committed single timing: no verdict until the repeats exist
+        assert findings["jiio-cost"].verdict == NOT_MEASURED
+    else:
+        assert findings["jiio-cost"].verdict in (SUPPORTED, CONTRADICTED, INCONCLUSIVE_REPEATS)
 
 
 def test_the_shipped_claims_name_reference_defenses() -> None:
@@ -77,22 +206,43 @@ def test_the_shipped_claims_name_reference_defenses() -> None:
     assert {"digits-linf", "digits-l2"} == {c.protocol for c in claims}
 
 
-def test_a_malformed_claims_file_names_the_problem(tmp_path: Path) -> None:
+HEAD = '[[claim]]\nid = "x"\npaper = ""\ntext = ""\nprotocol = "p"\nfirst = "a"\nsecond = "b"\n'
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ('measure = "speed"\nexpected = "higher"\n', "measure 'speed'"),
+        ('measure = "train_seconds"\nexpected = "lower"\n', "reads repeated timings"),
+        ('measure = "forward_cost"\nexpected = "lower"\nbenchmark = "x.json"\n', "only a train_seconds claim"),
+        ('measure = "forward_cost"\nexpected = "higher"\nexpected_ratio = 0.33\n', "contradicts expected"),
+        ('measure = "robust"\nexpected = "higher"\nexpected_ratio = 0.33\n', "expected_ratio is for costs"),
+        ('measure = "robust"\nexpected = "lower"\nexpected_difference = 0.1\n', "contradicts expected"),
+        ('measure = "forward_cost"\nexpected = "lower"\nexpected_difference = -0.1\n', "is for accuracies"),
+        ('measure = "robust"\nexpected = "higher"\ncircular = " "\n', "circular must say why"),
+        ('measure = "robust"\nexpected = "higher"\nsize = 3\n', "unknown ['size']"),
+    ],
+)
+def test_a_malformed_claims_file_names_the_problem(tmp_path: Path, body: str, problem: str) -> None:
     path = tmp_path / "claims.toml"
-    path.write_text('[[claim]]\nid = "x"\npaper = ""\ntext = ""\nprotocol = "p"\nfirst = "a"\nsecond = "b"\n'
-                    'measure = "speed"\nexpected = "higher"\n')  # fmt: skip
-    with pytest.raises(RobustdeqError, match="measure 'speed'"):
+    path.write_text(HEAD + body)
+    with pytest.raises(RobustdeqError, match=re.escape(problem)):
         load_claims(path)
 
 
 def test_the_report_states_each_claims_verdict(tmp_path: Path) -> None:
     claims = tmp_path / "claims.toml"
     claims.write_text('[[claim]]\nid = "x"\npaper = "https://example.org"\ntext = "A beats B"\nprotocol = "p"\n'
-                      'first = "a"\nsecond = "b"\nmeasure = "robust"\nexpected = "higher"\n')  # fmt: skip
+                      'first = "a"\nsecond = "b"\nmeasure = "robust"\nexpected = "higher"\n'
+                      '[[claim]]\nid = "y"\npaper = "https://example.org"\ntext = "A is cheaper"\nprotocol = "p"\n'
+                      'first = "a"\nsecond = "b"\nmeasure = "forward_cost"\nexpected = "lower"\n'
+                      'circular = "the same cost by design"\n')  # fmt: skip
     for e in pair(range(60), range(40)).values():
         write_entry(tmp_path / "lb", e)
-    write_report(tmp_path / "lb", tmp_path / "report", claims=claims)
+    write_report(tmp_path / "lb", tmp_path / "report", claims=claims, benchmarks=tmp_path / "none")
     assert f"**{SUPPORTED}**" in (tmp_path / "report" / "report.md").read_text()
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert f"<b>{CIRCULAR}</b></td><td>the same cost by design</td>" in html and "<th>note</th>" in html
     worse = copy.deepcopy(v2("a", range(20)))
     write_entry(tmp_path / "lb", worse)
     write_report(tmp_path / "lb", tmp_path / "report", claims=claims)

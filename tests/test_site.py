@@ -268,10 +268,10 @@ class Cells(HTMLParser):
 
 
 def cells(page: str) -> dict[str, list[str]]:
-    """The leaderboard's rows by defense id (the header row under "defense")."""
+    """The leaderboard's rows by defense id (the header row under "defense"; rank, letters, defense, ...)."""
     parser = Cells()
     parser.feed(page)
-    return {row[1].strip(): [c.strip() for c in row] for row in parser.rows}
+    return {row[2].strip(): [c.strip() for c in row] for row in parser.rows}
 
 
 def table_rows(page: str) -> list[str]:
@@ -294,8 +294,15 @@ def test_site_pages_link_up_and_show_the_table(site: Path) -> None:
         "delta": "-",
         "epsilon": "-",
     }
-    assert rows["alpha"][4:8] == ["100.0 [96.3, 100.0]", "60.0 [50.2, 69.1]", "60.0", "autoattack 60.0"]
-    assert rows["alpha"][8:] == ["10,000", "2.0", "ok † GPU"]
+    assert {d: rows[d][1] for d in TABLE_ORDER} == {
+        "alpha": "a",
+        "beta": "a",
+        "gamma": "b",
+        "delta": "-",
+        "epsilon": "-",
+    }
+    assert rows["alpha"][5:9] == ["100.0 [96.3, 100.0]", "60.0 [50.2, 69.1]", "60.0", "autoattack 60.0"]
+    assert rows["alpha"][9:] == ["10,000", "2.0", "ok † GPU"]
     assert rows["beta"][-1] == "ok" and rows["gamma"][-1] == "ok"
     assert rows["delta"][-1] == "⚠ unreliable" and rows["epsilon"][-1] == "not comparable"
     legend = page.split('class="legend"', 1)[1]
@@ -410,8 +417,8 @@ def test_clicking_a_header_sorts_and_the_fragment_hook_sorts_on_load(site: Path,
     assert table_rows(dom(tmp_path, page)) == TABLE_ORDER
     by_params = dom(tmp_path, page, f"#sort={params}")
     assert table_rows(by_params) == ["epsilon", "beta", "gamma", "alpha", "delta"]  # numerically, not as text
-    assert 'aria-sort="ascending"' in by_params and 'data-sorted="8"' in by_params
-    by_name_descending = dom(tmp_path, page, "#sort=-1")
+    assert 'aria-sort="ascending"' in by_params and f'data-sorted="{params}"' in by_params
+    by_name_descending = dom(tmp_path, page, f"#sort=-{[c[0] for c in COLUMNS].index('defense')}")
     assert table_rows(by_name_descending) == sorted(TABLE_ORDER, reverse=True)
     # the rank column by its group; unranked entries ('-') stay last either way
     assert table_rows(dom(tmp_path, page, "#sort=-0")) == ["gamma", "beta", "alpha", "delta", "epsilon"]

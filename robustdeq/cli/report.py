@@ -11,6 +11,7 @@ import typer
 
 from robustdeq.cli.common import console, one_line_errors, split_names
 from robustdeq.report import write_report
+from robustdeq.report.claims import BENCHMARK_RESULTS
 
 
 @one_line_errors
@@ -20,13 +21,16 @@ def report(
     ),
     out: Annotated[Path, typer.Option(help="Folder for report.md, report.html and the PNG figures.")] = Path("report"),
     protocols: Annotated[str | None, typer.Option(help="Comma-separated protocol ids (default: all).")] = None,
+    benchmarks: Annotated[
+        Path, typer.Option(help="Benchmark results the timing claims read (benchmarks/jiio_vs_pgd_at.py --repeats).")
+    ] = BENCHMARK_RESULTS,
 ) -> None:
     """Write a report of one or more protocols: tables and a per-attack accuracy figure each."""
     # Built in a temporary folder beside OUT and moved in only when complete: a failure part-way
     # (a damaged entry in the second protocol) leaves OUT as it was.
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
-        built = write_report(root, Path(tmp), split_names(protocols))
+        built = write_report(root, Path(tmp), split_names(protocols), benchmarks=benchmarks)
         out.mkdir(exist_ok=True)
         paths = [out / p.name for p in built]
         for source, target in zip(built, paths, strict=True):

@@ -1,7 +1,8 @@
 """Render one protocol's entries: a compact ranked Markdown table with per-defense details, and a CSV.
 
 ``leaderboard.md`` holds the headline table (:func:`headline`: at most 12 columns, the ones a
-reader ranks by, with rank groups and 95% intervals), its legend, the entries set apart (another
+reader ranks by, with rank groups, the letters of all pairwise comparisons and 95% intervals), its
+legend, the entries set apart (another
 protocol version or number of examples than the majority), and a details section per defense
 with every attack run, the checks, the eps sweep and the solver. ``leaderboard.csv`` keeps every
 number (:func:`table`); ``leaderboard.html`` is the headline table as one page (``robustdeq site``
@@ -100,15 +101,16 @@ def table(entries: list[dict[str, Any]]) -> pd.DataFrame:
     """Every number of every entry, one row each (the CSV); accuracies in percent.
 
     Rows follow the headline's order; ``rank`` is the rank group (``-``: not ranked, ``apart``:
-    another protocol version or number of examples than the majority, never ranked with it).
+    another protocol version or number of examples than the majority, never ranked with it);
+    ``letters`` the compact letter display (entries sharing a letter are not significantly different).
     """
     groups, apart = ranked(entries)
-    rows = [(r.entry, r.rank) for r in groups] + [(e, "apart") for e in apart]
+    rows = [(r.entry, r.rank, r.letters) for r in groups] + [(e, "apart", MISSING) for e in apart]
     attack_names: list[str] = []
-    for e, _ in rows:
+    for e, _, _ in rows:
         attack_names.extend(name for name in e["attacks"] if name not in attack_names)
     out = []
-    for e, rank in rows:
+    for e, rank, letters in rows:
         solver = e["solver"]
         flags = e["flags"]
         n = e["n_examples"]
@@ -116,6 +118,7 @@ def table(entries: list[dict[str, Any]]) -> pd.DataFrame:
         robust_low, robust_high = wilson(round(e["robust_accuracy"] * n), n)
         row: dict[str, Any] = {
             "rank": rank,
+            "letters": letters,
             "defense": e["defense"],
             "model": e["model_family"],
             "recipe": recipe(e),
@@ -152,13 +155,14 @@ def computed_on(entry: dict[str, Any]) -> str:
     return f" (GPU: {entry['provenance']['device']['name']})" if computed_on_gpu(entry) else ""
 
 
-def headline_row(e: dict[str, Any], rank: str, links: bool = True) -> dict[str, str]:
+def headline_row(e: dict[str, Any], rank: str, letters: str = MISSING, links: bool = True) -> dict[str, str]:
     """One headline row; ``links``: the defense links to its details section (``#<defense>``)."""
     n = e["n_examples"]
     worst = strongest(e)
     name = (f"[{e['defense']}](#{e['defense']})" if links else e["defense"]) + (f" {DEVIATES}" if deviations(e) else "")
     return {
         "rank": rank,
+        "letters": letters,
         "defense": name,
         "model": e["model_family"],
         "recipe": recipe(e),
@@ -175,7 +179,7 @@ def headline_row(e: dict[str, Any], rank: str, links: bool = True) -> dict[str, 
 def headline(entries: list[dict[str, Any]], links: bool = True) -> pd.DataFrame:
     """The compact table of the entries that share the majority's protocol version and n, in rank order."""
     groups, _ = ranked(entries)
-    return pd.DataFrame([headline_row(r.entry, r.rank, links) for r in groups])
+    return pd.DataFrame([headline_row(r.entry, r.rank, r.letters, links) for r in groups])
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -197,8 +201,12 @@ def legend(groups: list[Ranked]) -> str:
     lines = [
         "**rank**: a rank group is the entries not significantly worse than the group's best (exact McNemar test "
         f"on the paired per-example robust outcomes, Holm-corrected, alpha {ALPHA}; `docs/statistics.md`); "
-        "`2-8` is the group holding positions 2 to 8, whose order within the group is not significant. "
+        "`2-8` is the group holding positions 2 to 8. A group is cut where its *best* entry is significantly "
+        "better, so neighbours in different groups can be indistinguishable: the letters say which. "
         "`-`: not ranked (a flag of class overestimate or not-comparable).",
+        "**letters**: every pair compared (each entry against every entry below it, the same test, Holm-corrected "
+        "over that entry's comparisons): entries that share a letter are not significantly different, entries that "
+        "share none are (a compact letter display).",
         f"**clean %, robust %**: percent of the {n} test examples correct on the clean input / on the clean input "
         "and after every attack run (the per-example worst case), with the 95% Wilson score interval.",
         "**AutoAttack %**: AutoAttack's own accuracy; **strongest attack**: the attack run with the lowest accuracy "
@@ -227,7 +235,7 @@ def apart_section(apart: list[dict[str, Any]], majority: dict[str, Any]) -> str:
         headline_row(e, MISSING) | {"version": str(e["protocol_version"]), "n": str(e["n_examples"])} for e in apart
     ]
     for row in rows:
-        del row["params"], row["block evals"]
+        del row["letters"], row["params"], row["block evals"]
     return (
         "\n## Not ranked with the table above\n\n"
         f"These entries were evaluated under another protocol version or on another number of examples than the "

@@ -223,6 +223,7 @@ def index_page(summaries: list[tuple[str, list[Ranked]]]) -> str:
 
 COLUMNS = [
     ("rank", "num", "num", "rank group: entries not significantly worse than the group's best share it"),
+    ("letters", "", "text", "entries that share a letter are not significantly different; sharing none: different"),
     ("defense", "", "text", "the defense id; its page has every number"),
     ("model", "", "text", "registered model family"),
     ("recipe", "", "text", "training recipe"),
@@ -248,6 +249,7 @@ def table_row(r: Ranked, previous: Ranked | None) -> dict[str, Any]:
         "classes": " ".join(classes),
         "rank": r.rank,
         "rank_sort": str(r.position) if r.group is not None else "",
+        "letters": r.letters,
         "defense": e["defense"],
         "href": f"{quote(e['defense'])}.html",
         "defense_name": e["defense_name"],
@@ -277,8 +279,18 @@ def legend(ranked: list[Ranked]) -> list[tuple[str, str]]:
             "yet ranked and takes the entries below it, in order, until the first one significantly worse than that "
             "best entry: exact McNemar test on the paired per-example robust outcomes, Holm-corrected over the "
             f"comparisons with the group's best, alpha {ALPHA}. The rank shows the group's first and last position "
-            "(e.g. 2-8); a thicker line separates the groups.",
-        )
+            "(e.g. 2-8); a thicker line separates the groups. A group is cut where its best entry is significantly "
+            "better, so neighbours in different groups can be indistinguishable from each other: the letters say "
+            "which.",
+        ),
+        (
+            "letters",
+            "Every pair compared: each entry against every entry below it (the same test), Holm-corrected over that "
+            "entry's comparisons (for a group's best entry, the comparisons that cut the groups). Entries that share "
+            "a letter are not significantly different; entries that share none are. A group's best entry shares no "
+            "letter with the first entry of the next group, but an entry near the cut can share one with entries of "
+            "both groups (a compact letter display, Piepho 2004).",
+        ),
     ]
     if unpaired and len(in_groups) > 1:  # then each of them took part in at least one comparison
         which = ", ".join(unpaired) if len(unpaired) <= 5 else f"{len(unpaired)} of the {len(in_groups)} ranked"

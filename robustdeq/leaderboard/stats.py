@@ -5,9 +5,10 @@
 - :func:`mcnemar`: the exact McNemar test (two-sided) of two classifiers evaluated on the same
   examples: under "equally accurate", each of the b + c discordant examples is equally likely to
   favour either, so the p-value is a binomial tail of Binomial(b + c, 1/2).
-- :func:`paired_difference`: the difference of two paired proportions with Newcombe's interval
-  for paired data (Stat. Med. 17:2635-2650, 1998, method 10), built from the two Wilson
-  intervals and the correlation of the pairs.
+- :func:`paired_difference` (from outcomes) and :func:`paired_counts` (from the 2x2 counts): the
+  difference of two paired proportions with Newcombe's interval for paired data (Stat. Med.
+  17:2635-2650, 1998, method 10), built from the two Wilson intervals and the correlation of the
+  pairs, with the paper's continuity correction of that correlation (:func:`paired_phi`).
 - :func:`unpaired_difference`: the same for independent samples (Newcombe, Stat. Med.
   17:873-890, 1998, method 10); conservative when the examples are in fact shared.
 - :func:`holm`: Holm's (1979) step-down adjustment of several p-values (family-wise error).
@@ -71,26 +72,53 @@ class Difference:
         return "inconclusive"
 
 
-def paired_difference(first: list[bool], second: list[bool], z: float = Z95) -> Difference:
-    """Newcombe's method-10 interval for p1 - p2 on the same examples, with the exact McNemar p."""
-    if len(first) != len(second):
-        raise ValueError("paired outcomes must have the same length")
-    n = len(first)
-    both = sum(a and b for a, b in zip(first, second, strict=True))
-    only_first = sum(a and not b for a, b in zip(first, second, strict=True))
-    only_second = sum(b and not a for a, b in zip(first, second, strict=True))
-    neither = n - both - only_first - only_second
+def paired_phi(a: int, b: int, c: int, d: int) -> float:
+    """The correlation of the pairs in Newcombe's method 10, with the paper's continuity correction.
+
+    ``a``: both right, ``b``: first only, ``c``: second only, ``d``: neither (the paper's e, f, g,
+    h). The phi coefficient ``(ad - bc) / sqrt((a+b)(c+d)(a+c)(b+d))`` (0 when a margin is 0) with
+    its numerator ``ad - bc`` replaced by ``max(ad - bc - n/2, 0)`` when ``ad > bc`` and left as it
+    is when ``ad <= bc`` (Newcombe 1998, Stat. Med. 17:2635-2650, method 10). The
+    correction shrinks a positive correlation, which would otherwise narrow the interval too much
+    at small counts (e.g. to zero width at b = c = 0).
+    """
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    if margins == 0:
+        return 0.0
+    numerator: float = a * d - b * c
+    if numerator > 0:
+        numerator = max(numerator - (a + b + c + d) / 2, 0.0)
+    return numerator / math.sqrt(margins)
+
+
+def paired_counts(a: int, b: int, c: int, d: int, z: float = Z95) -> Difference:
+    """Newcombe's method-10 interval for p1 - p2 = (b - c) / n from the paired 2x2 counts (``a``: both
+    right, ``b``: first only, ``c``: second only, ``d``: neither), with the exact McNemar p."""
+    if min(a, b, c, d) < 0:
+        raise ValueError("paired counts must not be negative")
+    n = a + b + c + d
     if n == 0:
         return Difference(0.0, -1.0, 1.0, 1.0, True)
-    p1, p2 = (both + only_first) / n, (both + only_second) / n
-    l1, u1 = wilson(both + only_first, n, z)
-    l2, u2 = wilson(both + only_second, n, z)
-    margins = (both + only_first) * (only_second + neither) * (both + only_second) * (only_first + neither)
-    phi = (both * neither - only_first * only_second) / math.sqrt(margins) if margins > 0 else 0.0
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson(a + b, n, z)
+    l2, u2 = wilson(a + c, n, z)
+    phi = paired_phi(a, b, c, d)
     delta = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
     epsilon = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
-    d = p1 - p2
-    return Difference(d, max(-1.0, d - delta), min(1.0, d + epsilon), mcnemar(only_first, only_second), True)
+    diff = p1 - p2
+    return Difference(diff, max(-1.0, diff - delta), min(1.0, diff + epsilon), mcnemar(b, c), True)
+
+
+def paired_difference(first: list[bool], second: list[bool], z: float = Z95) -> Difference:
+    """Newcombe's method-10 interval for p1 - p2 on the same examples (:func:`paired_counts`), with
+    the exact McNemar p."""
+    if len(first) != len(second):
+        raise ValueError("paired outcomes must have the same length")
+    both = sum(x and y for x, y in zip(first, second, strict=True))
+    only_first = sum(x and not y for x, y in zip(first, second, strict=True))
+    only_second = sum(y and not x for x, y in zip(first, second, strict=True))
+    neither = len(first) - both - only_first - only_second
+    return paired_counts(both, only_first, only_second, neither, z)
 
 
 def unpaired_difference(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> Difference:

@@ -33,9 +33,11 @@ from robustdeq.leaderboard.render import (  # noqa: E402
 from robustdeq.leaderboard.stats import wilson  # noqa: E402
 from robustdeq.records.store import atomic_write_text, protocol_folders  # noqa: E402
 from robustdeq.report.claims import (  # noqa: E402
+    BENCHMARK_RESULTS,
     CLAIMS_FILE,
     Finding,
     assess_all,
+    expectation,
     load_claims,
     markdown_section,
 )
@@ -405,18 +407,26 @@ def claim_row(finding: Finding) -> dict[str, str]:
         "text": c.text,
         "protocol": c.protocol,
         "pair": f"{c.first} vs {c.second}",
-        "measure": f"{c.measure}, expected {c.expected}",
-        "first": claim_value(finding, finding.first),
-        "second": claim_value(finding, finding.second),
+        "measure": expectation(c),
+        "first": claim_value(finding, "first"),
+        "second": claim_value(finding, "second"),
         "difference": claim_difference(finding),
         "p": "-" if finding.difference is None else f"{finding.difference.p:.3g}",
         "verdict": finding.verdict,
+        "note": finding.note or "-",
     }
 
 
-def write_report(root: Path, out: Path, protocols: list[str] | None = None, claims: Path = CLAIMS_FILE) -> list[Path]:
+def write_report(
+    root: Path,
+    out: Path,
+    protocols: list[str] | None = None,
+    claims: Path = CLAIMS_FILE,
+    benchmarks: Path = BENCHMARK_RESULTS,
+) -> list[Path]:
     """Write ``report.md``, ``report.html`` and PNG figures per protocol into ``out``, then the seed
-    papers' claims (``claims``) tested on every protocol's entries under ``root``."""
+    papers' claims (``claims``) tested on every protocol's entries under ``root`` and, for timings, on
+    the benchmark results in ``benchmarks``."""
     folders = [root / p for p in protocols] if protocols else protocol_folders(root)
     if not folders:
         raise RobustdeqError(f"{root}: no entries (no <protocol>/ folder holding a <defense>.json)")
@@ -460,7 +470,7 @@ def write_report(root: Path, out: Path, protocols: list[str] | None = None, clai
             }
         )
     every = {folder.name: {e["defense"]: e for e in read_entries(folder)} for folder in protocol_folders(root)}
-    findings = assess_all(load_claims(claims), every)
+    findings = assess_all(load_claims(claims), every, benchmarks)
     md += ["", markdown_section(findings)]
     template = report_templates().get_template("report.html")
     page = template.render(title="robustdeq report", protocols=sections, claims=[claim_row(f) for f in findings])

@@ -1,28 +1,54 @@
-"""The seed papers' claims, tested on the leaderboard entries (never typed by hand).
+"""The seed papers' claims, tested on the leaderboard entries and benchmark results (never typed by hand).
 
-Each claim (``claims.toml`` beside this module) names two entries of one protocol, a measure and
-the direction the paper expects. Accuracies (``robust``, ``clean``) are compared example by
-example: the paired difference first - second with Newcombe's 95% interval and the exact McNemar
-p-value (:func:`robustdeq.leaderboard.stats.paired_difference`); entries without per-example
-outcomes (schema version 1) fall back to the unpaired interval and test. Costs
-(``forward_cost``, ``train_seconds``) are single measurements: the ratio first / second, with a
-band of ``margin`` around 1 inside which it shows no difference (:func:`cost_verdict`).
+Each claim (``claims.toml`` beside this module) names two defenses of one protocol, a measure, the
+direction the paper expects and, when the paper states one, the size it expects. Verdicts are per
+claim, at this protocol's n or these repeats (no correction across claims: each is its own
+question, and the p-value is shown). ``docs/statistics.md`` has the same rules with examples.
 
-Verdicts, per claim and at this protocol's n (no correction across claims: each is its own
-question, and the p-value is shown):
+**Accuracies** (``robust``, ``clean``) are compared example by example: the paired difference
+D = first - second with Newcombe's 95% interval [low, high] and the exact McNemar p-value
+(:func:`robustdeq.leaderboard.stats.paired_difference`); entries without per-example outcomes
+(schema version 1) fall back to the unpaired interval and test. With ``margin`` m (default 0.05):
 
-- ``higher``: supported when the interval lies above 0, contradicted when below, else inconclusive;
-  ``lower`` the mirror image;
-- ``similar``: supported when the interval lies inside (-margin, margin), contradicted when it
-  lies entirely outside that band, else inconclusive;
-- ``not-lower`` (at least as good): supported when the interval lies above -margin, contradicted
-  when it lies below it, else inconclusive;
-- a missing entry gives ``not evaluated``; entries of different protocol versions or n give
-  ``not comparable``.
+- ``higher``: supported when low > 0 and p < alpha; contradicted when high < 0 and p < alpha;
+  else inconclusive. ``lower`` is the mirror image. With a claimed size ``expected_difference``
+  d (> 0 for higher): contradicted when high < d - m (the interval excludes the claimed size, or
+  anything within m of it, on the small side); else supported when low > 0 and p < alpha; else
+  inconclusive. Lower with d < 0: contradicted when low > d + m, supported when high < 0 and p <
+  alpha.
+- ``similar``: supported when -m < low and high < m; contradicted when high < -m or low > m.
+- ``not-lower`` (at least as good): supported when low > -m; contradicted when high < -m.
+
+**Costs** are the ratio R = first / second with an interval [low, high]: ``forward_cost`` (block
+evaluations per forward, from the entries) is one deterministic count each, low = high = R;
+``train_seconds`` comes from a benchmark's repeated, interleaved timings (``benchmark``: a JSON
+file under ``benchmarks/results``, written by ``benchmarks/jiio_vs_pgd_at.py --repeats``), R the
+ratio of the mean seconds per epoch and [low, high] its spread over the repeats (fastest first
+over slowest second, slowest first over fastest second). Fewer than :data:`MIN_REPEATS` timings,
+a missing file or one of another protocol give ``not measured``: a single timing on a shared
+machine says nothing about a ratio. With ``margin`` m (default 0.1):
+
+- with a claimed ratio ``expected_ratio`` r < 1 (``lower``, e.g. 0.33 for "about 3x faster"): the
+  claimed size counts down to b = r (1 + m). Supported when low <= b (the spread reaches the
+  claimed size, or beyond it) and high < 1 (first is cheaper in every pairing); contradicted when
+  low > b (the spread excludes the claimed size: cheaper by less than claimed, or not cheaper);
+  else inconclusive at these repeats. r > 1 (``higher``) is the mirror image with b = r / (1 + m):
+  supported when high >= b and low > 1, contradicted when high < b.
+- without a claimed size, ``lower``: supported when high < 1 - m, contradicted when low > 1 + m,
+  else no clear difference; ``higher`` the mirror image; ``similar``: supported when the interval
+  lies within [1 - m, 1 + m], contradicted when it lies outside, else inconclusive; ``not-lower``:
+  supported when low >= 1 - m, contradicted when high < 1 - m, else inconclusive.
+
+**Circular claims** (``circular``: why) get no verdict: the benchmark makes the two sides equal
+(or different) by construction, so the measurement cannot test the paper. The measurement is
+still shown, with the reason. A missing entry gives ``not evaluated``; entries of different
+protocol versions or n give ``not comparable``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,16 +59,24 @@ from robustdeq.leaderboard.headline import version_key
 from robustdeq.leaderboard.ranking import ALPHA, pairable
 from robustdeq.leaderboard.stats import Difference, paired_difference, unpaired_difference
 from robustdeq.records.outcomes import unbits
+from robustdeq.records.paths import repo_folder
 
 CLAIMS_FILE = Path(__file__).with_name("claims.toml")
+BENCHMARK_RESULTS = repo_folder("benchmarks") / "results"
 ACCURACIES = {"robust": "robust_accuracy", "clean": "clean_accuracy"}
 COSTS = ("forward_cost", "train_seconds")
 EXPECTED = ("higher", "lower", "similar", "not-lower")
 ACCURACY_MARGIN = 0.05
 COST_MARGIN = 0.1
+MIN_REPEATS = 3  # timings of each defense a train_seconds verdict needs
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive at this n"
+INCONCLUSIVE_REPEATS = "inconclusive at these repeats"
 NOT_EVALUATED, NOT_COMPARABLE = "not evaluated", "not comparable"
+NOT_MEASURED = "not measured"
+CIRCULAR = "no verdict: circular"
 NO_DIFFERENCE = "no clear difference"  # a cost ratio within the margin of 1
+REQUIRED = ("id", "paper", "text", "protocol", "first", "second", "measure", "expected")
+OPTIONAL = ("margin", "expected_ratio", "expected_difference", "benchmark", "circular")
 
 
 @dataclass(frozen=True)
@@ -56,52 +90,109 @@ class Claim:
     measure: str
     expected: str
     margin: float
+    expected_ratio: float | None = None  # costs: the claimed first / second (0.33: "about 3x cheaper")
+    expected_difference: float | None = None  # accuracies: the claimed first - second (a fraction)
+    benchmark: str | None = None  # train_seconds: the results file under benchmarks/results
+    circular: str | None = None  # why the measurement cannot test the claim (no verdict)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """first / second of a cost: ``estimate`` and its interval [``low``, ``high``] (a timing's spread
+    over ``repeats``; low = high for a single deterministic count), and the timings themselves."""
+
+    estimate: float
+    low: float
+    high: float
+    repeats: int = 1
+    first_runs: tuple[float, ...] = ()
+    second_runs: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
 class Finding:
-    """What the entries say of one claim. ``first`` / ``second``: the measure of each entry (None
-    when missing); ``difference`` for accuracies, ``ratio`` for costs; ``note`` says why a
-    verdict is missing or how it was computed."""
+    """What the entries say of one claim. ``first`` / ``second``: the measure of each side (the mean
+    seconds per epoch for timings; None when missing); ``difference`` for accuracies, ``ratio`` for
+    costs; ``note``: why a verdict is missing, how it was measured or how it compares with the
+    claimed size."""
 
     claim: Claim
     verdict: str
     first: float | None = None
     second: float | None = None
     difference: Difference | None = None
-    ratio: float | None = None
+    ratio: Ratio | None = None
     note: str = ""
 
 
 def load_claims(path: Path = CLAIMS_FILE) -> list[Claim]:
-    """The ``[[claim]]`` tables of ``path``, checked: known fields only, known measures and directions."""
+    """The ``[[claim]]`` tables of ``path``, checked: known fields, measures, directions and sizes."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise RobustdeqError(f"{path}: not a readable claims file: {exc}") from None
-    fields = {"id", "paper", "text", "protocol", "first", "second", "measure", "expected", "margin"}
     claims: list[Claim] = []
     for i, table in enumerate(data.get("claim", [])):
         where = f"{path}: claim {i + 1}"
-        unknown, missing = set(table) - fields, fields - {"margin"} - set(table)
+        unknown, missing = set(table) - {*REQUIRED, *OPTIONAL}, set(REQUIRED) - set(table)
         if unknown or missing:
             raise RobustdeqError(f"{where}: unknown {sorted(unknown)}, missing {sorted(missing)}")
-        if table["measure"] not in (*ACCURACIES, *COSTS):
-            raise RobustdeqError(f"{where}: measure {table['measure']!r} is not one of {[*ACCURACIES, *COSTS]}")
-        if table["expected"] not in EXPECTED:
-            raise RobustdeqError(f"{where}: expected {table['expected']!r} is not one of {list(EXPECTED)}")
-        default = ACCURACY_MARGIN if table["measure"] in ACCURACIES else COST_MARGIN
-        claims.append(Claim(**{**table, "margin": float(table.get("margin", default))}))
+        measure, expected = table["measure"], table["expected"]
+        if measure not in (*ACCURACIES, *COSTS):
+            raise RobustdeqError(f"{where}: measure {measure!r} is not one of {[*ACCURACIES, *COSTS]}")
+        if expected not in EXPECTED:
+            raise RobustdeqError(f"{where}: expected {expected!r} is not one of {list(EXPECTED)}")
+        check_size(where, table)
+        if (measure == "train_seconds") != ("benchmark" in table):
+            raise RobustdeqError(
+                f"{where}: a train_seconds claim reads repeated timings from a benchmark results file "
+                "(benchmark = '<file under benchmarks/results>'), and only a train_seconds claim does"
+            )
+        if "circular" in table and not str(table["circular"]).strip():
+            raise RobustdeqError(f"{where}: circular must say why the measurement cannot test the claim")
+        default = ACCURACY_MARGIN if measure in ACCURACIES else COST_MARGIN
+        floats = {k: float(table[k]) for k in ("expected_ratio", "expected_difference") if k in table}
+        claims.append(Claim(**{**table, **floats, "margin": float(table.get("margin", default))}))
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise RobustdeqError(f"{path}: claim ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
     return claims
 
 
-def verdict(expected: str, low: float, high: float, margin: float, p: float = 0.0) -> str:
-    """The verdict from an interval (low, high) of first - second (for costs: of the ratio - 1).
-    A direction (``higher``, ``lower``) also needs the paired test's p below alpha: Newcombe's
-    interval and the exact McNemar test can disagree at the margin, and then it is inconclusive."""
+def check_size(where: str, table: dict[str, Any]) -> None:
+    """A claimed size fits the measure and points the way ``expected`` does."""
+    expected = table["expected"]
+    if "expected_ratio" in table:
+        ratio = table["expected_ratio"]
+        if table["measure"] not in COSTS:
+            raise RobustdeqError(f"{where}: expected_ratio is for costs; accuracies take expected_difference")
+        if not isinstance(ratio, int | float) or ratio <= 0 or ratio == 1:
+            raise RobustdeqError(f"{where}: expected_ratio must be a positive number other than 1")
+        if expected != ("lower" if ratio < 1 else "higher"):
+            raise RobustdeqError(f"{where}: expected_ratio {ratio} contradicts expected = {expected!r}")
+    if "expected_difference" in table:
+        difference = table["expected_difference"]
+        if table["measure"] not in ACCURACIES:
+            raise RobustdeqError(f"{where}: expected_difference is for accuracies; costs take expected_ratio")
+        if not isinstance(difference, int | float) or not -1 < difference < 1 or difference == 0:
+            raise RobustdeqError(f"{where}: expected_difference must be a fraction in (-1, 1) other than 0")
+        if expected != ("higher" if difference > 0 else "lower"):
+            raise RobustdeqError(f"{where}: expected_difference {difference} contradicts expected = {expected!r}")
+
+
+def verdict(expected: str, low: float, high: float, margin: float, p: float = 0.0, size: float | None = None) -> str:
+    """The verdict of an accuracy claim from the interval (low, high) of first - second, the paired
+    test's p and the claimed difference ``size`` (module docstring). A direction (``higher``,
+    ``lower``) also needs p below alpha: Newcombe's interval and the exact McNemar test can disagree
+    at the margin, and then it is inconclusive."""
+    if size is not None and expected == "higher":
+        if high < size - margin:
+            return CONTRADICTED
+        return SUPPORTED if low > 0 and p < ALPHA else INCONCLUSIVE
+    if size is not None and expected == "lower":
+        if low > size + margin:
+            return CONTRADICTED
+        return SUPPORTED if high < 0 and p < ALPHA else INCONCLUSIVE
     if expected in ("higher", "lower") and p >= ALPHA:
         return INCONCLUSIVE
     if expected == "higher":
@@ -115,6 +206,35 @@ def verdict(expected: str, low: float, high: float, margin: float, p: float = 0.
     return SUPPORTED if low > -margin else CONTRADICTED if high < -margin else INCONCLUSIVE  # not-lower
 
 
+def ratio_verdict(expected: str, low: float, high: float, margin: float, size: float | None = None) -> str:
+    """The verdict of a cost claim from the interval (low, high) of first / second and the claimed
+    ratio ``size`` (module docstring)."""
+    if size is not None and size < 1:
+        bound = size * (1 + margin)
+        if low > bound:
+            return CONTRADICTED
+        return SUPPORTED if high < 1 else INCONCLUSIVE_REPEATS
+    if size is not None:
+        bound = size / (1 + margin)
+        if high < bound:
+            return CONTRADICTED
+        return SUPPORTED if low > 1 else INCONCLUSIVE_REPEATS
+    if expected == "lower":
+        return SUPPORTED if high < 1 - margin else CONTRADICTED if low > 1 + margin else NO_DIFFERENCE
+    if expected == "higher":
+        return SUPPORTED if low > 1 + margin else CONTRADICTED if high < 1 - margin else NO_DIFFERENCE
+    if expected == "similar":
+        if 1 - margin <= low and high <= 1 + margin:
+            return SUPPORTED
+        return CONTRADICTED if high < 1 - margin or low > 1 + margin else INCONCLUSIVE_REPEATS
+    return SUPPORTED if low >= 1 - margin else CONTRADICTED if high < 1 - margin else INCONCLUSIVE_REPEATS
+
+
+def cost_verdict(expected: str, ratio: float, margin: float) -> str:
+    """The verdict from one measurement each (:func:`ratio_verdict` with low = high = ``ratio``)."""
+    return ratio_verdict(expected, ratio, ratio, margin)
+
+
 def accuracy_difference(first: dict[str, Any], second: dict[str, Any], measure: str) -> Difference:
     """first - second in the measure's accuracy: paired when both have per-example outcomes."""
     if pairable(first, second):
@@ -125,8 +245,74 @@ def accuracy_difference(first: dict[str, Any], second: dict[str, Any], measure: 
     return unpaired_difference(round(first[field] * n1), n1, round(second[field] * n2), n2)
 
 
-def assess(claim: Claim, entries: dict[str, dict[str, Any]]) -> Finding:
-    """The finding for ``claim`` from ``entries`` (defense id -> entry, the claim's protocol only)."""
+def benchmark_ratio(claim: Claim, folder: Path = BENCHMARK_RESULTS) -> tuple[Ratio | None, str]:
+    """(first / second of the mean seconds per epoch with its spread over the repeats, "") from the
+    claim's benchmark results file in ``folder``, or (None, why not)."""
+    name = f"benchmarks/results/{claim.benchmark}"
+    rerun = (
+        f"run benchmarks/jiio_vs_pgd_at.py --repeats {MIN_REPEATS} --protocol {claim.protocol} --first {claim.first} "
+        f"--second {claim.second} on an idle machine"
+    )
+    path = folder / str(claim.benchmark)
+    if not path.is_file():
+        return None, f"no {name} yet: {rerun}"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("protocol") != claim.protocol:
+            return None, f"{name} was measured under {data.get('protocol')!r}, not {claim.protocol}"
+        if "repeats" not in data:
+            return None, f"{name} holds one timing per defense (written before --repeats): {rerun}"
+        runs = {}
+        for side in (claim.first, claim.second):
+            result = data["results"].get(side)
+            if result is None:
+                return None, f"{name} has no timings of {side}"
+            runs[side] = [float(s) for s in result["seconds_per_epoch_runs"]]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return None, f"{name} is not a benchmark results file ({type(exc).__name__}: {exc})"
+    first, second = runs[claim.first], runs[claim.second]
+    repeats = min(len(first), len(second))
+    if repeats < MIN_REPEATS or min(first + second) <= 0:
+        return None, f"{name} has {repeats} timing(s) of each defense; a verdict needs {MIN_REPEATS}: {rerun}"
+    mean = (sum(first) / len(first)) / (sum(second) / len(second))
+    ratio = Ratio(mean, min(first) / max(second), max(first) / min(second), repeats, tuple(first), tuple(second))
+    return ratio, ""
+
+
+def size_note(claim: Claim, finding: Finding) -> str:
+    """How the measurement compares with the claimed size (empty without one)."""
+    r, d = finding.ratio, finding.difference
+    if claim.expected_ratio is not None and r is not None:
+        size = claim.expected_ratio
+        bound = size * (1 + claim.margin) if size < 1 else size / (1 + claim.margin)
+        counts = f"claimed x{size:g}: x{bound:.2f} or {'below' if size < 1 else 'above'} counts as that size"
+        if finding.verdict != CONTRADICTED:
+            return counts
+        if (r.high < 1) if size < 1 else (r.low > 1):
+            return f"{counts}; {'cheaper' if size < 1 else 'costlier'} in every pairing, but by less than claimed"
+        return f"{counts}; the measured ratio excludes it"
+    if claim.expected_difference is not None and d is not None:
+        size = claim.expected_difference
+        bound = size - claim.margin if size > 0 else size + claim.margin
+        return f"claimed {100 * size:+.1f} points: {100 * bound:+.1f} or beyond counts as that size"
+    return ""
+
+
+def measure(claim: Claim, entries: dict[str, dict[str, Any]], benchmarks: Path) -> Finding:
+    """The claim's measurement and verdict, circularity aside."""
+    if claim.measure == "train_seconds":
+        ratio, why = benchmark_ratio(claim, benchmarks)
+        if ratio is None:
+            return Finding(claim, NOT_MEASURED, note=why)
+        found = Finding(
+            claim,
+            ratio_verdict(claim.expected, ratio.low, ratio.high, claim.margin, claim.expected_ratio),
+            sum(ratio.first_runs) / len(ratio.first_runs),
+            sum(ratio.second_runs) / len(ratio.second_runs),
+            ratio=ratio,
+        )
+        how = f"{ratio.repeats} interleaved timings each (benchmarks/results/{claim.benchmark}); interval: their spread"
+        return dataclasses.replace(found, note="; ".join(filter(None, (how, size_note(claim, found)))))
     missing = [d for d in (claim.first, claim.second) if d not in entries]
     if missing:
         return Finding(claim, NOT_EVALUATED, note=f"no entry for {', '.join(missing)} under {claim.protocol}")
@@ -136,84 +322,104 @@ def assess(claim: Claim, entries: dict[str, dict[str, Any]]) -> Finding:
     if claim.measure in ACCURACIES:
         field = ACCURACIES[claim.measure]
         d = accuracy_difference(first, second, claim.measure)
-        note = "paired, exact McNemar" if d.paired else "unpaired (no per-example outcomes): two-proportion test"
-        return Finding(
-            claim, verdict(claim.expected, d.low, d.high, claim.margin, d.p), first[field], second[field], d, note=note
-        )
-    a, b = cost(first, claim.measure), cost(second, claim.measure)
+        result = verdict(claim.expected, d.low, d.high, claim.margin, d.p, claim.expected_difference)
+        found = Finding(claim, result, first[field], second[field], d)
+        how = "" if d.paired else "unpaired (no per-example outcomes): two-proportion test"
+        return dataclasses.replace(found, note="; ".join(filter(None, (how, size_note(claim, found)))))
+    a, b = first["forward_cost"], second["forward_cost"]
     if a is None or b is None or b <= 0:
-        return Finding(claim, NOT_EVALUATED, a, b, note=f"{claim.measure} not recorded")
-    ratio = a / b
-    return Finding(claim, cost_verdict(claim.expected, ratio, claim.margin), a, b, ratio=ratio, note="one run each")
+        return Finding(claim, NOT_EVALUATED, a, b, note="forward_cost not recorded")
+    r = Ratio(a / b, a / b, a / b)
+    found = Finding(
+        claim, ratio_verdict(claim.expected, r.low, r.high, claim.margin, claim.expected_ratio), a, b, None, r
+    )
+    return dataclasses.replace(found, note="; ".join(filter(None, ("one count each", size_note(claim, found)))))
 
 
-def cost_verdict(expected: str, ratio: float, margin: float) -> str:
-    """The verdict from one measurement each: a ratio within ``margin`` of 1 shows no difference."""
-    if expected == "higher":
-        return SUPPORTED if ratio > 1 + margin else CONTRADICTED if ratio < 1 - margin else NO_DIFFERENCE
-    if expected == "lower":
-        return SUPPORTED if ratio < 1 - margin else CONTRADICTED if ratio > 1 + margin else NO_DIFFERENCE
-    if expected == "similar":
-        return SUPPORTED if abs(ratio - 1) <= margin else CONTRADICTED
-    return SUPPORTED if ratio >= 1 - margin else CONTRADICTED  # not-lower
+def assess(claim: Claim, entries: dict[str, dict[str, Any]], benchmarks: Path = BENCHMARK_RESULTS) -> Finding:
+    """The finding for ``claim`` from ``entries`` (defense id -> entry, the claim's protocol only) and,
+    for timings, the benchmark results in ``benchmarks``. A circular claim keeps its measurement but
+    gets no verdict, and its reason as the note."""
+    found = measure(claim, entries, benchmarks)
+    if claim.circular:
+        return dataclasses.replace(found, verdict=CIRCULAR, note=claim.circular.strip())
+    return found
 
 
-def cost(entry: dict[str, Any], measure: str) -> float | None:
-    if measure == "forward_cost":
-        value: float | None = entry["forward_cost"]
-        return value
-    return float(entry["provenance"]["train_seconds"])
-
-
-def assess_all(claims: list[Claim], entries: dict[str, dict[str, dict[str, Any]]]) -> list[Finding]:
+def assess_all(
+    claims: list[Claim], entries: dict[str, dict[str, dict[str, Any]]], benchmarks: Path = BENCHMARK_RESULTS
+) -> list[Finding]:
     """``entries``: protocol -> defense id -> entry (protocols without entries may be absent)."""
-    return [assess(c, entries.get(c.protocol, {})) for c in claims]
+    return [assess(c, entries.get(c.protocol, {}), benchmarks) for c in claims]
 
 
-def value(finding: Finding, which: float | None) -> str:
+def value(finding: Finding, side: str) -> str:
+    """One side's (``first`` or ``second``) measure: an accuracy in percent, a count, or the mean
+    seconds per epoch [min, max]."""
+    which = finding.first if side == "first" else finding.second
     if which is None:
         return "-"
     if finding.claim.measure in ACCURACIES:
         return f"{100 * which:.1f} %"
-    return f"{which:.1f}" + (" s" if finding.claim.measure == "train_seconds" else "")
+    r = finding.ratio
+    if finding.claim.measure == "train_seconds" and r is not None:
+        runs = r.first_runs if side == "first" else r.second_runs
+        return f"{which:.2f} s/epoch [{min(runs):.2f}, {max(runs):.2f}]"
+    return f"{which:.1f}"
 
 
 def measured(finding: Finding) -> str:
-    d = finding.difference
+    """The difference (points) with its 95% interval, or the ratio with its spread."""
+    d, r = finding.difference, finding.ratio
     if d is not None:
         return f"{100 * d.estimate:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
-    if finding.ratio is not None:
-        return f"x{finding.ratio:.2f}"
+    if r is not None:
+        return f"x{r.estimate:.2f}" + (f" [{r.low:.2f}, {r.high:.2f}]" if r.repeats > 1 else "")
     return "-"
 
 
+def expectation(claim: Claim) -> str:
+    """The measure and what the paper expects of it, with the claimed size and the margin."""
+    text = f"{claim.measure}, expected {claim.expected}"
+    if claim.expected_ratio is not None:
+        text += f", about x{claim.expected_ratio:g}"
+    if claim.expected_difference is not None:
+        text += f", about {100 * claim.expected_difference:+.1f} points"
+    if claim.expected in ("similar", "not-lower") or claim.expected_ratio or claim.expected_difference:
+        text += f" (margin {claim.margin:g})"
+    return text
+
+
 def markdown_section(findings: list[Finding]) -> str:
-    """A Markdown section: one row per claim, then the notes."""
+    """A Markdown section: one row per claim, with its note."""
     lines = [
         "## The seed papers' claims",
         "",
-        "Computed from the entries by `robustdeq report` (claims and entry pairs: `robustdeq/report/claims.toml`; "
-        "method: `docs/statistics.md`). Accuracy differences are first - second in points with their 95% interval "
-        "(Newcombe, paired) and the exact McNemar p-value; costs are the ratio first / second of one measurement "
-        "each. A verdict holds at this protocol's number of examples only: `inconclusive` means the entries cannot "
-        "tell, not that the claim is false.",
+        "Computed from the entries and benchmark results by `robustdeq report` (claims and entry pairs: "
+        "`robustdeq/report/claims.toml`; rules: `docs/statistics.md`). Accuracy differences are first - second in "
+        "points with their 95% interval (Newcombe, paired) and the exact McNemar p-value; costs are the ratio "
+        "first / second: block evaluations, one count each; training time, the mean of repeated interleaved "
+        "timings with their spread. A claimed size is tested, not only the direction. A verdict holds at this "
+        "protocol's number of examples (or these repeats) only: `inconclusive` means the measurement cannot tell, "
+        "not that the claim is false; `not measured` that the timings do not exist yet; `no verdict: circular` "
+        "that the benchmark fixes the answer by construction (the note says how).",
         "",
-        "| claim | protocol | first vs second | measure | first | second | difference [95% CI] | p | verdict |",
-        "|:--|:--|:--|:--|--:|--:|--:|--:|:--|",
+        "| claim | protocol | first vs second | measure | first | second | measured [interval] | p | verdict | note |",
+        "|:--|:--|:--|:--|--:|--:|--:|--:|:--|:--|",
     ]
     for f in findings:
         c = f.claim
         p = "-" if f.difference is None else f"{f.difference.p:.3g}"
-        expected = f"{c.expected}" + (f" (margin {c.margin:g})" if c.expected in ("similar", "not-lower") else "")
+        note = f.note.replace("|", "\\|") or "-"
         lines.append(
-            f"| [{c.text}]({c.paper}) | {c.protocol} | {c.first} vs {c.second} | {c.measure}, expected {expected} | "
-            f"{value(f, f.first)} | {value(f, f.second)} | {measured(f)} | {p} | **{f.verdict}** |"
+            f"| [{c.text}]({c.paper}) | {c.protocol} | {c.first} vs {c.second} | {expectation(c)} | "
+            f"{value(f, 'first')} | {value(f, 'second')} | {measured(f)} | {p} | **{f.verdict}** | {note} |"
         )
-    notes = [f"- `{f.claim.id}`: {f.note}" for f in findings if f.note and f.verdict in (NOT_EVALUATED, NOT_COMPARABLE)]
     unpaired = [f.claim.id for f in findings if f.difference is not None and not f.difference.paired]
     if unpaired:
-        notes.append(
-            f"- unpaired comparisons (entries without per-example outcomes): {', '.join(unpaired)}; their intervals "
-            "are wider than paired ones would be."
-        )
-    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+        lines += [
+            "",
+            f"Unpaired comparisons (entries without per-example outcomes): {', '.join(unpaired)}; their intervals "
+            "are wider than paired ones would be.",
+        ]
+    return "\n".join(lines) + "\n"
