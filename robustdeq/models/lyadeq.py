@@ -52,8 +52,11 @@ then fix the reading:
   a finite time.
 
 The alternatives are kept: ``lyapunov = false`` (the same model without the module: the cell
-iterated K times, a weight-tied model) and ``orthogonal = false`` are the ablation arms, and
-the earlier residual construction is the family ``lyadeq_residual``.
+iterated K times, a weight-tied model), ``orthogonal = false`` (pool -> linear classifier) and
+``orthogonal = false, unconstrained_layer = true`` (a plain, unconstrained 256x256 linear layer in
+the orthogonal layer's place: the same size, so that orthogonality is not confounded with
+capacity) are the ablation arms, and the earlier residual construction is the family
+``lyadeq_residual``.
 
 **What is guaranteed.** V >= 0, convex, V = 0 only at z = 0; along the continuous flow of F~,
 V decays at least like exp(-alpha t), and along the solver's steps V(z_{k+1}) <= exp(-alpha)
@@ -96,6 +99,7 @@ class LyaDEQClassifier(nn.Module):
         lyapunov_eps: float = 0.01,
         lyapunov_scale: float = 1.0,
         orthogonal: bool = True,
+        unconstrained_layer: bool = False,
     ) -> None:
         super().__init__()
         if alpha <= 0 or steps < 1:
@@ -111,7 +115,7 @@ class LyaDEQClassifier(nn.Module):
         self.alpha = alpha
         self.steps = steps
         self.block_evaluations = steps
-        self.head = OrthogonalHead(channels, num_classes, orthogonal)
+        self.head = OrthogonalHead(channels, num_classes, orthogonal, unconstrained_layer)
         self.last_state: Tensor | None = None
         self.last_projection_rate: float | None = None
 
@@ -213,6 +217,7 @@ def make_lyadeq(
     lyapunov_eps: float = 0.01,
     lyapunov_scale: float = 1.0,
     orthogonal: bool = True,
+    unconstrained_layer: bool = False,
 ) -> nn.Module:
     return LyaDEQClassifier(
         in_shape,
@@ -226,4 +231,5 @@ def make_lyadeq(
         lyapunov_eps=lyapunov_eps,
         lyapunov_scale=lyapunov_scale,
         orthogonal=orthogonal,
+        unconstrained_layer=unconstrained_layer,
     )
