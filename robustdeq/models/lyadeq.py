@@ -31,9 +31,11 @@ the forward pass takes (nothing is detached, no implicit-function shortcut).
 **Why this reading.** The paper's abstract says the module makes "the fixed points of the DEQ
 models ... Lyapunov stable", that V is learned (an ICNN, as in Manek & Kolter), and that an
 orthogonal fully connected layer is added "to avoid poor adversarial defense due to
-Lyapunov-stable fixed points being located near each other". Its method and experiment
-sections and any code are not public (``docs/lyadeq.md`` lists what was searched). Two facts
-then fix the reading:
+Lyapunov-stable fixed points being located near each other". The paper's full text is public
+(arXiv 2304.12707, its v3 as HTML) but could not be read from the machine this model was built
+on: only the abstract and the first paragraph of the introduction were, and no code was found
+(``docs/lyadeq.md`` lists what was searched). So this model is not checked against the paper's
+method section. Two facts fixed the reading:
 
 - With alpha > 0 the projected field's only equilibrium is argmin V (F~ = 0 forces
   ReLU(...) |grad V|^2 ... = 0, hence alpha V = 0). So the place of V's minimum decides what an
@@ -43,7 +45,11 @@ then fix the reading:
   no gradient, and the module cannot change the output. Minimum at a learned function m(x): the
   solved model is head(m(x)), an explicit network. None of these lets a trained V matter at
   convergence, so a LyaDEQ with a working module reads a state the solver reaches within its
-  budget, not the equilibrium: the reading here.
+  budget, not the equilibrium: the reading here. That is robustdeq's choice, and it departs from
+  the abstract's "Lyapunov stability of the fixed points": the head never reads a fixed point
+  (the trained reference models' mean relative readout residual is 2.7% to 10%,
+  ``benchmarks/results/lyadeq_ablation.md``); the manifests record it as a deviation of kind
+  ``our-choice``.
 - Then, the paper's diagnosis follows: V decreases along every trajectory and is minimal at one
   point, so the states the head reads are pulled towards each other (V(z_K) <= V(z_1), far
   below the plain cell's fixed points' V) -- "fixed points located near each other" -- which is
