@@ -1,12 +1,18 @@
 """LyaDEQ on digits: does the Lyapunov module act, what does each part contribute, and the paper's claims.
 
-    python benchmarks/lyadeq_ablation.py                 # trains the six ablation arms (about 25 minutes on 2 cores)
+    python benchmarks/lyadeq_ablation.py                 # trains the eight ablation arms (six took 11 min on 2 cores)
     python benchmarks/lyadeq_ablation.py --out /tmp/abl  # where the arms' entries go (resumable: kept if current)
 
-1. **The arms.** benchmarks/ablations/lyadeq-{plain,lyapunov-only,orthogonal-only}-{standard,trades}
-   are trained and evaluated under digits-linf (every attack, checks and the eps sweep); the fourth
-   arm, both parts, is the committed reference entry (defenses/lyadeq-standard, lyadeq-trades).
-   Every arm has the same cell (bound 0.9), solver budget (12 steps), training, epochs and seed.
+1. **The arms.** benchmarks/ablations/lyadeq-{plain,lyapunov-only,orthogonal-only,unconstrained-only}-
+   {standard,trades} are trained and evaluated under digits-linf (every attack, checks and the eps
+   sweep); the arm with both parts is the committed reference entry (defenses/lyadeq-standard,
+   lyadeq-trades). Every arm has the same cell (bound 0.9), solver budget (12 steps), training,
+   epochs and seed. The orthogonal layer adds a 256x256 layer (71,642 parameters against the plain
+   arm's 5,850), so the unconstrained-only arm puts a plain 256x256 linear layer of the same size in
+   its place: orthogonal-only against unconstrained-only is the effect of orthogonality at equal
+   capacity. An arm's entry in --out is reused only if its key matches (:func:`arm_key`: the
+   protocol's hash, the arm's manifest and the source of the robustdeq code that builds, trains and
+   evaluates it), so a changed model, recipe or manifest retrains the arm.
 2. **The module acts**, measured on the zoo's trained lyadeq-standard, lyadeq-pgd-at and lyadeq-trades
    (the committed checkpoints): how far the module moves the states the head reads from the plain
    cell's fixed point and from the plain cell's 12-step state (same weights, module off), how close
@@ -17,7 +23,8 @@
    (1) LyaDEQ without adversarial training is more robust than the DEQ; (2) the gain grows with eps;
    (3) LyaDEQ with TRADES is more robust than the DEQ with TRADES. Each against the ablation's plain
    arm (same cell, budget, training) and against the reference DEQ (deq-standard / deq-trades: the
-   same cell solved to its equilibrium).
+   same cell solved to its equilibrium). Beside them, orthogonality at equal size: orthogonal-only
+   against unconstrained-only, under each training.
 
 Results: benchmarks/results/lyadeq_ablation.md and .json.
 """
@@ -25,6 +32,7 @@ Results: benchmarks/results/lyadeq_ablation.md and .json.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -38,35 +46,81 @@ from robustdeq.leaderboard.stats import paired_difference, unpaired_difference, 
 from robustdeq.models.lyadeq import LyaDEQClassifier
 from robustdeq.pipeline import Budget, load_trained, run_defenses
 from robustdeq.progress import Progress
-from robustdeq.records.defense import load_defense
+from robustdeq.records.defense import DefenseSpec, load_defense
 from robustdeq.records.outcomes import unbits
-from robustdeq.records.protocol import find_protocol
+from robustdeq.records.protocol import ProtocolSpec, find_protocol
 from robustdeq.records.store import read_entry
 from robustdeq.threat import pgd
 from robustdeq.training import build_model
 
 REPO = Path(__file__).resolve().parent.parent
 LEADERBOARD = REPO / "leaderboards" / "digits-linf"
-ARMS = ("plain", "lyapunov-only", "orthogonal-only")
+ARMS = ("plain", "lyapunov-only", "orthogonal-only", "unconstrained-only")
 RECIPES = ("standard", "trades")
+# The robustdeq source an arm's entry depends on: what builds the model (models/, deq/), trains it
+# (training/, threat.py, data.py), evaluates it (evaluation/, validate.py) and writes the entry
+# (pipeline.py, checkpoint.py, records/, device.py). The readers (tables, report, site) are left out.
+CODE = ("models", "deq", "training", "evaluation", "records", "threat.py", "data.py", "validate.py", "device.py",
+        "pipeline.py", "checkpoint.py")  # fmt: skip
+PACKAGE = REPO / "robustdeq"
+
+
+def code_hash(package: Path = PACKAGE) -> str:
+    """SHA-256 of the :data:`CODE` modules' source (every ``.py`` file, by path and content)."""
+    digest = hashlib.sha256()
+    for name in CODE:
+        target = package / name
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        for path in files:
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def arm_key(defense: DefenseSpec, protocol: ProtocolSpec, code: str) -> str:
+    """What an arm's cached entry must have been computed with: the protocol (its hash), the arm's
+    manifest (its text) and the code (:func:`code_hash`); the torch version too."""
+    parts = (protocol.hash, defense.manifest, code, torch.__version__)
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def key_path(out: Path, protocol: ProtocolSpec, name: str) -> Path:
+    return out / protocol.id / f".{name}.ablation-key"
+
+
+def cached_entry(out: Path, defense: DefenseSpec, protocol: ProtocolSpec, code: str) -> dict[str, Any] | None:
+    """The arm's entry in ``out`` if it was computed with this protocol, manifest and code, else None."""
+    path, key = out / protocol.id / f"{defense.id}.json", key_path(out, protocol, defense.id)
+    if not (path.is_file() and key.is_file()) or key.read_text().strip() != arm_key(defense, protocol, code):
+        return None
+    entry = read_entry(path)
+    return entry if entry["protocol_hash"] == protocol.hash else None
+
+
+def remember(out: Path, defense: DefenseSpec, protocol: ProtocolSpec, code: str) -> None:
+    """Record the key of the arm's entry just written to ``out``."""
+    key_path(out, protocol, defense.id).write_text(arm_key(defense, protocol, code) + "\n")
 
 
 def arm_entries(out: Path, jobs: int) -> dict[str, dict[str, Any]]:
-    """Every arm's entry: the six ablation arms (trained here unless current) and the reference 'both'."""
+    """Every arm's entry: the eight ablation arms (trained here unless current) and the reference 'both'."""
     protocol = find_protocol("digits-linf")
+    code = code_hash()
     entries: dict[str, dict[str, Any]] = {}
     todo = []
     for recipe in RECIPES:
         for arm in ARMS:
-            name = f"lyadeq-{arm}-{recipe}"
-            path = out / protocol.id / f"{name}.json"
-            if path.is_file() and read_entry(path)["protocol_hash"] == protocol.hash:
-                entries[name] = read_entry(path)
+            defense = load_defense(REPO / "benchmarks" / "ablations" / f"lyadeq-{arm}-{recipe}")
+            cached = cached_entry(out, defense, protocol, code)
+            if cached is not None:
+                entries[defense.id] = cached
             else:
-                todo.append(load_defense(REPO / "benchmarks" / "ablations" / name))
+                todo.append(defense)
         entries[f"lyadeq-both-{recipe}"] = read_entry(LEADERBOARD / f"lyadeq-{recipe}.json")
         entries[f"deq-{recipe}"] = read_entry(LEADERBOARD / f"deq-{recipe}.json")
-    for entry in run_defenses(todo, protocol, None, False, out, Budget(), Progress(), jobs):
+    ran = run_defenses(todo, protocol, None, False, out, Budget(), Progress(), jobs)
+    for defense, entry in zip(todo, ran, strict=True):
+        remember(out, defense, protocol, code)
         entries[entry["defense"]] = entry
     return entries
 
@@ -173,13 +227,13 @@ def markdown(results: dict[str, Any]) -> str:
         "differences are paired by example (Newcombe's interval, exact McNemar p). docs/lyadeq.md says which",
         "reading of the paper this is. Reproduce: `python benchmarks/lyadeq_ablation.py`.",
         "",
-        "## The four arms, under standard training and TRADES",
+        "## The arms, under standard training and TRADES",
         "",
         "| arm | training | clean % | robust % [95%] | AutoAttack % | PGD % | transfer % | flags |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for recipe in RECIPES:
-        for arm in ("plain", "lyapunov-only", "orthogonal-only", "both"):
+        for arm in ("plain", "lyapunov-only", "orthogonal-only", "unconstrained-only", "both"):
             e = entries[f"lyadeq-{arm}-{recipe}"]
             n = e["n_examples"]
             low, high = wilson(round(e["robust_accuracy"] * n), n)
@@ -204,6 +258,12 @@ def markdown(results: dict[str, Any]) -> str:
             v = m[k]
             cells.append(", ".join(f"{kk} {vv:.3g}" for kk, vv in v.items()) if isinstance(v, dict) else f"{v:.3g}")
         lines.append(f"| {k.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    lines += ["", "## Orthogonality at equal size (orthogonal-only against unconstrained-only)", ""]
+    for c in results["orthogonality_at_equal_size"]:
+        lines.append(
+            f"- **{c['recipe']}** ({c['first']} vs {c['second']}): {100 * c['difference']:+.1f} points "
+            f"[{100 * c['low']:+.1f}, {100 * c['high']:+.1f}], p = {c['p']:.3g}: **{c['verdict']}**"
+        )
     lines += ["", "## The paper's claims", ""]
     for c in results["claims"]:
         lines.append(
@@ -255,10 +315,19 @@ def main() -> None:
         "lyadeq-trades vs deq-trades": eps_gains(entries["lyadeq-both-trades"], entries["deq-trades"]),
     }
     verdicts = {gain_verdict(rows) for rows in gains.values()}
+    # The orthogonal layer against an unconstrained layer of the same size (no Lyapunov module in either).
+    equal_size = [
+        {
+            "recipe": recipe,
+            **claim(entries[f"lyadeq-orthogonal-only-{recipe}"], entries[f"lyadeq-unconstrained-only-{recipe}"]),
+        }
+        for recipe in RECIPES
+    ]
     results = {
         "entries": entries,
         "module": module,
         "claims": claims,
+        "orthogonality_at_equal_size": equal_size,
         "eps_gains": gains,
         "gain_grows_with_eps": verdicts.pop() if len(verdicts) == 1 else "inconclusive (the two pairs disagree)",
     }

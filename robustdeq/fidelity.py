@@ -1,19 +1,27 @@
-"""``docs/fidelity.md``: every reference defense's record of its paper, rendered from the manifests.
+"""``docs/fidelity.md`` and the README's table of methods: the reference defenses, rendered from the manifests.
 
 Each reference defense's manifest carries a ``[fidelity]`` table (:class:`robustdeq.records.defense.Fidelity`):
 the paper, what it did (data, architecture, training, evaluation, reported numbers), the ways the
 entry departs from it and why, and the paper's own evaluation when robustdeq runs it beside the
-protocol's. ``robustdeq fidelity`` writes the page; a test keeps the committed page in step.
+protocol's. ``robustdeq fidelity`` writes the page, and the README's block between
+:data:`METHODS_START` and :data:`METHODS_END`: one row per reference defense with its suite, model
+family and settings, solver, recipe and settings, read from the manifest so that it cannot go
+stale. Tests keep the committed page and block in step.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from robustdeq.errors import RobustdeqError
 from robustdeq.records.defense import DefenseSpec, find_defense, list_defenses
 from robustdeq.records.paths import DEFENSES_DIR, repo_folder
 
 PAGE_PATH = repo_folder("docs") / "fidelity.md"
+README_PATH = repo_folder("docs").parent / "README.md"
+METHODS_START = "<!-- methods:start -->"
+METHODS_END = "<!-- methods:end -->"
 
 KINDS = {
     "cpu-budget": "scaled down for the CPU",
@@ -75,4 +83,136 @@ def write_page(path: Path, root: Path = DEFENSES_DIR) -> Path:
     from robustdeq.records.store import atomic_write_text
 
     atomic_write_text(path, render_page(root))
+    return path
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return "/".join(_value(v) for v in value)
+    return str(value)
+
+
+def _settings(settings: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
+    """``key value, ...`` for the plain settings; a nested table as ``key (its settings)``, and after
+    the setting that names it (``local_recipe pgd_at (steps 7, ...)``) when there is one."""
+    tables = {k: v for k, v in settings.items() if isinstance(v, dict) and k not in skip}
+    named = {v for v in settings.values() if isinstance(v, str) and v in tables}
+    parts = []
+    for key, value in settings.items():
+        if key in skip or key in named:
+            continue
+        if key in tables:
+            parts.append(f"{key} ({_settings(value)})")
+        elif isinstance(value, str) and value in tables:
+            parts.append(f"{key} {value} ({_settings(tables[value])})")
+        else:
+            parts.append(f"{key} {_value(value)}")
+    return ", ".join(parts)
+
+
+def _entropy_reduction(table: dict[str, Any]) -> str:
+    """``[model.entropy_reduction]``: rounds x (cell steps + sign steps of a size), radius, readout."""
+    known = ("rounds", "solver_steps", "input_steps", "step_size", "radius", "readout")
+    text = "input entropy reduction at inference"
+    if all(k in table for k in known[:4]):
+        text += (
+            f": {_value(table['rounds'])} rounds x ({_value(table['solver_steps'])} cell steps + "
+            f"{_value(table['input_steps'])} sign steps of {_value(table['step_size'])})"
+        )
+        rest = {k: v for k, v in table.items() if k not in known[:4]}
+    else:
+        rest = dict(table)
+    if "radius" in rest:
+        text += f", radius {_value(rest.pop('radius'))}"
+    if "readout" in rest:
+        text += f", {_value(rest.pop('readout'))} readout"
+    return text + (f", {_settings(rest)}" if rest else "")
+
+
+def _model(defense: DefenseSpec) -> str:
+    model = defense.model
+    head = f"`{model.factory}`" if model.factory else f"`{model.family}`"
+    settings = dict(model.settings)
+    entropy = settings.pop("entropy_reduction", None)
+    text = head + (f": {_settings(settings)}" if settings else "")
+    solver = defense.solver
+    if solver is not None:
+        text += (
+            f"; {solver.f_solver} solver, {solver.f_max_iter} iterations, tol {_value(solver.f_tol)}, "
+            f"{solver.train_grad} gradient in training, {solver.attack_grad} in attacks"
+        )
+        if solver.jac_reg > 0:
+            text += f", Jacobian penalty {_value(solver.jac_reg)}"
+    if isinstance(entropy, dict):
+        text += f"; {_entropy_reduction(entropy)}"
+    return text
+
+
+def _training(defense: DefenseSpec) -> str:
+    train = defense.train
+    if train.checkpoint is not None:
+        return f"shipped checkpoint `{train.checkpoint}`"
+    settings = dict(train.recipe_settings)
+    steps = ("min_steps", "max_steps")
+    if train.recipe == "ris" and all(k in settings for k in ("base", *steps)):
+        # Random intermediate states: the base recipe and its settings, then the solver-step range.
+        base = str(settings["base"])
+        inner = settings.get(base)
+        text = f"`ris` on `{base}`" + (f" ({_settings(inner)})" if isinstance(inner, dict) and inner else "")
+        low, high = (_value(settings[k]) for k in steps)
+        text += f": random intermediate states after {low}..{high} solver steps"
+        rest = _settings(settings, skip=("base", base, *steps))
+        text += f" ({rest})" if rest else ""
+    else:
+        text = f"`{train.recipe}`" + (f": {_settings(settings)}" if settings else "")
+    length = f"{train.epochs} rounds" if train.recipe == "federated" else f"{train.epochs} epochs"
+    return f"{text}; {length}, batch {train.batch_size}, lr {_value(train.lr)}"
+
+
+def render_methods(root: Path = DEFENSES_DIR) -> str:
+    """The README's table of the reference defenses, between the markers (both included)."""
+    lines = [
+        METHODS_START,
+        "<!-- Rendered by `robustdeq fidelity` from defenses/*/defense.toml; do not edit by hand. -->",
+        "",
+        "| defense | suite | name | paper | model (family, settings, solver) | training (recipe, settings, budget) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in list_defenses(root):
+        d = find_defense(name, root)
+        arxiv = d.fidelity.arxiv if d.fidelity is not None else ""
+        paper = f"[arXiv {arxiv}](https://arxiv.org/abs/{arxiv})" if arxiv else "-"
+        cells = [f"[`{d.id}`](docs/fidelity.md#{d.id})", d.suite, d.name, paper, _model(d), _training(d)]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines += ["", METHODS_END]
+    return "\n".join(lines)
+
+
+def _methods_span(text: str, where: str) -> tuple[int, int]:
+    start, end = text.find(METHODS_START), text.find(METHODS_END)
+    if start < 0 or end < start or text.count(METHODS_START) != 1 or text.count(METHODS_END) != 1:
+        raise RobustdeqError(f"{where}: needs one {METHODS_START} line and, after it, one {METHODS_END} line")
+    return start, end + len(METHODS_END)
+
+
+def readme_methods(path: Path = README_PATH) -> str:
+    """The block between the markers in ``path`` (the markers included), as committed."""
+    text = path.read_text(encoding="utf-8")
+    start, end = _methods_span(text, str(path))
+    return text[start:end]
+
+
+def write_readme(path: Path = README_PATH, root: Path = DEFENSES_DIR) -> Path:
+    """Replace the README's block between the markers with :func:`render_methods`."""
+    from robustdeq.records.store import atomic_write_text
+
+    if not path.is_file():
+        raise RobustdeqError(f"{path}: no such file (the README whose table of methods is rendered)")
+    text = path.read_text(encoding="utf-8")
+    start, end = _methods_span(text, str(path))
+    atomic_write_text(path, text[:start] + render_methods(root) + text[end:])
     return path

@@ -2,21 +2,26 @@
 convex Lyapunov function of the state, the dynamics projected so that it decreases, the states the head
 reads drawn together, the orthogonal layer; and the residual construction kept as an ablation."""
 
+import dataclasses
 import math
+from pathlib import Path
+from typing import cast
 
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from robustdeq.data import load
 from robustdeq.deq import SolverSpec
+from robustdeq.errors import RobustdeqError
 from robustdeq.models import create_model
 from robustdeq.models.lyadeq import LyaDEQClassifier
 from robustdeq.models.lyadeq_residual import LyaDEQResidual
 from robustdeq.models.lyapunov import LyapunovFunction
-from robustdeq.records.defense import DefenseSpec, ModelSpec, TrainSpec
+from robustdeq.records.defense import DefenseSpec, ModelSpec, TrainSpec, load_defense
 from robustdeq.threat import ThreatModel
-from robustdeq.training import train_model
+from robustdeq.training import build_model, train_model
 
 
 def make(**settings: object) -> LyaDEQClassifier:
@@ -250,3 +255,51 @@ def test_the_orthogonal_weight_is_reused_in_eval_mode_until_its_parameters_chang
     loss = model(x).sum()
     (grad,) = torch.autograd.grad(loss, [next(head.fc.parameters())])
     assert float(grad.abs().max()) > 0  # in train mode Q stays differentiable in its parameters
+
+
+ABLATIONS = Path(__file__).resolve().parent.parent / "benchmarks" / "ablations"
+LAYER_SETTINGS = ("orthogonal", "unconstrained_layer")
+
+
+@pytest.mark.parametrize("recipe", ["standard", "trades"])
+def test_the_unconstrained_arm_has_the_orthogonal_arms_size_and_trains_one_batch(recipe: str) -> None:
+    """benchmarks/ablations/lyadeq-unconstrained-only-*: the orthogonal-only arm with a plain 256x256 layer in
+    place of the orthogonal one (same size, no constraint), so orthogonality is not confounded with capacity."""
+    arm = load_defense(ABLATIONS / f"lyadeq-unconstrained-only-{recipe}")
+    orthogonal_arm = load_defense(ABLATIONS / f"lyadeq-orthogonal-only-{recipe}")
+    assert arm.train == orthogonal_arm.train
+    assert {k: v for k, v in arm.model.settings.items() if k not in LAYER_SETTINGS} == {
+        k: v for k, v in orthogonal_arm.model.settings.items() if k not in LAYER_SETTINGS
+    }
+    torch.manual_seed(0)
+    model = build_model(arm, "digits")
+    torch.manual_seed(0)
+    reference = build_model(orthogonal_arm, "digits")
+    assert isinstance(model, LyaDEQClassifier) and isinstance(reference, LyaDEQClassifier)
+    assert not model.use_lyapunov and not reference.use_lyapunov
+    fc = model.head.fc
+    assert type(fc) is nn.Linear and not parametrize.is_parametrized(fc) and fc.weight.shape == (256, 256)
+    assert parametrize.is_parametrized(cast(nn.Module, reference.head.fc))
+
+    def count(m: nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    assert count(model) == count(reference) == 71_642
+    assert count(model) - count(make(orthogonal=False)) == 256 * 257
+
+    # One training batch (64 digits, the manifest's batch size) with the manifest's recipe.
+    initial = fc.weight.detach().clone()
+    one_batch = dataclasses.replace(arm.train, epochs=1, train_subset=arm.train.batch_size)
+    trained = train_model(arm, "digits", load("digits", "train"), ThreatModel("Linf", 0.2), one_batch).model
+    assert isinstance(trained, LyaDEQClassifier) and trained.head.fc is not None
+    weight = cast(Tensor, trained.head.fc.weight).detach()
+    assert float((weight - initial).abs().max()) > 0  # the layer trained ...
+    assert float((weight @ weight.T - torch.eye(256)).abs().max()) > 0.1  # ... and is not orthogonal
+    with torch.no_grad():
+        logits = trained(load("digits", "test").x[:8])
+    assert logits.shape == (8, 10) and bool(torch.isfinite(logits).all())
+
+
+def test_orthogonal_and_unconstrained_layer_exclude_each_other() -> None:
+    with pytest.raises(RobustdeqError, match="model family 'lyadeq': orthogonal and unconstrained_layer exclude"):
+        make(orthogonal=True, unconstrained_layer=True)

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,47 @@ def test_every_reference_defense_has_a_fidelity_record_and_the_page_is_current()
         assert fidelity is not None and fidelity.title
         assert all(d.kind in ("cpu-budget", "unknown-in-paper", "our-choice") for d in fidelity.deviations)
     assert PAGE_PATH.read_text() == render_page(), "run `robustdeq fidelity` to render docs/fidelity.md"
+
+
+def test_the_readme_table_of_reference_defenses_is_the_manifests(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from robustdeq.cli import app
+    from robustdeq.fidelity import README_PATH, readme_methods, render_methods
+
+    block = render_methods()
+    assert readme_methods(README_PATH) == block, "run `robustdeq fidelity` to render the README's table of methods"
+    rows = [line for line in block.splitlines() if line.startswith("| [`")]
+    assert len(rows) == len(list_defenses(DEFENSES_DIR))
+    ris = next(r for r in rows if r.startswith("| [`deq-ris-pgd-at`]"))
+    assert "random intermediate states after 1..8 solver steps" in ris
+    er = next(r for r in rows if r.startswith("| [`deq-pgd-at-er`]"))
+    assert "4 rounds x (2 cell steps + 10 sign steps of 0.05), radius 0.2" in er
+
+    # A changed manifest changes the block, and `robustdeq fidelity` rewrites only the block.
+    defenses = tmp_path / "defenses"
+    shutil.copytree(DEFENSES_DIR / "deq-ris-pgd-at", defenses / "deq-ris-pgd-at")
+    manifest = defenses / "deq-ris-pgd-at" / "defense.toml"
+    manifest.write_text(manifest.read_text().replace("max_steps = 8", "max_steps = 6"))
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n\n<!-- methods:start -->\nstale\n<!-- methods:end -->\n\nafter\n")
+    args = [
+        "fidelity",
+        "--out",
+        str(tmp_path / "fidelity.md"),
+        "--readme",
+        str(readme),
+        "--defenses-dir",
+        str(defenses),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = readme.read_text()
+    assert text.startswith("before\n\n<!-- methods:start -->") and text.endswith("<!-- methods:end -->\n\nafter\n")
+    assert "1..6 solver steps" in text and "stale" not in text and text.count("| [`") == 1
+    readme.write_text("no markers\n")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "needs one <!-- methods:start --> line" in result.output
 
 
 def test_a_reference_defense_without_fidelity_or_with_an_unknown_field_is_a_one_line_error(tmp_path: Path) -> None:

@@ -31,9 +31,11 @@ the forward pass takes (nothing is detached, no implicit-function shortcut).
 **Why this reading.** The paper's abstract says the module makes "the fixed points of the DEQ
 models ... Lyapunov stable", that V is learned (an ICNN, as in Manek & Kolter), and that an
 orthogonal fully connected layer is added "to avoid poor adversarial defense due to
-Lyapunov-stable fixed points being located near each other". Its method and experiment
-sections and any code are not public (``docs/lyadeq.md`` lists what was searched). Two facts
-then fix the reading:
+Lyapunov-stable fixed points being located near each other". The paper's full text is public
+(arXiv 2304.12707, its v3 as HTML) but could not be read from the machine this model was built
+on: only the abstract and the first paragraph of the introduction were, and no code was found
+(``docs/lyadeq.md`` lists what was searched). So this model is not checked against the paper's
+method section. Two facts fixed the reading:
 
 - With alpha > 0 the projected field's only equilibrium is argmin V (F~ = 0 forces
   ReLU(...) |grad V|^2 ... = 0, hence alpha V = 0). So the place of V's minimum decides what an
@@ -43,7 +45,11 @@ then fix the reading:
   no gradient, and the module cannot change the output. Minimum at a learned function m(x): the
   solved model is head(m(x)), an explicit network. None of these lets a trained V matter at
   convergence, so a LyaDEQ with a working module reads a state the solver reaches within its
-  budget, not the equilibrium: the reading here.
+  budget, not the equilibrium: the reading here. That is robustdeq's choice, and it departs from
+  the abstract's "Lyapunov stability of the fixed points": the head never reads a fixed point
+  (the trained reference models' mean relative readout residual is 2.7% to 10%,
+  ``benchmarks/results/lyadeq_ablation.md``); the manifests record it as a deviation of kind
+  ``our-choice``.
 - Then, the paper's diagnosis follows: V decreases along every trajectory and is minimal at one
   point, so the states the head reads are pulled towards each other (V(z_K) <= V(z_1), far
   below the plain cell's fixed points' V) -- "fixed points located near each other" -- which is
@@ -52,8 +58,11 @@ then fix the reading:
   a finite time.
 
 The alternatives are kept: ``lyapunov = false`` (the same model without the module: the cell
-iterated K times, a weight-tied model) and ``orthogonal = false`` are the ablation arms, and
-the earlier residual construction is the family ``lyadeq_residual``.
+iterated K times, a weight-tied model), ``orthogonal = false`` (pool -> linear classifier) and
+``orthogonal = false, unconstrained_layer = true`` (a plain, unconstrained 256x256 linear layer in
+the orthogonal layer's place: the same size, so that orthogonality is not confounded with
+capacity) are the ablation arms, and the earlier residual construction is the family
+``lyadeq_residual``.
 
 **What is guaranteed.** V >= 0, convex, V = 0 only at z = 0; along the continuous flow of F~,
 V decays at least like exp(-alpha t), and along the solver's steps V(z_{k+1}) <= exp(-alpha)
@@ -96,6 +105,7 @@ class LyaDEQClassifier(nn.Module):
         lyapunov_eps: float = 0.01,
         lyapunov_scale: float = 1.0,
         orthogonal: bool = True,
+        unconstrained_layer: bool = False,
     ) -> None:
         super().__init__()
         if alpha <= 0 or steps < 1:
@@ -111,7 +121,7 @@ class LyaDEQClassifier(nn.Module):
         self.alpha = alpha
         self.steps = steps
         self.block_evaluations = steps
-        self.head = OrthogonalHead(channels, num_classes, orthogonal)
+        self.head = OrthogonalHead(channels, num_classes, orthogonal, unconstrained_layer)
         self.last_state: Tensor | None = None
         self.last_projection_rate: float | None = None
 
@@ -213,6 +223,7 @@ def make_lyadeq(
     lyapunov_eps: float = 0.01,
     lyapunov_scale: float = 1.0,
     orthogonal: bool = True,
+    unconstrained_layer: bool = False,
 ) -> nn.Module:
     return LyaDEQClassifier(
         in_shape,
@@ -226,4 +237,5 @@ def make_lyadeq(
         lyapunov_eps=lyapunov_eps,
         lyapunov_scale=lyapunov_scale,
         orthogonal=orthogonal,
+        unconstrained_layer=unconstrained_layer,
     )

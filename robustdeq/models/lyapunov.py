@@ -105,13 +105,24 @@ class LyapunovFunction(nn.Module):
 
 class OrthogonalHead(nn.Module):
     """pool to 4x4 -> orthogonal fully connected layer Q (square; Q Q^T = I by construction, torch's
-    ``parametrizations.orthogonal``) -> ReLU -> linear classifier; without Q: pool -> linear."""
+    ``parametrizations.orthogonal``) -> ReLU -> linear classifier; without Q: pool -> linear.
 
-    def __init__(self, channels: int, num_classes: int, orthogonal: bool) -> None:
+    ``unconstrained`` (with ``orthogonal`` off) puts a plain square linear layer of the same shape in
+    Q's place (pool -> linear -> ReLU -> linear): the ablation arm that has the orthogonal layer's size
+    and parameter count but no constraint, so that orthogonality is not confounded with capacity."""
+
+    def __init__(self, channels: int, num_classes: int, orthogonal: bool, unconstrained: bool = False) -> None:
         super().__init__()
+        if orthogonal and unconstrained:
+            raise ValueError("orthogonal and unconstrained_layer exclude each other: one square layer or the other")
         self.pool = nn.AdaptiveAvgPool2d(4)
         features = channels * 16
-        self.fc = parametrizations.orthogonal(nn.Linear(features, features)) if orthogonal else None
+        self.orthogonal = orthogonal
+        self.fc: nn.Module | None = None
+        if orthogonal:
+            self.fc = parametrizations.orthogonal(nn.Linear(features, features))
+        elif unconstrained:
+            self.fc = nn.Linear(features, features)
         self.classifier = nn.Linear(features, num_classes)
 
         self._frozen: tuple[tuple[int, ...], Tensor] | None = None  # (parameter versions, Q) in eval mode
@@ -124,12 +135,13 @@ class OrthogonalHead(nn.Module):
         return out
 
     def _weight(self) -> Tensor:
-        """Q. The parametrisation computes a 256x256 matrix exponential per call (39 ms, and its
-        backward more: 40% of a forward and backward on 50 digits); in eval mode Q is computed once
-        per version of its parameters and reused without a graph to them (attacks need input
-        gradients only; training runs in train mode and always gets the parametrisation's)."""
+        """The square layer's weight: an unconstrained layer's own, or Q. Q's parametrisation computes
+        a 256x256 matrix exponential per call (39 ms, and its backward more: 40% of a forward and
+        backward on 50 digits); in eval mode Q is computed once per version of its parameters and
+        reused without a graph to them (attacks need input gradients only; training runs in train
+        mode and always gets the parametrisation's)."""
         assert self.fc is not None
-        if self.training:
+        if self.training or not self.orthogonal:
             return cast(Tensor, self.fc.weight)
         versions = tuple(p._version for p in self.fc.parameters())
         if self._frozen is None or self._frozen[0] != versions:
