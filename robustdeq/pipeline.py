@@ -37,7 +37,7 @@ from robustdeq.device import of as device_of
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation import EvalResult, evaluate
-from robustdeq.evaluation.runner import select_subset
+from robustdeq.evaluation.runner import own_loop_gradients, select_subset
 from robustdeq.evaluation.view import attack_model
 from robustdeq.leaderboard import read_entries, render, write_entry
 from robustdeq.progress import Progress
@@ -355,7 +355,7 @@ def make_entry(
     exact = any(s.get("grad") in ("ift", "unroll") for s in result.attack_settings.values())
     if "phantom" in modes and not exact:  # no attack of the protocol ran with an exact gradient
         flags.append("approximate_attack_gradient")
-    if getattr(model, "loop_gradients", ()):  # an optimisation loop inside the forward pass
+    if own_loop_gradients(model):  # robustdeq's own inference-time loop, attacked by robustdeq's own gradients
         flags.append("test_time_optimisation")
     reduced = budget.reduced(defense, protocol, trained.train_info)
     if reduced:

@@ -21,6 +21,12 @@ def steepest_direction(grad: Tensor, norm: str) -> Tensor:
     return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
 
 
+def margin(logits: Tensor, y: Tensor) -> Tensor:
+    """max_{j != y} z_j - z_y per example (B,): positive where the example is misclassified."""
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return others.amax(1) - logits.gather(1, y[:, None]).squeeze(1)
+
+
 def pgd(
     model: nn.Module,
     x: Tensor,
@@ -31,8 +37,10 @@ def pgd(
     random_start: bool = True,
     generator: torch.Generator | None = None,
     start: Tensor | None = None,
+    loss: str = "ce",
 ) -> Tensor:
-    """Madry et al. PGD on the cross-entropy, used inside adversarial training.
+    """Madry et al. PGD on the cross-entropy (``loss = "ce"``, used inside adversarial training) or on
+    the margin max_{j != y} z_j - z_y (``"margin"``, Carlini & Wagner 2017).
 
     Linf: sign steps; L2: normalised-gradient steps. The model's current mode is kept (the
     trainer puts it in eval mode, so a DEQ gives its attack-time gradient). The random start is
@@ -55,8 +63,9 @@ def pgd(
         x_adv = x.clone()
     for _ in range(steps):
         x_adv.requires_grad_(True)
-        loss = F.cross_entropy(model(x_adv), y)
-        (grad,) = torch.autograd.grad(loss, x_adv)
+        logits = model(x_adv)
+        objective = F.cross_entropy(logits, y) if loss == "ce" else margin(logits, y).sum()
+        (grad,) = torch.autograd.grad(objective, x_adv)
         with torch.no_grad():
             x_adv = threat.project(x_adv + step_size * steepest_direction(grad, threat.norm), x)
     return x_adv.detach()

@@ -20,8 +20,9 @@ from robustdeq.deq import SolverSpec, equilibria
 from robustdeq.evaluation import evaluate
 from robustdeq.evaluation import view as view_module
 from robustdeq.evaluation.attacks import AUTOATTACK_FLAGS
-from robustdeq.evaluation.runner import EvalResult
+from robustdeq.evaluation.runner import EvalResult, twin_depth
 from robustdeq.models.deq import DEQClassifier
+from robustdeq.pipeline import load_trained
 from robustdeq.records.defense import DefenseSpec, ModelSpec, TrainSpec
 from robustdeq.records.flags import FLAGS, kind, overestimates, status
 from robustdeq.records.protocol import load_protocol
@@ -314,3 +315,19 @@ def test_every_flag_is_documented_classified_and_autoattacks_warnings_still_exis
         kind("autoattack_dynamic_defense", ["autoattack_dynamic_defense", "test_time_optimisation"]) == "informational"
     )
     assert kind("autoattack_dynamic_defense", ["autoattack_dynamic_defense"]) == "overestimate"
+
+
+def test_the_transfer_twins_depth_is_fixed_by_the_model_not_by_what_ran_last(
+    weights: dict[str, Tensor], tmp_path: Path
+) -> None:
+    """The depth comes from the cold clean solves of the evaluation (or a fixed-budget readout's own
+    budget) and is recorded; an unrelated forward before the evaluation does not move it."""
+    spec = protocol(tmp_path, pgd(steps=2), TRANSFER, n=16)
+    fresh = run(build(DEQClassifier, weights), spec).attack_settings["transfer"]["depth"]
+    model = build(DEQClassifier, weights)
+    with torch.no_grad():
+        model(torch.rand(16, 1, 8, 8) * 50)  # far off the data: many more solver steps
+    after = run(model, spec).attack_settings["transfer"]["depth"]
+    assert fresh == after and fresh >= 1
+    _, trained = load_trained("zoo:lyadeq-standard", "cpu")
+    assert twin_depth(trained.model, None) == trained.model.steps  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("producers", ("training", "evaluation")),
     ("artefacts", ("checkpoint", "zoo")),
     ("readers", ("leaderboard", "report", "fidelity")),
-    ("top", ("pipeline", "sweep", "api", "cli", "__main__")),
+    ("top", ("pipeline", "sweep", "challenge", "api", "cli", "__main__")),
 ]
 
 

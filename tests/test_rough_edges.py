@@ -25,6 +25,7 @@ runner = CliRunner()
 
 COMMANDS = [
     ["bench"], ["train"], ["evaluate"], ["leaderboard"], ["report"], ["submit"], ["sweep"], ["zoo"], ["fidelity"],
+    ["challenge"],
     ["data"], ["data", "list"], ["data", "download"],
 ]  # fmt: skip
 

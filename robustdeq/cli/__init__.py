@@ -9,6 +9,7 @@ import typer
 from robustdeq import distributed
 from robustdeq.cli import data
 from robustdeq.cli.bench import bench
+from robustdeq.cli.challenge import challenge
 from robustdeq.cli.common import console, print_error
 from robustdeq.cli.evaluate import evaluate
 from robustdeq.cli.fidelity import fidelity
@@ -61,6 +62,7 @@ app.command()(submit)
 app.command()(sweep)
 app.command()(zoo)
 app.command()(fidelity)
+app.command()(challenge)
 app.add_typer(data.app, name="data")
 
 

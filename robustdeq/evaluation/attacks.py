@@ -20,7 +20,7 @@ from robustdeq.evaluation.view import AttackView
 from robustdeq.progress import Progress
 from robustdeq.records.parse import Settings, parse
 from robustdeq.registry import Registry
-from robustdeq.threat import ThreatModel
+from robustdeq.threat import ThreatModel, pgd
 
 
 @dataclass
@@ -45,6 +45,9 @@ class Attack:
         self.seed = seed
         self.batch_size = batch_size
         self.flags: list[str] = []
+        # The attacked model's explicit-twin depth, fixed by the runner before any attack
+        # (robustdeq.evaluation.runner.twin_depth); only the transfer attack reads it.
+        self.twin_depth: int | None = None
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
@@ -120,7 +123,9 @@ ATTACKS: Registry[AttackFactory] = Registry("attack")
 
 
 class PGD(Attack):
-    """PGD (Madry et al. 2018) from torchattacks (``PGD`` for Linf, ``PGDL2`` for L2) with restarts.
+    """PGD (Madry et al. 2018) from torchattacks (``PGD`` for Linf, ``PGDL2`` for L2) with restarts;
+    with ``loss = "margin"`` the same iteration on the margin max_{j != y} z_j - z_y
+    (:func:`robustdeq.threat.pgd`; torchattacks' PGD only knows the cross-entropy).
 
     Across restarts, each example keeps the first final iterate that the model misclassifies
     (else the last restart's).
@@ -139,6 +144,7 @@ class PGD(Attack):
         restarts: int = 1,
         random_start: bool = True,
         eot: int = 1,
+        loss: str = "ce",
     ) -> None:
         super().__init__(threat, seed, batch_size)
         self.steps = steps
@@ -146,6 +152,7 @@ class PGD(Attack):
         self.restarts = restarts
         self.random_start = random_start
         self.eot = eot
+        self.loss = loss
 
     def settings(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -154,13 +161,23 @@ class PGD(Attack):
             "restarts": self.restarts,
             "random_start": self.random_start,
         }
+        if self.loss != "ce":
+            out["loss"] = self.loss
         if self.eot > 1:
             out["eot_draws"] = self.eot
         return out
 
     def randomized(self, draws: int) -> Attack:
         return PGD(
-            self.threat, self.seed, self.batch_size, self.steps, self.step_size, self.restarts, self.random_start, draws
+            self.threat,
+            self.seed,
+            self.batch_size,
+            self.steps,
+            self.step_size,
+            self.restarts,
+            self.random_start,
+            draws,
+            self.loss,
         )
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -174,7 +191,10 @@ class PGD(Attack):
         best = x.clone()
         fooled = torch.zeros(len(y), dtype=torch.bool, device=y.device)
         for _ in range(self.restarts):
-            x_adv = attack(x, y)
+            if self.loss == "ce":  # torchattacks' PGD; it knows no other loss
+                x_adv = attack(x, y)
+            else:
+                x_adv = pgd(model, x, y, self.threat, self.steps, self.step_size, self.random_start, loss=self.loss)
             with torch.no_grad():
                 wrong = model(x_adv).argmax(1) != y
             best[~fooled] = x_adv[~fooled]
@@ -189,6 +209,7 @@ class PGDSettings(Settings):
     step_size: float | None = None
     restarts: int = 1
     random_start: bool = True
+    loss: Literal["ce", "margin"] = "ce"
 
 
 @ATTACKS.register("pgd")
@@ -338,8 +359,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 class Transfer(Attack):
     """Transfer from the explicit twin: PGD on the weight-tied model with the DEQ's own block
-    applied as many times as the DEQ's mean solver steps on the batch (for LyaDEQ: its own cell
-    and head without the Lyapunov module, for its step budget), then the examples are tried on
+    applied ``twin_depth`` times (set by the runner once per evaluation: the mean solver steps of
+    the DEQ's cold clean solves, or the depth a fixed-budget readout declares; for LyaDEQ its own
+    cell and head without the Lyapunov module, for its step budget), then the examples are tried on
     the DEQ. Needs no gradient of the DEQ, so it brings down DEQs whose gradient is
     broken (detached fixed points, non-differentiable steps inside the forward pass)."""
 
@@ -350,21 +372,15 @@ class Transfer(Attack):
         self.pgd = PGD(threat, seed, batch_size, **pgd)
 
     def settings(self) -> dict[str, Any]:
-        return {"source": "explicit_twin", **self.pgd.settings()}
+        return {"source": "explicit_twin", "depth": self.twin_depth, **self.pgd.settings()}
 
     def applies(self, model: nn.Module) -> bool:
         return hasattr(_unwrap(model), "explicit_twin")
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        from robustdeq.deq import equilibria
-
         deq = _unwrap(model)
-        with torch.no_grad():
-            deq(x)
-        steps = [layer.last_stats.nstep.float().mean() for layer in equilibria(deq) if layer.last_stats is not None]
-        # A DEQ's twin unrolls its mean solver steps; a model read out after a fixed budget (LyaDEQ) its budget.
-        budget = float(sum(steps)) if steps else float(getattr(deq, "block_evaluations", 1))
-        twin = deq.explicit_twin(max(1, round(budget)))  # type: ignore[operator]
+        depth = self.twin_depth or int(getattr(deq, "block_evaluations", 1) or 1)
+        twin = deq.explicit_twin(max(1, depth))  # type: ignore[operator]
         return self.pgd.perturb(twin.eval(), x, y)
 
 

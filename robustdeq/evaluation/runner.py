@@ -24,6 +24,7 @@ from robustdeq.errors import RobustdeqError
 from robustdeq.evaluation.attacks import ATTACKS
 from robustdeq.evaluation.state import EvalState, evaluation_key
 from robustdeq.evaluation.view import AttackView
+from robustdeq.models.entropy import LOOP_GRADIENTS, EntropyReduced
 from robustdeq.progress import Progress
 from robustdeq.records.outcomes import encode_outcomes
 from robustdeq.records.protocol import AttackSpec, ProtocolSpec
@@ -179,6 +180,9 @@ class Verifier:
         sources = equilibria(like)  # none when ``like`` is a Stateless stand-in
         for source, target in zip(sources, equilibria(model) if sources else [], strict=True):
             target.spec = source.spec
+        budget = getattr(like, "readout_budget", None)
+        if budget is not None:  # the [checks] re-run at twice a fixed readout budget
+            model.readout_budget = budget
         return model
 
     def predict(self, like: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Prediction:
@@ -347,11 +351,13 @@ def run_suite(
     state: EvalState | None = None,
     verifier: Verifier | None = None,
     eot: int = 1,
+    twin_depth: int | None = None,
 ) -> SuiteResult:
     """Run each attack on the clean-correct examples, batch by batch; verify, re-classify cold (on a
     fresh instance, :class:`Verifier`), take the worst case. Each batch's outcome is recorded in
     ``state`` and reused when resuming. ``eot`` > 1 (a randomised model): the attacks' randomised
     variants (:meth:`Attack.randomized`: expectation over ``eot`` draws, AutoAttack's rand version).
+    ``twin_depth``: the depth of the model's explicit twin for the transfer attack (:func:`twin_depth`).
 
     Under torchrun only the batches ``state`` deals to this rank are attacked; the others count as
     placeholders (nothing survived, nothing valid), so the result is meaningful only once the
@@ -367,6 +373,7 @@ def run_suite(
         attack = ATTACKS.get(spec.name)(threat, spec.settings, protocol.seed, bs, where)
         if eot > 1:
             attack = attack.randomized(eot)
+        attack.twin_depth = twin_depth
         if not attack.applies(model):
             continue
         for mode, loop, base in _runs(spec, model):
@@ -412,23 +419,46 @@ def run_suite(
     return result
 
 
+def own_loop_gradients(model: nn.Module) -> tuple[str, ...]:
+    """The loop gradients robustdeq attacks its own inference-time loop with (entropy reduction:
+    BPDA, through the loop, and the plain DEQ's gradient), the first being the default of single-run
+    attacks. Only robustdeq's own loop family gets them: what any other model declares
+    (:func:`declared_loop_gradients`) never replaces them."""
+    return LOOP_GRADIENTS if type(model) is EntropyReduced else ()
+
+
+def declared_loop_gradients(model: nn.Module) -> tuple[str, ...]:
+    """Loop gradients a model of another family declares (``loop_gradients`` and ``loop_gradient_mode``):
+    each becomes one more run of every multi-mode attack, beside the runs through its forward pass as
+    it is written; a declared mode is at most an extra attack, never the one the others are dropped for."""
+    if own_loop_gradients(model) or not callable(getattr(model, "loop_gradient_mode", None)):
+        return ()
+    return tuple(str(m) for m in getattr(model, "loop_gradients", ()))
+
+
 def _runs(spec: AttackSpec, model: nn.Module) -> list[tuple[str | None, str | None, str]]:
     """(gradient mode or None, loop gradient or None, result name) for each run of ``spec`` on ``model``.
 
-    A model with an inference-time loop (``loop_gradients``, e.g. entropy reduction) runs each
-    multi-mode attack once more per further loop gradient, named ``<name>+<loop gradient>``;
-    single-mode attacks use its default loop gradient (the first)."""
+    robustdeq's own inference-time loop (:func:`own_loop_gradients`) runs each multi-mode attack
+    once more per further loop gradient, named ``<name>+<loop gradient>``; single-mode attacks use
+    its default (BPDA). A loop another model declares runs each multi-mode attack once more per
+    declared mode, named ``<name>+declared-<mode>``, every other run going through the model as it is."""
     layers = equilibria(model)
-    loops: tuple[str, ...] = getattr(model, "loop_gradients", ())
+    own, declared = own_loop_gradients(model), declared_loop_gradients(model)
     if spec.grad is not None or spec.loop is not None:  # one run, as a paper evaluated
-        return [(spec.grad if layers else None, spec.loop if loops else None, spec.key)]
-    if not spec.grad_modes or not layers:
-        return [(None, loops[0] if loops else None, spec.key)]
-    own = layers[0].spec.attack_grad
-    runs: list[tuple[str | None, str | None, str]] = []
-    for loop in loops or (None,):
-        suffix = "" if loop is None or loop == loops[0] else f"+{loop}"
-        runs += [(mode, loop, (spec.key if mode == own else f"{spec.key}@{mode}") + suffix) for mode in spec.grad_modes]
+        return [(spec.grad if layers else None, spec.loop if own else None, spec.key)]
+    default = own[0] if own else None
+    modes: tuple[str | None, ...] = spec.grad_modes if spec.grad_modes and layers else (None,)
+    attack_grad = layers[0].spec.attack_grad if layers else None
+
+    def name(mode: str | None) -> str:
+        return spec.key if mode is None or mode == attack_grad else f"{spec.key}@{mode}"
+
+    runs: list[tuple[str | None, str | None, str]] = [(mode, default, name(mode)) for mode in modes]
+    if not spec.grad_modes:
+        return runs
+    runs += [(mode, loop, f"{name(mode)}+{loop}") for loop in own[1:] for mode in modes]
+    runs += [(mode, loop, f"{name(mode)}+declared-{loop}") for loop in declared for mode in modes]
     return runs
 
 
@@ -457,6 +487,7 @@ def run_checks(
     state: EvalState | None,
     verifier: Verifier | None = None,
     eot: int = 1,
+    twin_depth: int | None = None,
 ) -> dict[str, float]:
     """The protocol's ``[checks]`` (see :class:`robustdeq.records.protocol.Checks`): adds flags to ``suite``,
     the doubled-iterations attack to its worst case, and returns each re-run's accuracy."""
@@ -469,22 +500,24 @@ def run_checks(
         if name not in suite.flags:
             suite.flags.append(name)
 
-    whitebox = [a for label, a in acc.items() if suite.attack_settings[label]["name"] not in NON_WHITEBOX]
+    # Only the gradient attacks: AutoAttack runs Square itself, so it is no white-box reference for Square.
+    whitebox = [
+        a for label, a in acc.items() if suite.attack_settings[label]["name"] not in (*NON_WHITEBOX, "autoattack")
+    ]
     for label, accuracy in acc.items():
         kind = suite.attack_settings[label]["name"]
         if kind in NON_WHITEBOX and whitebox and accuracy < min(whitebox) - checks.margin:
             flag(NON_WHITEBOX[kind])
 
     if checks.more_iterations is not None:
-        (spec,) = [a for a in protocol.attacks if a.name == checks.more_iterations][:1]
+        (spec,) = [a for a in protocol.attacks if a.key == checks.more_iterations][:1]
         steps = suite.attack_settings.get(spec.key, {}).get("steps")
         if steps is None:
             raise RobustdeqError(f"protocol {protocol.id} [checks] more_iterations: attack {spec.key} has no steps")
         label = f"{spec.key}-{2 * steps}steps"
         doubled = AttackSpec(spec.name, {**spec.settings, "steps": 2 * steps}, label=label)
-        extra = run_suite(
-            model, protocol, protocol.threat, (doubled,), x, y, clean_correct, progress, state, verifier, eot
-        )
+        run = (progress, state, verifier, eot, twin_depth)
+        extra = run_suite(model, protocol, protocol.threat, (doubled,), x, y, clean_correct, *run)
         suite.attack_correct.update(extra.attack_correct)
         suite.attack_settings.update(extra.attack_settings)
         suite.adversarial.extend(extra.adversarial)
@@ -495,21 +528,61 @@ def run_checks(
         if out[label] < acc[spec.key] - checks.margin:
             flag("more_iterations_stronger")
 
-    if checks.solver_budget is not None and equilibria(model):
-        (spec,) = [a for a in protocol.attacks if a.name == checks.solver_budget][:1]
-        label = f"{spec.key}-solver-2x"
-        with solver_budget(model, 2):
+    budget = budget_kind(model) if checks.solver_budget is not None else None
+    if budget is not None:
+        (spec,) = [a for a in protocol.attacks if a.key == checks.solver_budget][:1]
+        label = f"{spec.key}-{budget}-2x"
+        with doubled_budget(model, budget):
             clean = verifier.predict(model, x, y, protocol.batch_size).labels == y.to(CPU)
             rerun = AttackSpec(spec.name, spec.settings, label=label)
-            extra = run_suite(model, protocol, protocol.threat, (rerun,), x, y, clean, progress, state, verifier, eot)
+            run = (progress, state, verifier, eot, twin_depth)
+            extra = run_suite(model, protocol, protocol.threat, (rerun,), x, y, clean, *run)
         suite.seconds.update(extra.seconds)
-        out["clean-solver-2x"] = fraction(clean)
+        out[f"clean-{budget}-2x"] = fraction(clean)
         out[label] = fraction(extra.attack_correct[label])
-        if abs(out["clean-solver-2x"] - fraction(clean_correct)) > checks.margin:
-            flag("solver_budget_sensitive")
-        if abs(out[label] - acc[spec.key]) > checks.margin:
-            flag("solver_budget_sensitive")
+        moved = abs(out[f"clean-{budget}-2x"] - fraction(clean_correct)) > checks.margin
+        if moved or abs(out[label] - acc[spec.key]) > checks.margin:
+            flag(f"{budget}_budget_sensitive")
     return out
+
+
+def budget_kind(model: nn.Module) -> str | None:
+    """What the ``[checks] solver_budget`` re-run doubles on ``model``: ``readout`` for a model read out
+    after a fixed budget (``readout_budget``: LyaDEQ's steps, the entropy loop's rounds), where the
+    solver has nothing to converge; ``solver`` for a DEQ read at its equilibrium; None otherwise."""
+    own = type(model).__module__.startswith("robustdeq.models.")  # a budget another model declares counts for nothing
+    if own and getattr(model, "readout_budget", None) is not None:
+        return "readout"
+    return "solver" if equilibria(model) else None
+
+
+@contextmanager
+def doubled_budget(model: nn.Module, kind: str) -> Iterator[None]:
+    """Inside the block, twice the solver iterations (``solver``) or twice the readout budget (``readout``);
+    verification's fresh instances take it from ``model`` (:meth:`Verifier.instance`)."""
+    if kind == "solver":
+        with solver_budget(model, 2):
+            yield
+        return
+    budget = int(model.readout_budget)  # type: ignore[arg-type]
+    setattr(model, "readout_budget", 2 * budget)  # noqa: B010 (a property of the family, not a module member)
+    try:
+        yield
+    finally:
+        setattr(model, "readout_budget", budget)  # noqa: B010
+
+
+def twin_depth(model: nn.Module, clean: Prediction) -> int:
+    """How often the transfer attack's explicit twin applies the block: the model's own declared depth
+    (``twin_depth``: the state a fixed-budget readout reads, e.g. LyaDEQ's steps), else the mean solver
+    steps of its cold clean solves on the protocol's examples. Fixed once per evaluation, so it never
+    depends on which attack ran before."""
+    declared = getattr(model, "twin_depth", None)
+    if declared is not None:
+        return max(1, int(declared))
+    if clean.steps is not None and len(clean.steps):
+        return max(1, round(float(clean.steps.float().mean())))
+    return max(1, int(getattr(model, "block_evaluations", 1) or 1))
 
 
 def _record(adv: Prediction, y: Tensor, valid: Tensor, flags: list[str]) -> dict[str, Any]:
@@ -581,17 +654,18 @@ def _attack_all(
     paper: tuple[AttackSpec, ...],
     verifier: Verifier,
     eot: int,
+    depth: int | None = None,
 ) -> tuple[SuiteResult, dict[str, float], list[tuple[float, float]], SuiteResult | None]:
     """The protocol's attacks, its ``[checks]``, its eps sweep, and a paper's own evaluation:
     (suite, check accuracies, sweep points, the paper's evaluation or None)."""
-    run = (progress, state, verifier, eot)
+    run = (progress, state, verifier, eot, depth)
     suite = run_suite(model, protocol, protocol.threat, protocol.attacks, x, y, clean_correct, *run)
     checks = run_checks(model, protocol, suite, x, y, clean_correct, *run)
     sweep_points: list[tuple[float, float]] = []
     for eps in protocol.eps_sweep:
         threat = ThreatModel(protocol.threat.norm, eps)
         specs = tuple(
-            scaled(a, eps / protocol.threat.eps) for a in protocol.attacks if a.name in protocol.eps_sweep_attacks
+            scaled(a, eps / protocol.threat.eps) for a in protocol.attacks if a.key in protocol.eps_sweep_attacks
         )
         point = run_suite(model, protocol, threat, specs, x, y, clean_correct, *run)
         sweep_points.append((eps, fraction(point.robust)))
@@ -668,6 +742,7 @@ def evaluate(
     counted = verifier.instance(model)
     layers = equilibria(counted)
     clean = _predict(counted, x, bs)
+    depth = twin_depth(counted, clean)
     forward_cost: float | None
     if layers:
         forward_cost = sum(layer.counters.forward_example_evals for layer in layers) / len(y)
@@ -688,19 +763,19 @@ def evaluate(
         flags.append("nonfinite_gradients")
 
     if world == 1:
-        everything = _attack_all(model, protocol, x, y, clean_correct, progress, state, paper, verifier, eot)
+        everything = _attack_all(model, protocol, x, y, clean_correct, progress, state, paper, verifier, eot, depth)
         suite, checks, sweep_points, as_paper = everything
         resumed, records, seconds = state.resumed, state.batches, suite.seconds
     else:
         # this rank's batches only
-        mine, *_ = _attack_all(model, protocol, x, y, clean_correct, progress, state, paper, verifier, eot)
+        mine, *_ = _attack_all(model, protocol, x, y, clean_correct, progress, state, paper, verifier, eot, depth)
         seconds = mine.seconds
         gathered = distributed.all_gather_object((state.batches, state.resumed))
         merged = EvalState(None, key)
         for batches, _ in gathered:
             merged.batches.update(batches)
         quiet = Progress.quiet()
-        everything = _attack_all(model, protocol, x, y, clean_correct, quiet, merged, paper, verifier, eot)
+        everything = _attack_all(model, protocol, x, y, clean_correct, quiet, merged, paper, verifier, eot, depth)
         suite, checks, sweep_points, as_paper = everything
         resumed, records = sum(n for _, n in gathered), merged.batches
     if overridden:

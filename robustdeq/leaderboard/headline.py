@@ -32,6 +32,11 @@ STATUS_MEANINGS = {
     "informational": "informational flags only: worth knowing, already handled by the evaluation",
     "ok": "no flags",
 }
+BEST_KNOWN = "◇"
+BEST_KNOWN_MEANING = (
+    "best known: an outside attack, verified by `robustdeq challenge`, broke examples the protocol's attacks left "
+    "robust; the number is the per-example worst case over both (the protocol's own number is on the entry's page)"
+)
 DEVIATES = "†"
 DEVIATES_MEANING = "the defense departs from its paper: the deviations are listed on its page"
 GPU = "GPU"
@@ -101,6 +106,8 @@ def markers(entry: dict[str, Any]) -> list[tuple[str, str]]:
     """(marker, meaning): the status of the entry's flags, then † (deviates from its paper) and GPU."""
     level = status(entry["flags"])
     out = [(STATUS_MARKERS[level], STATUS_MEANINGS[level])]
+    if entry.get("best_known"):
+        out.append((BEST_KNOWN, BEST_KNOWN_MEANING))
     if deviations(entry):
         out.append((DEVIATES, DEVIATES_MEANING))
     if computed_on_gpu(entry):

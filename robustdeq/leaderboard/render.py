@@ -21,6 +21,8 @@ from jinja2 import ChoiceLoader, Environment, PackageLoader, StrictUndefined
 
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard.headline import (
+    BEST_KNOWN,
+    BEST_KNOWN_MEANING,
     DEVIATES,
     GPU,
     GPU_MEANING,
@@ -40,6 +42,7 @@ from robustdeq.leaderboard.headline import (
 )
 from robustdeq.leaderboard.ranking import ALPHA, Ranked, order_key, rank_groups
 from robustdeq.leaderboard.stats import wilson
+from robustdeq.records.entry import best_known
 from robustdeq.records.flags import FLAGS, kind
 from robustdeq.records.store import atomic_write_text
 
@@ -128,6 +131,7 @@ def table(entries: list[dict[str, Any]]) -> pd.DataFrame:
             "robust %": round(100 * e["robust_accuracy"], 2),
             "robust low %": round(100 * robust_low, 2),
             "robust high %": round(100 * robust_high, 2),
+            "protocol robust %": round(100 * e.get("protocol_robust_accuracy", e["robust_accuracy"]), 2),
         }
         for name in attack_names:
             acc = e["attacks"].get(name)
@@ -167,7 +171,8 @@ def headline_row(e: dict[str, Any], rank: str, letters: str = MISSING, links: bo
         "model": e["model_family"],
         "recipe": recipe(e),
         "clean % [95% CI]": f"{pct(e['clean_accuracy'])} {interval(e['clean_accuracy'], n)}",
-        "robust % [95% CI]": f"{pct(e['robust_accuracy'])} {interval(e['robust_accuracy'], n)}",
+        "robust % [95% CI]": f"{pct(e['robust_accuracy'])} {interval(e['robust_accuracy'], n)}"
+        + (f" {BEST_KNOWN}" if e.get("best_known") else ""),
         "AutoAttack %": pct(autoattack(e)),
         "strongest attack": MISSING if worst is None else f"{worst[0]} ({pct(worst[1])})",
         "params": f"{e['n_parameters']:,}",
@@ -218,6 +223,8 @@ def legend(groups: list[Ranked]) -> str:
         + f"; `ok` no flags; `{GPU}` {GPU_MEANING}.",
         f"**{DEVIATES}** after a defense: it departs from its paper; its details below list the deviations.",
     ]
+    if any(r.entry.get("best_known") for r in groups):
+        lines.append(f"**{BEST_KNOWN}** after a robust accuracy: {BEST_KNOWN_MEANING}.")
     if unpaired and len(groups) > 1:
         which = ", ".join(unpaired) if len(unpaired) <= 5 else f"{len(unpaired)} of the entries"
         lines.append(
@@ -258,8 +265,19 @@ def details(e: dict[str, Any]) -> str:
         f"{e['defense_name']} ({e['model_family']}, recipe {recipe(e)}"
         + (f", [paper]({e['paper']})" if e["paper"] else "")
         + f"). Clean {pct(e['clean_accuracy'])} % {interval(e['clean_accuracy'], n)}, robust "
-        f"{pct(e['robust_accuracy'])} % {interval(e['robust_accuracy'], n)} on {n} examples; "
-        f"{e['n_parameters']:,} parameters"
+        f"{pct(e['robust_accuracy'])} % {interval(e['robust_accuracy'], n)} on {n} examples"
+        + (
+            f" (best known {BEST_KNOWN}; the protocol's attacks alone: {pct(e['protocol_robust_accuracy'])} %; "
+            + "; ".join(
+                f"{c['by']} ({c['when'][:10]}, file {c['file_sha256'][:12]}): {len(c['broken'])} of "
+                f"{c['submitted']} verified, new {', '.join(map(str, c['new'])) or 'none'}"
+                for c in e.get("challenges") or []
+            )
+            + ")"
+            if e.get("best_known")
+            else ""
+        )
+        + f"; {e['n_parameters']:,} parameters"
         + ("" if e["forward_cost"] is None else f", {e['forward_cost']:.1f} block evaluations per forward")
         + f"; trained in {e['provenance']['train_seconds']:.0f} s.",
         "",
@@ -299,7 +317,9 @@ def details(e: dict[str, Any]) -> str:
 
 
 def render(entries: list[dict[str, Any]], folder: Path) -> list[Path]:
-    """Write ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard.html``."""
+    """Write ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard.html`` (best-known numbers, marked,
+    where outside attacks were recorded: :func:`robustdeq.records.entry.best_known`)."""
+    entries = [best_known(e) for e in entries]
     groups, apart = ranked(entries)
     first = groups[0].entry
     tm = first["threat_model"]

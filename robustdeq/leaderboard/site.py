@@ -30,6 +30,8 @@ from urllib.parse import quote
 
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard.headline import (
+    BEST_KNOWN,
+    BEST_KNOWN_MEANING,
     DEVIATES,
     DEVIATES_MEANING,
     GPU,
@@ -50,6 +52,7 @@ from robustdeq.leaderboard.headline import (
 from robustdeq.leaderboard.ranking import ALPHA, Ranked, order_key, rank_groups
 from robustdeq.leaderboard.render import templates
 from robustdeq.leaderboard.stats import wilson
+from robustdeq.records.entry import best_known
 from robustdeq.records.flags import FLAGS, kind
 from robustdeq.records.outcomes import decode_indices
 from robustdeq.records.store import atomic_write_text, copy_atomically, protocol_folders, read_entries
@@ -117,7 +120,7 @@ def write_site(root: Path, out: Path, report_figures: dict[str, list[Path]] | No
     atomic_write_text(out / "sort.js", SORT_JS)
     summaries = []
     for folder in folders:
-        entries = read_entries(folder)
+        entries = [best_known(e) for e in read_entries(folder)]
         if any(e["defense"] == "index" for e in entries):
             raise RobustdeqError(f"{folder}: a defense named 'index' would replace the table page")
         ranked = ranked_apart(entries)
@@ -328,7 +331,7 @@ def legend(ranked: list[Ranked]) -> list[tuple[str, str]]:
     items += [
         (STATUS_MARKERS[k], STATUS_MEANINGS[k]) for k in ("overestimate", "not-comparable", "informational", "ok")
     ]
-    items += [(DEVIATES, DEVIATES_MEANING), (GPU, GPU_MEANING)]
+    items += [(DEVIATES, DEVIATES_MEANING), (GPU, GPU_MEANING), (BEST_KNOWN, BEST_KNOWN_MEANING)]
     return items
 
 
@@ -551,6 +554,22 @@ def provenance_rows(e: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def challenge_rows(e: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """One row per outside attack recorded by ``robustdeq challenge``: who, when, file SHA-256 (short),
+    examples submitted, verified breaks, and those robustdeq's own attacks had left robust."""
+    return [
+        (
+            c["by"],
+            c["when"],
+            c["file_sha256"][:12],
+            str(c["submitted"]),
+            str(len(c["broken"])),
+            ", ".join(map(str, c["new"])) or "none",
+        )
+        for c in e.get("challenges") or []
+    ]
+
+
 def federated_rows(e: dict[str, Any]) -> list[Row] | None:
     federated = e.get("federated")
     if not federated:
@@ -596,6 +615,8 @@ def entry_page(r: Ranked, protocol: str) -> str:
         ranked=r.group is not None,
         clean=accuracy(e["clean_accuracy"]),
         robust=accuracy(e["robust_accuracy"]),
+        protocol_robust=accuracy(e["protocol_robust_accuracy"]) if e.get("best_known") else None,
+        challenges=challenge_rows(e),
         markers=markers(e),
         model_family=e["model_family"],
         recipe=recipe(e),

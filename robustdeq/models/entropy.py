@@ -105,6 +105,22 @@ class EntropyReduced(nn.Module):
         self.settings = settings
         self.loop_gradient = LOOP_GRADIENTS[0]
 
+    @property
+    def readout_budget(self) -> int | None:
+        """With the early readout, the rounds of the loop the head's state comes from (the ``[checks]``
+        re-run doubles them); None with the equilibrium readout, where the solver decides."""
+        return self.settings.rounds if self.settings.readout == "early" else None
+
+    @readout_budget.setter
+    def readout_budget(self, rounds: int) -> None:
+        self.settings = self.settings.model_copy(update={"rounds": rounds})
+
+    @property
+    def twin_depth(self) -> int | None:
+        """The early readout's state comes from rounds x solver_steps plain cell steps: the transfer
+        twin's depth (None with the equilibrium readout: the runner measures the solver's steps)."""
+        return self.settings.rounds * self.settings.solver_steps if self.settings.readout == "early" else None
+
     def explicit_twin(self, depth: int) -> nn.Module:
         """The base DEQ's explicit twin, without the loop: a transfer source."""
         return self.base.explicit_twin(depth)

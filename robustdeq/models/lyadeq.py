@@ -125,6 +125,20 @@ class LyaDEQClassifier(nn.Module):
         self.last_state: Tensor | None = None
         self.last_projection_rate: float | None = None
 
+    @property
+    def readout_budget(self) -> int:
+        """The fixed step budget the head reads the state after (the ``[checks]`` re-run doubles it)."""
+        return self.steps
+
+    @readout_budget.setter
+    def readout_budget(self, steps: int) -> None:
+        self.steps = self.block_evaluations = steps
+
+    @property
+    def twin_depth(self) -> int:
+        """The explicit twin of the transfer attack unrolls the plain cell as often as the readout's budget."""
+        return self.steps
+
     def f(self, z: Tensor, u: Tensor, weight: Tensor) -> Tensor:
         """The plain cell relu(W z + u), with W = ``weight``."""
         return torch.relu(self.cell(z, weight) + u)

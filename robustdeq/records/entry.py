@@ -19,7 +19,7 @@ from pydantic import model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from robustdeq.errors import RobustdeqError
-from robustdeq.records.outcomes import check_outcomes
+from robustdeq.records.outcomes import bits, check_outcomes, decode_indices, unbits
 from robustdeq.records.parse import NotNull, Number, Record, parse
 from robustdeq.records.solver import SolverSpec
 
@@ -161,6 +161,20 @@ class Federated(Record):
     rounds: list[FederatedRound]
 
 
+class Challenge(Record):
+    """One outside attack checked by ``robustdeq challenge`` (docs/challenge.md): who submitted it and
+    when, the file's SHA-256, how many adversarial examples it held, and the test-split indices of those
+    verified as broken (``broken``) and, among them, of those robustdeq's own attacks had left robust
+    (``new``) when it was recorded."""
+
+    by: str
+    when: str
+    file_sha256: str
+    submitted: int
+    broken: list[int]
+    new: list[int]
+
+
 class EntryRecord(Record):
     """One leaderboard entry: one defense under one protocol (``<root>/<protocol>/<defense>.json``)."""
 
@@ -190,6 +204,7 @@ class EntryRecord(Record):
     paper_evaluation: Annotated[list[PaperResult] | SkipJsonSchema[None], NotNull] = None
     provenance: Provenance
     federated: Annotated[Federated | SkipJsonSchema[None], NotNull] = None
+    challenges: Annotated[list[Challenge] | SkipJsonSchema[None], NotNull] = None
 
     @model_validator(mode="after")
     def _invariants(self) -> EntryRecord:
@@ -215,6 +230,40 @@ class EntryRecord(Record):
         if self.per_example is not None:
             check_outcomes(self.per_example.model_dump(), self.n_examples, self.clean_accuracy, self.robust_accuracy)
         return self
+
+
+def robust_indices(entry: dict[str, Any]) -> list[int]:
+    """The test-split indices robustdeq's own attacks left robust (from the per-example outcomes)."""
+    outcomes = entry["per_example"]
+    return [i for i, r in zip(decode_indices(outcomes["indices"]), unbits(outcomes["robust"]), strict=True) if r]
+
+
+def outside_breaks(entry: dict[str, Any]) -> set[int]:
+    """The examples robustdeq counted robust that an outside attack recorded by ``robustdeq challenge``
+    broke (verified)."""
+    if not entry.get("challenges") or not entry.get("per_example"):
+        return set()
+    broken = {i for c in entry["challenges"] for i in c["broken"]}
+    return broken & set(robust_indices(entry))
+
+
+def best_known(entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry as tables show it: where outside attacks broke examples robustdeq counted robust, the
+    robust accuracy is the per-example worst case over both (its own number kept as
+    ``protocol_robust_accuracy``, ``best_known`` set) and the per-example outcomes say so; else the
+    entry itself."""
+    broken = outside_breaks(entry)
+    if not broken:
+        return entry
+    outcomes = dict(entry["per_example"])
+    indices = decode_indices(outcomes["indices"])
+    outcomes["robust"] = bits([r and i not in broken for i, r in zip(indices, unbits(outcomes["robust"]), strict=True)])
+    shown = {**entry, "per_example": outcomes, "best_known": True}
+    shown["protocol_robust_accuracy"] = entry["robust_accuracy"]
+    shown["robust_accuracy"] = (round(entry["robust_accuracy"] * entry["n_examples"]) - len(broken)) / entry[
+        "n_examples"
+    ]
+    return shown
 
 
 def validate_entry(entry: dict[str, Any], where: str = "entry") -> EntryRecord:

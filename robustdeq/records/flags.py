@@ -67,6 +67,11 @@ FLAGS: dict[str, Flag] = {
             "twice the attack steps lowered accuracy by more than the margin",
         ),
         Flag("solver_budget_sensitive", "overestimate", "twice the solver iterations moved clean or attacked accuracy"),
+        Flag(
+            "readout_budget_sensitive",
+            "informational",
+            "twice a fixed readout budget (LyaDEQ's steps, the entropy loop's rounds) moved clean or attacked accuracy",
+        ),
         Flag("transfer_stronger_than_whitebox", "overestimate", "PGD on the explicit twin beat every white-box attack"),
         Flag(
             "square_stronger_than_whitebox", "overestimate", "the black-box Square attack beat every white-box attack"

@@ -96,7 +96,9 @@ class ProtocolSpec:
             "votes": self.votes,
             "eot_draws": self.eot_draws,
             "checks": asdict(self.checks),
-            "attacks": [{"name": a.name, **a.settings} for a in self.attacks],
+            "attacks": [
+                {"name": a.name, **({"label": a.label} if a.label else {}), **a.settings} for a in self.attacks
+            ],
             "eps_sweep": {"eps": list(self.eps_sweep), "attacks": list(self.eps_sweep_attacks)},
         }
 
@@ -126,23 +128,27 @@ class EvaluationTable(Record):
 
 
 class AttackTable(Record):
-    """``[[attacks]]``: a registered attack's ``name``, its DEQ ``grad_modes``, and its own settings
+    """``[[attacks]]``: a registered attack's ``name``, its DEQ ``grad_modes``, the ``label`` its results
+    are kept under (default: the name; two attacks of one name need labels), and its own settings
     (every other key, checked by the attack)."""
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
 
     name: str
+    label: str | None = None
     grad_modes: list[str] = []
 
     @model_validator(mode="after")
     def _modes(self) -> AttackTable:
+        if self.label is not None and not ID_PATTERN.fullmatch(self.label):
+            raise ValueError(f"attack {self.name}: label {self.label!r} is not a plain lowercase name")
         unknown = [m for m in self.grad_modes if not is_attack_mode(m)]
         if unknown:
             raise ValueError(f"attack {self.name}: unknown grad_modes {unknown} (known: {ATTACK_MODES_HELP})")
         return self
 
     def to_spec(self) -> AttackSpec:
-        return AttackSpec(self.name, dict(self.model_extra or {}), tuple(self.grad_modes))
+        return AttackSpec(self.name, dict(self.model_extra or {}), tuple(self.grad_modes), label=self.label or "")
 
 
 class ChecksTable(Record):
@@ -191,13 +197,15 @@ class ProtocolFile(Record):
     def _consistent(self) -> ProtocolFile:
         if not self.attacks:
             raise ValueError("the protocol lists no [[attacks]]")
-        names = {a.name for a in self.attacks}
+        keys = [a.label or a.name for a in self.attacks]
+        if len(set(keys)) < len(keys):
+            raise ValueError("two [[attacks]] share a name; give each a distinct label")
         for key in ("more_iterations", "solver_budget"):
             target = getattr(self.checks, key)
-            if target is not None and target not in names:
-                raise ValueError(f"[checks] {key}: {target!r} is not one of the protocol's attacks")
-        if self.eps_sweep.eps and not set(self.eps_sweep.attacks or ["pgd"]) <= names:
-            raise ValueError(f"[eps_sweep]: attacks must be among the protocol's attacks ({', '.join(sorted(names))})")
+            if target is not None and target not in keys:
+                raise ValueError(f"[checks] {key}: {target!r} is not one of the protocol's attacks (by label or name)")
+        if self.eps_sweep.eps and not set(self.eps_sweep.attacks or ["pgd"]) <= set(keys):
+            raise ValueError(f"[eps_sweep]: attacks must be among the protocol's attacks ({', '.join(keys)})")
         return self
 
     def to_spec(self, default_id: str, digest: str) -> ProtocolSpec:

@@ -31,6 +31,7 @@ from robustdeq.leaderboard.render import (  # noqa: E402
     template_environment,
 )
 from robustdeq.leaderboard.stats import wilson  # noqa: E402
+from robustdeq.records.entry import best_known  # noqa: E402
 from robustdeq.records.store import atomic_write_text, protocol_folders  # noqa: E402
 from robustdeq.report.claims import (  # noqa: E402
     BENCHMARK_RESULTS,
@@ -434,7 +435,7 @@ def write_report(
     sections = []
     written = []
     for folder in folders:
-        entries = read_entries(folder)
+        entries = [best_known(e) for e in read_entries(folder)]
         frame = headline(entries, links=False)
         figures = [
             save(accuracy_figure(entries), out / f"{folder.name}-accuracy.png"),
@@ -469,7 +470,9 @@ def write_report(
                 "figures": [(f.stem, base64.b64encode(f.read_bytes()).decode("ascii")) for f in figures],
             }
         )
-    every = {folder.name: {e["defense"]: e for e in read_entries(folder)} for folder in protocol_folders(root)}
+    every = {
+        folder.name: {e["defense"]: best_known(e) for e in read_entries(folder)} for folder in protocol_folders(root)
+    }
     findings = assess_all(load_claims(claims), every, benchmarks)
     md += ["", markdown_section(findings)]
     template = report_templates().get_template("report.html")
