@@ -26,6 +26,8 @@ def test_a_changed_entry_shows_old_and_new_numbers_and_its_causes() -> None:
         "90.0", "88.0", "-2.0", "46.0", "48.0", "+2.0", "v1, n=10", "v2, n=450"]  # fmt: skip
     assert "| p/added | - | 90.0 |" in text and "new entry" in text and "entry removed" in text
     assert Change("p/x", old, copy.deepcopy(old)).causes() == ["unchanged"]
+    noted = markdown(changes, "v0.1", "abc1234, 2026-11-30", ("Protocol version 2 adds PGD-100.",))
+    assert noted.index("Protocol version 2 adds PGD-100.") < noted.index("| entry |")
 
 
 def test_the_tool_reads_the_old_entries_from_git(tmp_path: Path) -> None:

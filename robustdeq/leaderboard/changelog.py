@@ -123,8 +123,9 @@ def version(entry: dict[str, Any] | None) -> str:
     return "-" if entry is None else f"v{entry['protocol_version']}, n={entry['n_examples']}"
 
 
-def markdown(changes: list[Change], revision: str, described: str) -> str:
-    """The changelog: one table row per entry, numbers in percent."""
+def markdown(changes: list[Change], revision: str, described: str, notes: tuple[str, ...] = ()) -> str:
+    """The changelog: one table row per entry, numbers in percent; ``notes``: paragraphs on why the
+    numbers moved, printed above the table."""
     lines = [
         "# Changelog of leaderboard numbers",
         "",
@@ -133,6 +134,7 @@ def markdown(changes: list[Change], revision: str, described: str) -> str:
         "Written by `python -m robustdeq.leaderboard.changelog`; numbers from different protocol versions are "
         "different measurements (see each table's title), not corrections of one another.",
         "",
+        *[line for note in notes for line in (note.strip(), "")],
         "| entry | clean then | clean now | change | robust then | robust now | change | protocol then | "
         "protocol now | causes |",
         "|:--|--:|--:|--:|--:|--:|--:|:--|:--|:--|",
@@ -146,11 +148,11 @@ def markdown(changes: list[Change], revision: str, described: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_changelog(root: Path, revision: str, out: Path) -> Path:
+def write_changelog(root: Path, revision: str, out: Path, notes: tuple[str, ...] = ()) -> Path:
     """Compare ``root``'s entries at ``revision`` with the files now and write the Markdown to ``out``."""
     described = git(root, "log", "-1", "--format=%h, %cs", revision).strip()
     changes = compare(read_revision(root, revision), read_tree(root))
-    atomic_write_text(out, markdown(changes, revision, described))
+    atomic_write_text(out, markdown(changes, revision, described, notes))
     return out
 
 
@@ -163,9 +165,12 @@ def main(argv: list[str] | None = None) -> None:
         "--root", type=Path, default=Path("leaderboards"), help="leaderboard root (default: leaderboards)"
     )
     parser.add_argument("--out", type=Path, default=None, help="Markdown file (default: <root>/CHANGELOG.md)")
+    parser.add_argument(
+        "--note", action="append", default=[], help="a paragraph on why the numbers moved (repeatable), above the table"
+    )
     args = parser.parse_args(argv)
     try:
-        path = write_changelog(args.root, args.revision, args.out or args.root / "CHANGELOG.md")
+        path = write_changelog(args.root, args.revision, args.out or args.root / "CHANGELOG.md", tuple(args.note))
     except RobustdeqError as exc:
         raise SystemExit(f"error: {exc}") from None
     print(f"wrote {path}")
