@@ -34,7 +34,7 @@ STATUS_MEANINGS = {
 }
 BEST_KNOWN = "◇"
 BEST_KNOWN_MEANING = (
-    "best known: an outside attack, verified by `robustdeq challenge`, broke examples the protocol's attacks left "
+    "best known: an outside attack, verified by robustdeq challenge, broke examples the protocol's attacks left "
     "robust; the number is the per-example worst case over both (the protocol's own number is on the entry's page)"
 )
 DEVIATES = "†"
