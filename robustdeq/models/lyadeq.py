@@ -1,5 +1,6 @@
-"""LyaDEQ (Chu, Wei, Liu, Zhao, Miyatake, arXiv 2304.12707: v1/v2 "Learning Robust Deep Equilibrium Models",
-v3 "Lyapunov-Stable Deep Equilibrium Models", AAAI 2024), in the reading documented here and in
+"""LyaDEQ (Haoyu Chu, Shikui Wei, Ting Liu, Yao Zhao, Yuto Miyatake; arXiv 2304.12707: v1/v2 "Learning
+Robust Deep Equilibrium Models", v3 "Lyapunov-Stable Deep Equilibrium Models", AAAI 2024), in the
+reading documented here and in
 ``docs/lyadeq.md``.
 
 **The model.** The reference DEQ's cell f(z, x) = relu(W z + U x) (W a :class:`ContractiveConv`

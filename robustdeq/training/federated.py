@@ -19,7 +19,8 @@ Fusion, a weighted average of the client models' parameters and buffers:
 - ``fedavg``: w_k = n_k / sum_j n_j, n_k the client's training examples (McMahan et al. 2017).
 - ``quality``: w_k = n_k q_k / sum_j n_j q_j, q_k the accuracy of client k's updated model on its
   own validation part, with the full solver budget the fused model runs with. The paper weights
-  clients by the quality of their models but its formula is not public; this one keeps
+  clients by the quality of their models; its formula was not retrievable here (only the
+  abstract was), so this one is ours (a deviation in the manifests): it keeps
   FedAvg's weighting by data size, down-weights clients whose local model is worse (a small
   solver budget, a skewed label set), needs no data at the server and one number more per
   client, and is FedAvg when the qualities are equal. If every q_k is 0 it falls back to FedAvg.
