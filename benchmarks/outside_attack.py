@@ -137,9 +137,44 @@ def attack(name: str, steps: int, restarts: int, out: Path) -> dict[str, Any]:
     }
 
 
+def closest(name: str, index: int, steps: int, restarts: int) -> dict[str, Any]:
+    """How close one example comes to breaking: the largest margin max_{j != y} z_j - z_y a fresh instance
+    gives over ``restarts`` random starts on each loss (positive: broken), and how many starts broke it."""
+    model_info = find_model(name)
+    protocol = find_protocol(read_entry(model_info.entry)["protocol"])
+    model = load_trained(f"zoo:{model_info.protocol}/{name}", "cpu")[1].model.eval()
+    fresh = load_trained(f"zoo:{model_info.protocol}/{name}", "cpu")[1].model.eval()
+    test = load(protocol.dataset, "test")
+    x, y = test.x[[index]], test.y[[index]]
+    with torch.no_grad():
+        clean = float(margin_loss(fresh(x), y)[0])
+    margins = []
+    for k, loss in enumerate(("ce", "margin")):
+        for restart in range(restarts):
+            candidate = pgd(model, x, y, protocol.threat, steps, loss, seed=10_000 * (k + 1) + restart)
+            with torch.no_grad():
+                margins.append(float(margin_loss(fresh(candidate), y)[0]))
+    return {
+        "model": name,
+        "index": index,
+        "clean_margin": round(clean, 4),
+        "best_margin": round(max(margins), 4),
+        "starts": len(margins),
+        "starts_that_break": sum(m > 0 for m in margins),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", help="zoo names")
+    parser.add_argument("models", nargs="*", help="zoo names")
+    parser.add_argument(
+        "--closest",
+        nargs="*",
+        default=[],
+        metavar="NAME:INDEX",
+        help="also report how close these examples come to breaking over --closest-restarts starts per loss",
+    )
+    parser.add_argument("--closest-restarts", type=int, default=20)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--restarts", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("/tmp/outside-attack"))
@@ -151,7 +186,13 @@ def main() -> None:
         row = attack(name, args.steps, args.restarts, args.out)
         print(json.dumps(row))
         rows.append(row)
-    result = {"steps": args.steps, "restarts": args.restarts, "models": rows}
+    near = []
+    for spec in args.closest:
+        name, _, index = spec.rpartition(":")
+        row = closest(name, int(index), args.steps, args.closest_restarts)
+        print(json.dumps(row))
+        near.append(row)
+    result = {"steps": args.steps, "restarts": args.restarts, "models": rows, "closest": near}
     args.results.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [
         f"# Outside attack: PGD-{args.steps} x {args.restarts} restarts, CE and margin (benchmarks/outside_attack.py)",
@@ -162,6 +203,20 @@ def main() -> None:
     for r in rows:
         breaks = ", ".join(f"#{i}: {m:.3g}" for i, m in zip(r["verified_breaks"], r["margins"], strict=True)) or "none"
         lines.append(f"| {r['model']} | {r['protocol']} | {r['entry_robust']} | {breaks} | {r['seconds']} |")
+    if near:
+        lines += [
+            "",
+            f"How close single examples come (PGD-{args.steps}, {args.closest_restarts} random starts on each loss; "
+            "margin max_{j != y} z_j - z_y on a fresh instance, positive: broken):",
+            "",
+            "| model | test index | clean margin | best margin | starts that break |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['model']} | {r['index']} | {r['clean_margin']} | {r['best_margin']} | "
+            f"{r['starts_that_break']} of {r['starts']} |"
+            for r in near
+        ]
     args.results.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
