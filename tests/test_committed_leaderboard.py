@@ -52,16 +52,18 @@ def test_reference_deqs_are_real_equilibrium_models(entries: dict) -> None:  # t
     for entry in entries.values():
         if entry["model_family"] == "lyadeq":  # read out after a fixed budget, attacked by backpropagation
             assert entry["solver"] is None and "transfer" in entry["attacks"]
+            assert {"clean-readout-2x", "pgd-readout-2x"} <= set(entry["checks"])  # twice LyaDEQ's steps
             continue
         if entry["model_family"] != "deq":
             continue
         # Attacked under every gradient mode, and the doubled-solver check ran.
         assert {"pgd", "pgd@unroll", "pgd@phantom", "pgd@states"} <= set(entry["attacks"])
-        assert {"clean-solver-2x", "pgd-solver-2x"} <= set(entry["checks"])
         assert "transfer" in entry["attacks"]  # from the explicit twin
         if entry["model_settings"].get("entropy_reduction", {}).get("readout") == "early":
             assert entry["solver"] is None  # read out after the loop's cell steps: no solve to report
+            assert {"clean-readout-2x", "pgd-readout-2x"} <= set(entry["checks"])  # its budget is the loop's
             continue
+        assert {"clean-solver-2x", "pgd-solver-2x"} <= set(entry["checks"])
         solver = entry["solver"]
         assert solver["settings"]["f_tol"] <= 1e-3 and solver["settings"]["f_stop_mode"] == "rel"
         assert solver["nonconverged_clean"] <= 0.01 and solver["nonconverged_adversarial"] <= 0.01

@@ -109,7 +109,9 @@ def test_render_ranks_by_worst_case_and_sets_other_protocol_versions_apart(tmp_p
     assert frame["defense"].tolist() == ["strong", "weak"]
     assert frame["rank"].tolist() == ["1", "2"]  # 6/10 against 1/10: significantly apart
     md, csv, page = render(entries, tmp_path)
-    assert "| [strong](#strong)" in md.read_text() and csv.read_text().startswith("rank,defense")
+    rows = [line for line in md.read_text().splitlines() if "](#strong)" in line or "](#weak)" in line]
+    assert "[strong](#strong)" in rows[0] and "[weak](#weak)" in rows[1]  # ranked first in the table too
+    assert csv.read_text().startswith("rank,letters,defense")
     assert page.read_text().startswith("<!doctype html>") and "<td>strong</td>" in page.read_text()
     other = entry("other")
     other["protocol_hash"] = "cd" * 32
