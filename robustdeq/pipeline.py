@@ -16,9 +16,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import tomllib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -556,22 +557,35 @@ def run_defenses(
     order = sorted(range(len(defenses)), key=lambda i: -_expected_seconds(defenses[i], out / protocol.id))
     results: dict[int, dict[str, Any]] = {}
     context = multiprocessing.get_context("spawn")
+    started = context.SimpleQueue()  # each worker says which defense it starts (handed over at spawn)
     # Ctrl-C reaches every process of the terminal's group: the workers ignore it (no traceback from
     # each), and the parent, on KeyboardInterrupt, cancels what is queued and terminates them.
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_ignore_interrupts)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(started,))
     try:
         with _interrupts_ignored():  # also while the workers start, before their initializer runs
             futures = {
                 pool.submit(_run_in_worker, defenses[i], protocol, data_dir, out, budget, str(target)): i for i in order
             }
-        for future in as_completed(futures):
-            i = futures[future]
-            results[i] = future.result()
-            e = results[i]
-            progress.console.print(
-                f"[bold]{defenses[i].id}[/bold] under {protocol.id}: clean {100 * e['clean_accuracy']:.1f}%, "
-                f"robust {100 * e['robust_accuracy']:.1f}% ({len(results)}/{len(defenses)} done)"
-            )
+        pending = set(futures)
+        begun: dict[str, float] = {}
+        with progress.task(f"{protocol.id}: defenses done", len(defenses)) as advance:
+            while pending:
+                done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                while not started.empty():
+                    name = started.get()
+                    begun[name] = time.monotonic()
+                    progress.console.print(f"[bold]{name}[/bold] under {protocol.id}: started", soft_wrap=True)
+                for future in done:
+                    i = futures[future]
+                    results[i] = e = future.result()
+                    took = time.monotonic() - begun.get(defenses[i].id, time.monotonic())
+                    progress.console.print(
+                        f"[bold]{defenses[i].id}[/bold] under {protocol.id}: done in {_minutes(took)}, clean "
+                        f"{100 * e['clean_accuracy']:.1f}%, robust {100 * e['robust_accuracy']:.1f}% "
+                        f"({len(results)}/{len(defenses)} done)",
+                        soft_wrap=True,  # one line each, whatever the terminal's width (logs are grepped)
+                    )
+                    advance(1)
     except KeyboardInterrupt:
         workers = multiprocessing.active_children()
         pool.shutdown(wait=False, cancel_futures=True)
@@ -580,10 +594,15 @@ def run_defenses(
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # after an error, no queued defense starts
+        started.close()
     folder = out / protocol.id
     render(read_entries(folder), folder)  # once more, after every worker has written its entry
     write_index(out)
     return [results[i] for i in range(len(defenses))]
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def _expected_seconds(defense: DefenseSpec, folder: Path) -> float:
@@ -608,11 +627,18 @@ def _run_in_worker(
     device: str,
 ) -> dict[str, Any]:
     torch.set_num_threads(1)
+    if _STARTED is not None:
+        _STARTED.put(defense.id)
     splits = load_splits(protocol, data_dir, False)
     return run_defense(defense, protocol, splits, out, budget, Progress.quiet(), device)
 
 
-def _ignore_interrupts() -> None:
+_STARTED: Any = None  # in a worker process: the queue on which it announces each defense it starts
+
+
+def _worker_init(started: Any) -> None:
+    global _STARTED
+    _STARTED = started
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 

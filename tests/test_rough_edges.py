@@ -246,8 +246,32 @@ def test_ctrl_c_during_bench_jobs_2_stops_every_worker_with_one_line(tiny_protoc
     time.sleep(5)  # the workers import torch and start training
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     _, stderr = process.communicate(timeout=300)
-    lines = stderr.decode().strip().splitlines()
+    lines = [line for line in stderr.decode().strip().splitlines() if not line.endswith(": started")]
     assert process.returncode == 130, lines
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted"), lines
+    deadline = time.monotonic() + 30
+    while session_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert session_processes(process.pid) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+def test_a_killed_bench_jobs_2_stops_like_ctrl_c_without_leaked_semaphores(tiny_protocol: Path, tmp_path: Path) -> None:
+    """SIGTERM to the parent alone (what `timeout` and batch schedulers send): workers stopped, one line, and
+    no resource_tracker warning about leaked semaphores at exit."""
+    process = subprocess.Popen(
+        long_bench(tiny_protocol, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    while len(session_processes(process.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(5)
+    os.kill(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    text = stderr.decode()
+    lines = [line for line in text.strip().splitlines() if not line.endswith(": started")]
+    assert process.returncode == 130 and "leaked" not in text and "Traceback" not in text, text
     assert len(lines) == 1 and lines[0].startswith("error: interrupted"), lines
     deadline = time.monotonic() + 30
     while session_processes(process.pid) and time.monotonic() < deadline:
@@ -278,6 +302,10 @@ def test_ctrl_c_after_one_defense_finished_still_stops_bench(tiny_protocol: Path
     lines = log.read_text().strip().splitlines()
     assert process.returncode == 130, lines
     assert lines[-1].startswith("error: interrupted"), lines
+    # with --jobs 2 as with one, each defense is seen starting, and the finished one with its time and numbers
+    assert {"cnn-standard under tiny-digits: started", "deq-pgd-at under tiny-digits: started"} <= set(lines), lines
+    (finished,) = [line for line in lines if "(1/2 done)" in line]
+    assert finished.startswith("cnn-standard under tiny-digits: done in ") and "robust" in finished, lines
 
 
 @pytest.mark.parametrize("command", ["leaderboard", "report"])

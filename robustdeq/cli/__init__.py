@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -66,6 +67,10 @@ app.command()(challenge)
 app.add_typer(data.app, name="data")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """The ``robustdeq`` command; under torchrun it joins the process group first (rank 0 prints)."""
     try:
@@ -74,6 +79,9 @@ def main() -> None:
         print_error(exc)
         raise SystemExit(1) from None
     console.quiet = not distributed.is_main()
+    # A kill (SIGTERM: `timeout`, a batch scheduler) stops a command as Ctrl-C does: workers terminated,
+    # state files kept for resumption, one line on stderr, no leaked semaphores reported at exit.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
     finally:

@@ -35,8 +35,8 @@ def bench(
     suite: Annotated[
         str,
         typer.Option(
-            help="Which reference defenses run when --defenses is not given: core (README command 1, about "
-            "9 minutes on 2 cores), extended (further entries), or all."
+            help="Which reference defenses run when --defenses is not given: core (README command 1; its "
+            "measured time is in the README), extended (further entries), or all."
         ),
     ] = "core",
     protocol: Annotated[
@@ -58,7 +58,8 @@ def bench(
         typer.Option(
             min=1,
             help="Defenses run in parallel, one process and one torch thread each (the numbers do not "
-            "depend on it); progress bars only with --jobs 1. Default 2, and 1 under torchrun.",
+            "depend on it). With --jobs 1 a bar per training and attack; above 1, a line per defense as it "
+            "starts and finishes and a bar over the defenses. Default 2, and 1 under torchrun.",
         ),
     ] = None,
     batch_size: Annotated[
