@@ -179,3 +179,44 @@ def test_federated_figure_plots_each_federated_entry_over_rounds(tmp_path: Path)
     for e in [*federated, entry("central")]:
         write_entry(tmp_path / "lb", e)
     assert (tmp_path / "report" / "p-federated.png") in write_report(tmp_path / "lb", tmp_path / "report")
+
+
+def test_cost_figure_labels_every_point_once_without_overlaps() -> None:
+    """Many defenses at one cost and one size (the digits zoo: 15 at 5,034 parameters) stay readable:
+    each point's table-row number is in exactly one label per panel, and no two labels overlap."""
+    data = []
+    for i in range(12):
+        e = copy.deepcopy(entry(f"d{i:02d}", 0.9, 0.40 + 0.01 * (i % 6)))
+        e["forward_cost"] = 12.0 + (i % 3)
+        data.append(e)
+    figure = cost_figure(data)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    for ax in figure.axes[:2]:
+        labels = [t for t in ax.texts if t.get_text()]
+        numbers = [n for t in labels for n in t.get_text().split(", ")]
+        assert sorted(numbers, key=int) == [str(i + 1) for i in range(len(data))]
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    key = [t.get_text() for t in figure.texts if t.get_text().startswith("point labels")]
+    assert len(key) == 1 and all(e["defense"] in key[0] for e in data)
+
+
+def test_eps_axis_is_ticked_where_the_sweep_measured() -> None:
+    e = copy.deepcopy(entry("a"))
+    swept = [0.05, 0.1, 0.3, 1.0]
+    e["eps_sweep"] = {"attacks": ["pgd"], "points": [{"eps": x, "robust_accuracy": 0.5} for x in swept]}
+    figure = eps_figure([e])
+    assert figure is not None
+    ax = figure.axes[0]
+    assert ax.get_xscale() == "log" and list(ax.get_xticks()) == swept  # no ticks between 0.3 and 1.0
+
+
+def test_unranked_entries_are_set_apart_in_the_accuracy_figure() -> None:
+    good, flagged = copy.deepcopy(entry("good", 0.9, 0.2)), copy.deepcopy(entry("flagged", 0.9, 0.6))
+    flagged["flags"] = ["zero_gradients"]  # potentially unreliable: not ranked, whatever its number
+    figure = accuracy_figure([good, flagged])
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["good", "flagged (not ranked)"]
+    rules = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(rules) == 1  # the rule between the ranked rows and the rest

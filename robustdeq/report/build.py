@@ -104,7 +104,9 @@ def ordered(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def accuracy_figure(entries: list[dict[str, Any]]) -> Figure:
     """Clean and robust accuracy per defense with 95% Wilson intervals, in the table's order (best on top)."""
-    rows = ordered(entries)
+    groups, apart = ranked(entries)
+    rows = [r.entry for r in groups] + apart
+    n_ranked = sum(r.rank not in ("-", "apart") for r in groups)  # ranked rows come first in table order
     style = styles(entries)
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 1.2 + 0.3 * len(rows)), sharey=True)
     ys = list(range(len(rows)))[::-1]
@@ -121,7 +123,16 @@ def accuracy_figure(entries: list[dict[str, Any]]) -> Figure:
         ax.set_xlabel(title)
         ax.set_xlim(0, 100)
         ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(ys, [e["defense"] for e in rows])
+    axes[0].set_yticks(
+        ys, [e["defense"] if i < n_ranked else f"{e['defense']} (not ranked)" for i, e in enumerate(rows)]
+    )
+    if n_ranked < len(rows):  # unranked entries (unreliable, other protocol version) below a rule, in grey
+        boundary = len(rows) - n_ranked - 0.5
+        for ax in axes:
+            ax.axhline(boundary, color="#555", linewidth=0.8, linestyle="--")
+            ax.axhspan(-0.5, boundary, color="#eeeeee", zorder=0)
+        for label in axes[0].get_yticklabels()[n_ranked:]:
+            label.set_color("#777")
     key_legend(fig, entries, style)
     fig.suptitle(f"{protocol_title(entries)}: accuracy with 95% Wilson intervals (table order, best on top)")
     fig.tight_layout()
@@ -168,57 +179,98 @@ def protocol_title(entries: list[dict[str, Any]]) -> str:
 
 
 def cost_figure(entries: list[dict[str, Any]]) -> Figure:
-    """Robust accuracy (95% Wilson intervals) against forward cost (block evaluations), each point
-    labelled with its defense, and against parameter count; colour = model family, marker = recipe."""
+    """Robust accuracy (95% Wilson intervals) against forward cost (block evaluations) and against
+    parameter count; colour = model family, marker = recipe. Each point is labelled with its row number
+    in the table (points that coincide share one label, "3, 5, 8") and a key beside the axes names them."""
     style = styles(entries)
+    rows = ordered(entries)
+    number = {e["defense"]: i + 1 for i, e in enumerate(rows)}
     fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.6), sharey=True, gridspec_kw={"width_ratios": [3, 2]})
-    for e in sorted(entries, key=lambda e: e["defense"]):
+    sizes = [e["n_parameters"] for e in entries]
+    log_sizes = max(sizes) > 10 * min(sizes)
+    for e in rows:
         robust = 100 * e["robust_accuracy"]
         below, above = wilson_error(e["robust_accuracy"], e["n_examples"])
         s = style[e["defense"]]
         for ax, x in ((axes[0], e["forward_cost"] or 0.0), (axes[1], e["n_parameters"])):
             ax.errorbar([x], [robust], yerr=[[below], [above]], color=s.colour, marker=s.marker, capsize=2, alpha=0.85)
-    points = [(e["forward_cost"] or 0.0, 100 * e["robust_accuracy"], e["defense"]) for e in entries]
-    labels = spread_labels(points, x_near=4.0, gap=3.2)
-    for x, y, label_y, name in labels:
-        label = axes[0].annotate(
-            name, (x, y), xytext=(x + 0.6, label_y), fontsize=6.5, va="center",
-            arrowprops={"arrowstyle": "-", "color": "#999", "linewidth": 0.5} if abs(label_y - y) > 1 else None,
-        )  # fmt: skip
-        label.set_in_layout(False)  # a label past the last point must not squeeze the axes
-    costs = [x for x, _, _ in points]
-    axes[0].set_xlim(min(0.0, *costs), 1.3 * max(costs) + 1)  # room for the last point's label
+    costs = [e["forward_cost"] or 0.0 for e in rows]
+    axes[0].set_xlim(min(0.0, *costs), 1.15 * max(costs) + 1)
+    for ax, key, scale in (
+        (axes[0], "forward_cost", "linear"),
+        (axes[1], "n_parameters", "log" if log_sizes else "linear"),
+    ):
+        points = [(float(e[key] or 0.0), 100 * e["robust_accuracy"], number[e["defense"]]) for e in rows]
+        groups = label_groups(points, scale == "log")
+        place_labels(ax, [(x, y, ", ".join(map(str, numbers))) for x, y, numbers in groups], [p[:2] for p in points])
     axes[0].set_xlabel("forward cost (block evaluations per example in a clean forward)")
-    sizes = [e["n_parameters"] for e in entries]
-    if max(sizes) > 10 * min(sizes):
+    if log_sizes:
         axes[1].set_xscale("log")
         axes[1].xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         axes[1].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[1].xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    axes[1].set_xlabel("parameters" + (" (log scale)" if max(sizes) > 10 * min(sizes) else ""))
+    axes[1].set_xlabel("parameters" + (" (log scale)" if log_sizes else ""))
     axes[0].set_ylabel("robust accuracy (%)")
     for ax in axes:
-        ax.set_ylim(min([-5.0, *(label_y - 3 for _, _, label_y, _ in labels)]), 100)
+        ax.set_ylim(-5.0, 100)
         ax.grid(alpha=0.3)
     key_legend(fig, entries, style)
+    key = "\n".join(f"{number[e['defense']]:>2}  {e['defense']}" for e in rows)
+    fig.text(1.13, 0.95, "point labels\n(table rows)\n" + key, va="top", ha="left", fontsize=7, family="monospace")
     fig.suptitle(f"{protocol_title(entries)}: robustness against cost (bars: 95% Wilson intervals)")
     fig.tight_layout()
     return fig
 
 
-def spread_labels(
-    points: list[tuple[float, float, str]], x_near: float, gap: float
-) -> list[tuple[float, float, float, str]]:
-    """(x, y, label y, name): labels of points within ``x_near`` of each other moved apart to at
-    least ``gap`` vertically, top down, so that clusters stay readable."""
-    placed: list[tuple[float, float, float, str]] = []
-    for x, y, name in sorted(points, key=lambda p: (-p[1], p[0], p[2])):
-        label_y = y
-        for taken in sorted((ly for px, _, ly, _ in placed if abs(px - x) < x_near), reverse=True):
-            if taken - label_y < gap:
-                label_y = taken - gap
-        placed.append((x, y, label_y, name))
-    return placed
+def place_labels(ax: Any, labels: list[tuple[float, float, str]], points: list[tuple[float, float]]) -> None:
+    """Each label beside its point, on the first side (right, left, above, below) where it stays inside the
+    axes and covers no label placed before it and no point but its own (measured in display space)."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    markers = [ax.transData.transform(p) for p in points]
+    boxes: list[Any] = []
+    sides = [((6, 0), "left", "center"), ((-6, 0), "right", "center"), ((0, 7), "center", "bottom"),
+             ((4, 7), "left", "bottom"), ((-4, 7), "right", "bottom"), ((0, -7), "center", "top")]  # fmt: skip
+    backing = {"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8}
+    for x, y, text in labels:
+        own = ax.transData.transform((x, y))
+        for offset, ha, va in sides:
+            label = ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", fontsize=7, ha=ha, va=va,
+                                zorder=5, bbox=backing)  # fmt: skip
+            box = label.get_window_extent(renderer).expanded(1.05, 1.1)
+            covered = any(box.contains(*m) for m in markers if (m != own).any())
+            fits = inside.x0 <= box.x0 and box.x1 <= inside.x1 and box.y1 <= inside.y1
+            if fits and not covered and not any(box.overlaps(b) for b in boxes):
+                break
+            if (offset, ha, va) != sides[-1]:
+                label.remove()
+        label.set_in_layout(False)  # a label past the last point must not squeeze the axes
+        boxes.append(box)
+
+
+def label_groups(
+    points: list[tuple[float, float, int]], log_x: bool = False, x_near: float = 0.06, y_near: float = 4.0
+) -> list[tuple[float, float, list[int]]]:
+    """(x, y, numbers): points closer than ``x_near`` of the x range (in log10 on a log axis) and ``y_near``
+    percentage points gathered under one label at their topmost point, so that no two labels overlap."""
+
+    def position(x: float) -> float:
+        return float(np.log10(max(x, 1e-12))) if log_x else x
+
+    xs = [position(x) for x, _, _ in points]
+    span = (max(xs) - min(xs)) or 1.0
+    groups: list[tuple[float, float, list[int]]] = []
+    for x, y, n in sorted(points, key=lambda p: (-p[1], p[2])):
+        for i, (gx, gy, numbers) in enumerate(groups):
+            close_x = abs(position(gx) - position(x)) < x_near * span
+            if close_x and abs(gy - y) < y_near:
+                groups[i] = (gx, gy, [*numbers, n])
+                break
+        else:
+            groups.append((x, y, [n]))
+    return [(x, y, sorted(numbers)) for x, y, numbers in groups]
 
 
 def facets(entries: list[dict[str, Any]], limit: int = PANEL_SERIES) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -272,10 +324,11 @@ def eps_figure(entries: list[dict[str, Any]]) -> Figure | None:
             ax.errorbar(xs, [100 * a for a in accs], yerr=errors, color=s.colour, marker=s.marker, linestyle=s.line,
                         label=e["defense"], markersize=4, capsize=2, linewidth=1.2)  # fmt: skip
         ax.axvline(entries[0]["threat_model"]["eps"], color="grey", linestyle=":", linewidth=1)
+        eps_axis(ax, sorted({p["eps"] for e in group for p in e["eps_sweep"]["points"]}))
         ax.set_title(title, fontsize=10)
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-        ax.set_xlabel(f"eps ({entries[0]['threat_model']['norm']})")
+        ax.set_xlabel(f"eps ({entries[0]['threat_model']['norm']}, log scale; ticks: the swept values)")
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
@@ -284,6 +337,18 @@ def eps_figure(entries: list[dict[str, Any]]) -> Figure | None:
     fig.suptitle(f"{protocol_title(entries)}: robust accuracy against eps (dotted: the protocol's eps)")
     fig.tight_layout()
     return fig
+
+
+def eps_axis(ax: Any, values: list[float]) -> None:
+    """A log eps axis (a symlog one when 0 is swept) ticked at exactly the swept values, so that a reader
+    sees where the measurements are and a line between two far-apart values does not pass for data."""
+    positive = [v for v in values if v > 0]
+    if positive and len(positive) < len(values):
+        ax.set_xscale("symlog", linthresh=min(positive))
+    elif positive:
+        ax.set_xscale("log")
+    ax.set_xticks(values, [f"{v:g}" for v in values], fontsize=8)
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
 def residual_figure(entries: list[dict[str, Any]]) -> Figure | None:
