@@ -154,3 +154,8 @@ def test_an_entry_computed_on_a_gpu_is_labelled_in_the_table() -> None:
         validate_entry(e)
     status = dict(zip(*(table([cpu, gpu])[c].tolist() for c in ("defense", "status")), strict=True))
     assert status == {"on-cpu": "ok", "on-gpu": "ok (GPU: NVIDIA H200)"}
+
+
+def test_the_legend_says_each_row_is_a_single_training_seed(tmp_path: Path) -> None:
+    md, _, _ = render([entry("a", 0.9, 0.5), entry("b", 0.8, 0.4)], tmp_path)  # the site shows the same legend
+    assert "one training run from one seed" in md.read_text() and "seed_variance" in md.read_text()

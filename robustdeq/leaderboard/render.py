@@ -213,7 +213,10 @@ def legend(groups: list[Ranked]) -> str:
         "over that entry's comparisons): entries that share a letter are not significantly different, entries that "
         "share none are (a compact letter display).",
         f"**clean %, robust %**: percent of the {n} test examples correct on the clean input / on the clean input "
-        "and after every attack run (the per-example worst case), with the 95% Wilson score interval.",
+        "and after every attack run (the per-example worst case), with the 95% Wilson score interval. Each row is "
+        "one training run from one seed: the interval covers the choice of test examples only, and retraining with "
+        "another seed moves the numbers too (`benchmarks/seed_variance.py` measures by how much; its last results "
+        "are in `benchmarks/results/seed_variance.md`).",
         "**AutoAttack %**: AutoAttack's own accuracy; **strongest attack**: the attack run with the lowest accuracy "
         "on its own; **block evals**: block (cell) evaluations per example in a clean forward.",
         "**status**: "
