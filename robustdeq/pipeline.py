@@ -44,7 +44,13 @@ from robustdeq.progress import Progress
 from robustdeq.records.defense import MANIFEST, DefenseSpec, parse_defense
 from robustdeq.records.entry import SCHEMA_VERSION
 from robustdeq.records.protocol import ProtocolSpec
-from robustdeq.records.store import atomic_write_text, copy_atomically, entry_path, read_entry
+from robustdeq.records.store import (
+    atomic_write_text,
+    checkpoint_path,
+    entry_path,
+    read_entry,
+    write_entry_and_checkpoint,
+)
 from robustdeq.threat import ThreatModel, pgd
 from robustdeq.training import TrainResult, build_model, train_model
 from robustdeq.version import __version__
@@ -438,6 +444,12 @@ def state_file(out: Path, protocol: str, defense: str) -> Path:
     return out / protocol / f".{defense}.state{suffix}.json"
 
 
+def trained_file(out: Path, protocol: str, defense: str) -> Path:
+    """Where a freshly trained model waits, hidden beside its entry, until entry and checkpoint are
+    written as a pair (:func:`robustdeq.records.store.write_entry_and_checkpoint`)."""
+    return out / protocol / f".{defense}.trained.safetensors"
+
+
 def evaluate_and_write(
     defense: DefenseSpec,
     protocol: ProtocolSpec,
@@ -467,14 +479,15 @@ def evaluate_and_write(
     result = evaluate(trained.model, protocol, test, *args)
     checkpoint = None
     if distributed.is_main() and trained.checkpoint is not None:
-        # The entry's checkpoint lies beside it: copied there when the model came from elsewhere.
-        beside = out / protocol.id / f"{defense.id}.safetensors"
-        if beside.resolve() != trained.checkpoint.resolve():
-            copy_atomically(trained.checkpoint, beside)
-        checkpoint = {"file": beside.name, "url": None, "sha256": sha256(beside)}
+        # The entry's checkpoint lies beside it, written with it as a pair (a copy of the model's file).
+        beside = checkpoint_path(out, protocol.id, defense.id)
+        checkpoint = {"file": beside.name, "url": None, "sha256": sha256(trained.checkpoint)}
     entry = make_entry(defense, protocol, trained, result, budget, checkpoint)
     if distributed.is_main():
-        write_entry(out, entry)
+        if trained.checkpoint is not None:
+            write_entry_and_checkpoint(out, entry, trained.checkpoint)
+        else:
+            write_entry(out, entry)
         if per_example is not None:
             atomic_write_text(per_example, json.dumps(result.per_example()) + "\n")
     state_path.unlink(missing_ok=True)
@@ -497,11 +510,14 @@ def run_defense(
     progress: Progress | None = None,
     device: str | torch.device | None = None,
 ) -> dict[str, Any]:
-    """Train ``defense`` on ``device``, save its checkpoint beside its entry
-    (``<out>/<protocol>/<defense>.safetensors``), evaluate it and write the entry."""
+    """Train ``defense`` on ``device``, evaluate it and write its entry and checkpoint
+    (``<out>/<protocol>/<defense>.json`` and ``.safetensors``) as a pair.
+
+    Until then the new model waits in :func:`trained_file`, and an entry already there keeps the
+    checkpoint it names: a run killed at any point leaves the zoo loadable."""
     train, test = splits
     result, record = train_defense(defense, protocol, train, budget, progress, test, device)
-    checkpoint = out / protocol.id / f"{defense.id}.safetensors"
+    checkpoint = trained_file(out, protocol.id, defense.id)
     if distributed.is_main():
         save_checkpoint(
             result.model, checkpoint, checkpoint_meta(defense, protocol, record, result.seconds, result.federated)
@@ -510,7 +526,10 @@ def run_defense(
     trained = TrainedModel(
         result.model, record, result.seconds, protocol.dataset, protocol.id, result.federated, checkpoint
     )
-    return evaluate_and_write(defense, protocol, trained, test, out, budget, progress)
+    entry = evaluate_and_write(defense, protocol, trained, test, out, budget, progress)
+    if distributed.is_main():
+        checkpoint.unlink(missing_ok=True)  # copied beside the entry
+    return entry
 
 
 def run_defenses(
