@@ -13,6 +13,7 @@ from robustdeq.cli.common import (
     DATA_DIR_HELP,
     DeviceOption,
     Interrupted,
+    check_writable,
     console,
     one_line_errors,
     split_names,
@@ -95,6 +96,7 @@ def bench(
         for name in [protocol] if protocol else (list(defense.protocols) or ["digits-linf"]):
             groups.setdefault(name, []).append(defense)
     specs = {name: find_protocol(name) for name in groups}  # every protocol is checked before any training
+    check_writable(out, *(out / spec.id for spec in specs.values()))
     budget = Budget(epochs=epochs, train_subset=train_subset, n_examples=n_examples, batch_size=batch_size)
     for name, group in groups.items():  # every group, before the first one trains
         for defense in group:

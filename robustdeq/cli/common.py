@@ -1,9 +1,12 @@
-"""Shared CLI plumbing: one-line errors with a non-zero exit, and option helpers."""
+"""Shared CLI plumbing: one-line errors with a non-zero exit, option helpers, and the check that an
+output folder can be written before any work starts."""
 
 from __future__ import annotations
 
 import functools
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -63,3 +66,28 @@ def split_names(value: str | None) -> list[str] | None:
     if not names:
         raise RobustdeqError(f"expected at least one comma-separated name, got {value!r}")
     return names
+
+
+def check_writable(*folders: Path) -> None:
+    """Fail before any training or attack, with one line naming the folder and the reason, when files
+    cannot be written in one of ``folders``. Each is created if missing (with the folders above it)
+    and a temporary file is written there and removed; the folders the check created are removed
+    again, so a failed command leaves nothing behind."""
+    for folder in folders:
+        missing = []
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            missing.append(existing)
+            existing = existing.parent
+        created: list[Path] = []
+        try:
+            for path in reversed(missing):
+                path.mkdir()
+                created.append(path)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".robustdeq-write-check-"):
+                pass
+        except OSError as exc:
+            raise RobustdeqError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+        finally:
+            for path in reversed(created):
+                path.rmdir()

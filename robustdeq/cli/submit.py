@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from robustdeq.checkpoint import load_weights
-from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_errors, split_names
+from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, check_writable, console, one_line_errors, split_names
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.pipeline import Budget, load_splits, run_defense
@@ -40,6 +40,7 @@ def submit(
     defense = load_defense(path)
     names = split_names(protocol) or list(defense.protocols) or ["digits-linf"]
     specs = [find_protocol(name) for name in names]
+    check_writable(out, *(out / spec.id for spec in specs))
     for spec in specs:
         target = entry_path(out, spec.id, defense.id)
         if target.exists() and not force:

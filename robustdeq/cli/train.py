@@ -9,7 +9,7 @@ import typer
 
 from robustdeq import distributed
 from robustdeq.checkpoint import FILENAME, save_checkpoint
-from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_errors
+from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, check_writable, console, one_line_errors
 from robustdeq.device import resolve as resolve_device
 from robustdeq.pipeline import Budget, checkpoint_meta, load_splits, train_defense
 from robustdeq.progress import Progress
@@ -44,10 +44,11 @@ def train(
     compute = resolve_device(device)
     spec = find_protocol(protocol)
     chosen = find_defense(defense, defenses_dir)
+    folder = out / spec.id / chosen.id
+    check_writable(folder)
     train_split, test_split = load_splits(spec, data_dir, download)
     budget = Budget(epochs=epochs, train_subset=train_subset)
     result, record = train_defense(chosen, spec, train_split, budget, Progress(enabled=not quiet), test_split, compute)
-    folder = out / spec.id / chosen.id
     if distributed.is_main():
         meta = checkpoint_meta(chosen, spec, record, result.seconds, result.federated)
         save_checkpoint(result.model, folder / FILENAME, meta)
