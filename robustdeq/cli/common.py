@@ -70,24 +70,16 @@ def split_names(value: str | None) -> list[str] | None:
 
 def check_writable(*folders: Path) -> None:
     """Fail before any training or attack, with one line naming the folder and the reason, when files
-    cannot be written in one of ``folders``. Each is created if missing (with the folders above it)
-    and a temporary file is written there and removed; the folders the check created are removed
-    again, so a failed command leaves nothing behind."""
+    cannot be written in one of ``folders``: a temporary file is written and removed in the folder,
+    or in the nearest folder above it that exists when it does not yet (where it will be made).
+    Nothing is created, so a failed command leaves nothing behind, and torchrun's processes may
+    check the same folder at once."""
     for folder in folders:
-        missing = []
-        existing = folder
-        while not existing.exists() and existing != existing.parent:
-            missing.append(existing)
-            existing = existing.parent
-        created: list[Path] = []
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
         try:
-            for path in reversed(missing):
-                path.mkdir()
-                created.append(path)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".robustdeq-write-check-"):
+            with tempfile.NamedTemporaryFile(dir=probe, prefix=".robustdeq-write-check-"):
                 pass
         except OSError as exc:
             raise RobustdeqError(f"cannot write to {folder}: {exc.strerror or exc}") from None
-        finally:
-            for path in reversed(created):
-                path.rmdir()
