@@ -200,12 +200,14 @@ def train_defense(
     progress: Progress | None = None,
     test: Split | None = None,
     device: str | torch.device | None = None,
+    resume: Path | None = None,
 ) -> tuple[TrainResult, dict[str, Any]]:
     """Train ``defense`` for ``protocol``'s data set on ``device`` (default: auto); returns the result
     and the training record.
 
     With ``test``, a federated recipe measures the fused model on the protocol's subset after
-    every round."""
+    every round. ``resume``: where training saves its progress after every epoch, and resumes
+    from (:mod:`robustdeq.training.resume`)."""
     target = resolve_device(device)
     spec = defense.train
     if spec.checkpoint is not None:  # a submission that ships trained weights: nothing is trained
@@ -218,7 +220,7 @@ def train_defense(
     if budget.train_subset is not None:
         spec = dataclasses.replace(spec, train_subset=budget.train_subset)
     monitor = round_monitor(protocol, test, budget, target) if test is not None else None
-    result = train_model(defense, protocol.dataset, train, protocol.threat, spec, progress, monitor, target)
+    result = train_model(defense, protocol.dataset, train, protocol.threat, spec, progress, monitor, target, resume)
     record = spec.to_dict()
     record["recipe_settings"] = result.recipe_settings
     return result, record
@@ -444,6 +446,11 @@ def state_file(out: Path, protocol: str, defense: str) -> Path:
     return out / protocol / f".{defense}.state{suffix}.json"
 
 
+def training_state_file(out: Path, protocol: str, defense: str) -> Path:
+    """Where training keeps its progress, saved after every epoch, until the entry is written."""
+    return out / protocol / f".{defense}.train-state.safetensors"
+
+
 def trained_file(out: Path, protocol: str, defense: str) -> Path:
     """Where a freshly trained model waits, hidden beside its entry, until entry and checkpoint are
     written as a pair (:func:`robustdeq.records.store.write_entry_and_checkpoint`)."""
@@ -514,9 +521,12 @@ def run_defense(
     (``<out>/<protocol>/<defense>.json`` and ``.safetensors``) as a pair.
 
     Until then the new model waits in :func:`trained_file`, and an entry already there keeps the
-    checkpoint it names: a run killed at any point leaves the zoo loadable."""
+    checkpoint it names: a run killed at any point leaves the zoo loadable. Started again, a killed
+    run resumes training after its last finished epoch (:func:`training_state_file`) and the attacks
+    after their last batch (:func:`state_file`)."""
     train, test = splits
-    result, record = train_defense(defense, protocol, train, budget, progress, test, device)
+    resume = training_state_file(out, protocol.id, defense.id)
+    result, record = train_defense(defense, protocol, train, budget, progress, test, device, resume)
     checkpoint = trained_file(out, protocol.id, defense.id)
     if distributed.is_main():
         save_checkpoint(
@@ -529,6 +539,7 @@ def run_defense(
     entry = evaluate_and_write(defense, protocol, trained, test, out, budget, progress)
     if distributed.is_main():
         checkpoint.unlink(missing_ok=True)  # copied beside the entry
+        resume.unlink(missing_ok=True)
     return entry
 
 

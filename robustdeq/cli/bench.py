@@ -111,7 +111,8 @@ def bench(
         except KeyboardInterrupt:
             raise Interrupted(
                 f"interrupted; every worker stopped. Entries written so far are kept in {out}; running the same "
-                "command again retrains the unfinished defenses and resumes their attacks from their state files"
+                "command again resumes the unfinished defenses' training after their last finished epoch and their "
+                "attacks from their state files"
             ) from None
         summary = Table(
             title=f"{spec.id}: {spec.threat.norm} eps={spec.threat.eps}, {entries[0]['n_examples']} examples"
