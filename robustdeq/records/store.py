@@ -79,11 +79,11 @@ def write_entry_and_checkpoint(root: Path, entry: dict[str, Any], checkpoint: Pa
     ``provenance.checkpoint`` names (``<defense>.safetensors``, with its SHA-256); returns the entry's path.
 
     A process killed at any instant leaves an entry on disk that names a checkpoint on disk with the
-    SHA-256 it records (the old pair, the new one, or the new entry naming a staged copy). Each file
-    changes by one rename, so the new checkpoint cannot take the old one's place while the old entry
-    names it: it is staged first under its own name (``.<defense>.<sha256[:16]>.safetensors``), the
-    entry is switched to the staged copy, the usual file is replaced, the entry switched back to it,
-    and only then the staged copy removed. Staged copies a killed earlier write left behind go too.
+    SHA-256 it records (the old pair, the new one, or the new entry naming a staged copy). A rename
+    replaces one file at a time, so the new checkpoint must not take the old one's name while the old
+    entry names it: it is staged first under a name of its own (``.<defense>.<sha256[:16]>.safetensors``),
+    the entry is switched to the staged copy, the usual file is replaced, the entry switched back to
+    it, and only then the staged copy removed. Staged copies a killed earlier write left behind go too.
     """
     record = entry["provenance"]["checkpoint"]
     path = entry_path(root, entry["protocol"], entry["defense"])
