@@ -10,7 +10,6 @@ defense folder since.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -26,30 +25,24 @@ from robustdeq.errors import RobustdeqError
 from robustdeq.records.entry import CheckpointMeta
 from robustdeq.records.parse import parse
 from robustdeq.records.paths import ID_PATTERN
+from robustdeq.records.store import sha256 as sha256
 from robustdeq.records.store import umask
 
 FORMAT = "robustdeq-checkpoint/1"
 FILENAME = "model.safetensors"  # the file inside a `robustdeq train` folder
 
 
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> str:
-    """Write the weights and ``meta`` to the safetensors file ``path`` (atomically, readable by
-    others as the umask allows); returns the file's SHA-256."""
+    """Write the weights and ``meta`` to the safetensors file ``path`` (atomically, on disk before it
+    takes the name, readable by others as the umask allows); returns the file's SHA-256."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         save_file(state, tmp, metadata={"format": FORMAT, "meta": json.dumps(meta, sort_keys=True)})
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:

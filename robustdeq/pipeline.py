@@ -45,7 +45,13 @@ from robustdeq.progress import Progress
 from robustdeq.records.defense import MANIFEST, DefenseSpec, parse_defense
 from robustdeq.records.entry import SCHEMA_VERSION
 from robustdeq.records.protocol import ProtocolSpec
-from robustdeq.records.store import atomic_write_text, copy_atomically, entry_path, read_entry
+from robustdeq.records.store import (
+    atomic_write_text,
+    checkpoint_path,
+    entry_path,
+    read_entry,
+    write_entry_and_checkpoint,
+)
 from robustdeq.threat import ThreatModel, pgd
 from robustdeq.training import TrainResult, build_model, train_model
 from robustdeq.version import __version__
@@ -195,12 +201,14 @@ def train_defense(
     progress: Progress | None = None,
     test: Split | None = None,
     device: str | torch.device | None = None,
+    resume: Path | None = None,
 ) -> tuple[TrainResult, dict[str, Any]]:
     """Train ``defense`` for ``protocol``'s data set on ``device`` (default: auto); returns the result
     and the training record.
 
     With ``test``, a federated recipe measures the fused model on the protocol's subset after
-    every round."""
+    every round. ``resume``: where training saves its progress after every epoch, and resumes
+    from (:mod:`robustdeq.training.resume`)."""
     target = resolve_device(device)
     spec = defense.train
     if spec.checkpoint is not None:  # a submission that ships trained weights: nothing is trained
@@ -213,7 +221,7 @@ def train_defense(
     if budget.train_subset is not None:
         spec = dataclasses.replace(spec, train_subset=budget.train_subset)
     monitor = round_monitor(protocol, test, budget, target) if test is not None else None
-    result = train_model(defense, protocol.dataset, train, protocol.threat, spec, progress, monitor, target)
+    result = train_model(defense, protocol.dataset, train, protocol.threat, spec, progress, monitor, target, resume)
     record = spec.to_dict()
     record["recipe_settings"] = result.recipe_settings
     return result, record
@@ -439,6 +447,17 @@ def state_file(out: Path, protocol: str, defense: str) -> Path:
     return out / protocol / f".{defense}.state{suffix}.json"
 
 
+def training_state_file(out: Path, protocol: str, defense: str) -> Path:
+    """Where training keeps its progress, saved after every epoch, until the entry is written."""
+    return out / protocol / f".{defense}.train-state.safetensors"
+
+
+def trained_file(out: Path, protocol: str, defense: str) -> Path:
+    """Where a freshly trained model waits, hidden beside its entry, until entry and checkpoint are
+    written as a pair (:func:`robustdeq.records.store.write_entry_and_checkpoint`)."""
+    return out / protocol / f".{defense}.trained.safetensors"
+
+
 def evaluate_and_write(
     defense: DefenseSpec,
     protocol: ProtocolSpec,
@@ -468,14 +487,15 @@ def evaluate_and_write(
     result = evaluate(trained.model, protocol, test, *args)
     checkpoint = None
     if distributed.is_main() and trained.checkpoint is not None:
-        # The entry's checkpoint lies beside it: copied there when the model came from elsewhere.
-        beside = out / protocol.id / f"{defense.id}.safetensors"
-        if beside.resolve() != trained.checkpoint.resolve():
-            copy_atomically(trained.checkpoint, beside)
-        checkpoint = {"file": beside.name, "url": None, "sha256": sha256(beside)}
+        # The entry's checkpoint lies beside it, written with it as a pair (a copy of the model's file).
+        beside = checkpoint_path(out, protocol.id, defense.id)
+        checkpoint = {"file": beside.name, "url": None, "sha256": sha256(trained.checkpoint)}
     entry = make_entry(defense, protocol, trained, result, budget, checkpoint)
     if distributed.is_main():
-        write_entry(out, entry)
+        if trained.checkpoint is not None:
+            write_entry_and_checkpoint(out, entry, trained.checkpoint)
+        else:
+            write_entry(out, entry)
         if per_example is not None:
             atomic_write_text(per_example, json.dumps(result.per_example()) + "\n")
     state_path.unlink(missing_ok=True)
@@ -498,11 +518,17 @@ def run_defense(
     progress: Progress | None = None,
     device: str | torch.device | None = None,
 ) -> dict[str, Any]:
-    """Train ``defense`` on ``device``, save its checkpoint beside its entry
-    (``<out>/<protocol>/<defense>.safetensors``), evaluate it and write the entry."""
+    """Train ``defense`` on ``device``, evaluate it and write its entry and checkpoint
+    (``<out>/<protocol>/<defense>.json`` and ``.safetensors``) as a pair.
+
+    Until then the new model waits in :func:`trained_file`, and an entry already there keeps the
+    checkpoint it names: a run killed at any point leaves the zoo loadable. Started again, a killed
+    run resumes training after its last finished epoch (:func:`training_state_file`) and the attacks
+    after their last batch (:func:`state_file`)."""
     train, test = splits
-    result, record = train_defense(defense, protocol, train, budget, progress, test, device)
-    checkpoint = out / protocol.id / f"{defense.id}.safetensors"
+    resume = training_state_file(out, protocol.id, defense.id)
+    result, record = train_defense(defense, protocol, train, budget, progress, test, device, resume)
+    checkpoint = trained_file(out, protocol.id, defense.id)
     if distributed.is_main():
         save_checkpoint(
             result.model, checkpoint, checkpoint_meta(defense, protocol, record, result.seconds, result.federated)
@@ -511,7 +537,11 @@ def run_defense(
     trained = TrainedModel(
         result.model, record, result.seconds, protocol.dataset, protocol.id, result.federated, checkpoint
     )
-    return evaluate_and_write(defense, protocol, trained, test, out, budget, progress)
+    entry = evaluate_and_write(defense, protocol, trained, test, out, budget, progress)
+    if distributed.is_main():
+        checkpoint.unlink(missing_ok=True)  # copied beside the entry
+        resume.unlink(missing_ok=True)
+    return entry
 
 
 def run_defenses(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from robustdeq.cli import app
@@ -137,3 +137,84 @@ def test_checkpoint_with_wrong_shapes_is_refused_before_training(tmp_path: Path)
         code, out = submit(target, tmp_path / "lb")
         assert code == 1 and "has shape (10, 32), the model expects (10, 64)" in out.replace("\n", " ")
     assert not (tmp_path / "lb").exists()
+
+
+def test_a_quick_try_is_flagged_reduced_and_replaces_no_full_entry(tiny_protocol: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "mlp-submission"
+    shutil.copytree(EXAMPLE, folder)
+    manifest = (folder / "defense.toml").read_text().replace("epochs = 10", "epochs = 1")  # a cheap full run
+    (folder / "defense.toml").write_text(manifest)
+    lb, protocol = tmp_path / "lb", ("--protocol", str(tiny_protocol))
+    path = lb / "tiny-digits" / "mlp-submission.json"
+    quick = ("--epochs", "0", "--train-subset", "100", "--n-examples", "8")
+
+    code, out = submit(folder, lb, *protocol, *quick)
+    assert code == 0, out
+    entry = json.loads(path.read_text())
+    assert "reduced_budget" in entry["flags"] and entry["provenance"]["reduced_budget"]
+    assert entry["n_examples"] == 8
+    assert (entry["provenance"]["training"]["epochs"], entry["provenance"]["training"]["train_subset"]) == (0, 100)
+
+    code, out = submit(folder, lb, *protocol, "--force")  # the full run replaces the quick one
+    assert code == 0, out
+    full = path.read_bytes()
+    assert "reduced_budget" not in json.loads(full)["flags"]
+
+    code, out = submit(folder, lb, *protocol, *quick)
+    assert code == 1 and "is a full entry and this run is not" in out.replace("\n", " ")
+    assert path.read_bytes() == full
+
+
+def test_an_interrupted_submit_resumes_training_and_attacks(
+    tiny_protocol: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from robustdeq.evaluation.state import EvalState
+    from robustdeq.training.recipes import Standard
+
+    folder = folder_with(tmp_path, MANIFEST.replace("epochs = 1", "epochs = 3"))  # 200 examples: 4 batches an epoch
+    args = ("--protocol", str(tiny_protocol))
+    code, out = submit(folder, tmp_path / "a", *args)  # the uninterrupted run
+    assert code == 0, out
+
+    batches, interrupt_at = [0], [5]  # Ctrl-C in the first batch of epoch 2
+    loss = Standard.loss
+
+    def counted(self: Standard, *a: object, **k: object) -> object:
+        batches[0] += 1
+        if batches[0] == interrupt_at[0]:
+            raise KeyboardInterrupt
+        return loss(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Standard, "loss", counted)
+    code, out = submit(folder, tmp_path / "b", *args)
+    assert code == 130 and "running the same command again resumes" in out.replace("\n", " ")
+
+    batches[0], interrupt_at[0] = 0, 0
+    saves, put = [0], EvalState.put
+
+    def put_then_stop(self: EvalState, name: str, record: dict) -> None:  # type: ignore[type-arg]
+        put(self, name, record)
+        saves[0] += 1
+        if saves[0] == 2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(EvalState, "put", put_then_stop)  # Ctrl-C once two attack batches are saved
+        code, out = submit(folder, tmp_path / "b", *args)
+    assert code == 130 and "running the same command again resumes" in out.replace("\n", " ")
+    assert batches[0] == 2 * 4  # epochs 2 and 3 only: epoch 1 was done
+
+    batches[0] = 0
+    code, out = submit(folder, tmp_path / "b", *args)
+    assert code == 0, out
+    assert batches[0] == 0 and "resumed training of sub after epoch 3 of 3" in out.replace("\n", " ")
+    assert "resumed 2 attack batches" in out.replace("\n", " ")
+    a, b = (tmp_path / run / "tiny-digits" for run in ("a", "b"))
+    entries = [json.loads((f / "sub.json").read_text()) for f in (a, b)]
+    for entry in entries:
+        entry.pop("provenance")
+    assert entries[0] == entries[1]
+    weights = [load_file(f / "sub.safetensors") for f in (a, b)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # the weights of an uninterrupted run
+    assert [p.name for p in b.iterdir() if p.name.startswith(".")] == []  # no state or waiting model left

@@ -13,6 +13,7 @@ from robustdeq.cli.common import (
     DATA_DIR_HELP,
     DeviceOption,
     Interrupted,
+    check_writable,
     console,
     one_line_errors,
     split_names,
@@ -96,6 +97,7 @@ def bench(
         for name in [protocol] if protocol else (list(defense.protocols) or ["digits-linf"]):
             groups.setdefault(name, []).append(defense)
     specs = {name: find_protocol(name) for name in groups}  # every protocol is checked before any training
+    check_writable(out, *(out / spec.id for spec in specs.values()))
     budget = Budget(epochs=epochs, train_subset=train_subset, n_examples=n_examples, batch_size=batch_size)
     for name, group in groups.items():  # every group, before the first one trains
         for defense in group:
@@ -110,7 +112,8 @@ def bench(
         except KeyboardInterrupt:
             raise Interrupted(
                 f"interrupted; every worker stopped. Entries written so far are kept in {out}; running the same "
-                "command again retrains the unfinished defenses and resumes their attacks from their state files"
+                "command again resumes the unfinished defenses' training after their last finished epoch and their "
+                "attacks from their state files"
             ) from None
         summary = Table(
             title=f"{spec.id}: {spec.threat.norm} eps={spec.threat.eps}, {entries[0]['n_examples']} examples"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from robustdeq.cli.common import console, one_line_errors
+from robustdeq.cli.common import check_writable, console, one_line_errors
 
 
 @one_line_errors
@@ -29,7 +29,9 @@ def challenge(
     in [0, 1], finite, misclassified by a fresh instance), and record the verified breaks in the entry;
     tables then show the best known robust accuracy, marked (docs/challenge.md)."""
     from robustdeq.challenge import challenge as run
+    from robustdeq.challenge import find_target
 
+    check_writable(find_target(target, root).entry.parent)  # the entry is rewritten there
     verdict = run(target, file, by, root)
     n = verdict.n_examples
     console.print(

@@ -1,9 +1,12 @@
-"""Shared CLI plumbing: one-line errors with a non-zero exit, and option helpers."""
+"""Shared CLI plumbing: one-line errors with a non-zero exit, option helpers, and the check that an
+output folder can be written before any work starts."""
 
 from __future__ import annotations
 
 import functools
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -63,3 +66,20 @@ def split_names(value: str | None) -> list[str] | None:
     if not names:
         raise RobustdeqError(f"expected at least one comma-separated name, got {value!r}")
     return names
+
+
+def check_writable(*folders: Path) -> None:
+    """Fail before any training or attack, with one line naming the folder and the reason, when files
+    cannot be written in one of ``folders``: a temporary file is written and removed in the folder,
+    or in the nearest folder above it that exists when it does not yet (where it will be made).
+    Nothing is created, so a failed command leaves nothing behind, and torchrun's processes may
+    check the same folder at once."""
+    for folder in folders:
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            with tempfile.NamedTemporaryFile(dir=probe, prefix=".robustdeq-write-check-"):
+                pass
+        except OSError as exc:
+            raise RobustdeqError(f"cannot write to {folder}: {exc.strerror or exc}") from None

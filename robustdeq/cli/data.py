@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from robustdeq.cli.common import DATA_DIR_HELP, console, one_line_errors
+from robustdeq.cli.common import DATA_DIR_HELP, check_writable, console, one_line_errors
 from robustdeq.data import DATASETS, load
 from robustdeq.errors import RobustdeqError
 
@@ -53,6 +53,7 @@ def download(
     if not info.needs_data_dir:
         console.print(f"{name} is embedded; nothing to download")
         return
+    check_writable(data_dir)
     for split in ("train", "test"):
         n = len(load(name, split, data_dir, download=True))
         console.print(f"{name} {split}: {n} examples in {data_dir}")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, Interrupted, console, one_line_errors
+from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, Interrupted, check_writable, console, one_line_errors
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.pipeline import (
@@ -80,6 +80,7 @@ def evaluate(
     spec = find_protocol(protocol or trained.protocol)
     if spec.dataset != trained.dataset:
         raise RobustdeqError(f"checkpoint was trained on {trained.dataset!r}, protocol {spec.id} uses {spec.dataset!r}")
+    check_writable(out, out / spec.id, *([per_example.parent] if per_example is not None else []))
     budget = Budget(n_examples=n_examples, batch_size=batch_size, eps_sweep=sweep)
     refuse_replacing(out, defense, spec, budget, trained.train_info, force)
     _, test = load_splits(spec, data_dir, download)

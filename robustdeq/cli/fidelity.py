@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from robustdeq.cli.common import console, one_line_errors
+from robustdeq.cli.common import check_writable, console, one_line_errors
 from robustdeq.fidelity import PAGE_PATH, README_PATH, write_page, write_readme
 from robustdeq.records.paths import DEFENSES_DIR
 
@@ -26,5 +26,6 @@ def fidelity(
 ) -> None:
     """Write the fidelity page (each reference defense's paper, what the paper did, and every deviation) and
     the README's table of methods (each reference defense's suite, model, solver and training, from its manifest)."""
+    check_writable(out.parent, readme.parent)
     console.print(f"wrote {write_page(out, defenses_dir)}")
     console.print(f"wrote {write_readme(readme, defenses_dir)}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from robustdeq.cli.common import console, one_line_errors
+from robustdeq.cli.common import check_writable, console, one_line_errors
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard import read_entries, render
 from robustdeq.leaderboard.render import headline
@@ -27,6 +27,7 @@ def leaderboard(
     folders = [root / protocol] if protocol else protocol_folders(root)
     if not folders:
         raise RobustdeqError(f"{root}: no entries (no <protocol>/ folder holding a <defense>.json)")
+    check_writable(root, *folders)
     for folder in folders:
         entries = read_entries(folder)
         paths = render(entries, folder)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from robustdeq.cli.common import console, one_line_errors, split_names
+from robustdeq.cli.common import check_writable, console, one_line_errors, split_names
 from robustdeq.report import write_report
 from robustdeq.report.claims import BENCHMARK_RESULTS
 
@@ -28,6 +28,7 @@ def report(
     """Write a report of one or more protocols: tables and a per-attack accuracy figure each."""
     # Built in a temporary folder beside OUT and moved in only when complete: a failure part-way
     # (a damaged entry in the second protocol) leaves OUT as it was.
+    check_writable(out.parent, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
         built = write_report(root, Path(tmp), split_names(protocols), benchmarks=benchmarks)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from robustdeq.cli.common import console, one_line_errors
+from robustdeq.cli.common import check_writable, console, one_line_errors
 from robustdeq.leaderboard.site import report_figures_in, write_site
 from robustdeq.records.store import protocol_folders
 
@@ -30,6 +30,7 @@ def site(
 ) -> None:
     """Write a static site that works offline (file://): the protocols, a sortable ranked table per protocol
     with rank groups and intervals, and a page per entry."""
+    check_writable(out)
     figures = None if report is None else report_figures_in(report, [f.name for f in protocol_folders(root)])
     paths = write_site(root, out, figures)
     console.print(f"wrote {len(paths)} files; open {out / 'index.html'}")

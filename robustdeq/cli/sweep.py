@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_errors
+from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, check_writable, console, one_line_errors
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.pipeline import Budget
@@ -59,6 +59,7 @@ def sweep(
     compute = resolve_device(device)
     base = find_defense(defense, defenses_dir)
     spec = find_protocol(protocol)
+    check_writable(out, out / spec.id)
     budget = Budget(epochs=epochs, train_subset=train_subset, n_examples=n_examples)
     progress = Progress(enabled=not quiet)
     entries = run_sweep(base, spec, values, out, data_dir, download, budget, progress, compute, force)

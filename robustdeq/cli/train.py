@@ -9,7 +9,7 @@ import typer
 
 from robustdeq import distributed
 from robustdeq.checkpoint import FILENAME, save_checkpoint
-from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, console, one_line_errors
+from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, Interrupted, check_writable, console, one_line_errors
 from robustdeq.device import resolve as resolve_device
 from robustdeq.pipeline import Budget, checkpoint_meta, load_splits, train_defense
 from robustdeq.progress import Progress
@@ -36,7 +36,8 @@ def train(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train a defense and save OUT/<protocol>/<defense>/model.safetensors, which carries the manifest it was
-    trained from (evaluate it with `robustdeq evaluate`).
+    trained from (evaluate it with `robustdeq evaluate`). Run again after an interruption, the same command
+    resumes after the last finished epoch.
 
     Under `torchrun --nproc-per-node N -m robustdeq train ...` the ranks train data-parallel (each takes its
     share of every batch) and rank 0 saves the checkpoint.
@@ -44,11 +45,20 @@ def train(
     compute = resolve_device(device)
     spec = find_protocol(protocol)
     chosen = find_defense(defense, defenses_dir)
+    folder = out / spec.id / chosen.id
+    check_writable(folder)
     train_split, test_split = load_splits(spec, data_dir, download)
     budget = Budget(epochs=epochs, train_subset=train_subset)
-    result, record = train_defense(chosen, spec, train_split, budget, Progress(enabled=not quiet), test_split, compute)
-    folder = out / spec.id / chosen.id
+    resume = folder / ".train-state.safetensors"
+    shown = Progress(enabled=not quiet)
+    try:
+        result, record = train_defense(chosen, spec, train_split, budget, shown, test_split, compute, resume)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted; running the same command again resumes after the last finished epoch (saved in {resume})"
+        ) from None
     if distributed.is_main():
         meta = checkpoint_meta(chosen, spec, record, result.seconds, result.federated)
         save_checkpoint(result.model, folder / FILENAME, meta)
+        resume.unlink(missing_ok=True)
     console.print(f"trained {chosen.id} in {result.seconds:.1f} s (final loss {result.final_loss:.4f}); saved {folder}")

@@ -1,9 +1,12 @@
-"""One JSON file per entry under ``<root>/<protocol>/<defense>.json``, written atomically."""
+"""One JSON file per entry under ``<root>/<protocol>/<defense>.json``, written atomically, and the
+checkpoint it names beside it (``<defense>.safetensors``), written as a pair with it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,15 @@ def copy_atomically(source: Path, target: Path) -> None:
     atomic_write_bytes(target, source.read_bytes())
 
 
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def umask() -> int:
     """The process's umask (read by setting it and setting it back)."""
     current = os.umask(0)
@@ -54,6 +66,41 @@ def write_entry(root: Path, entry: dict[str, Any]) -> Path:
     text = entry_json(entry, f"entry {entry.get('defense')!r}")
     path = entry_path(root, entry["protocol"], entry["defense"])
     atomic_write_text(path, text)
+    return path
+
+
+def checkpoint_path(root: Path, protocol: str, defense: str) -> Path:
+    """Where an entry's checkpoint lies: beside it, ``<root>/<protocol>/<defense>.safetensors``."""
+    return root / protocol / f"{defense}.safetensors"
+
+
+def write_entry_and_checkpoint(root: Path, entry: dict[str, Any], checkpoint: Path) -> Path:
+    """Validate and write ``entry`` and, beside it, a copy of the file ``checkpoint`` that its
+    ``provenance.checkpoint`` names (``<defense>.safetensors``, with its SHA-256); returns the entry's path.
+
+    A process killed at any instant leaves an entry on disk that names a checkpoint on disk with the
+    SHA-256 it records (the old pair, the new one, or the new entry naming a staged copy). A rename
+    replaces one file at a time, so the new checkpoint must not take the old one's name while the old
+    entry names it: it is staged first under a name of its own (``.<defense>.<sha256[:16]>.safetensors``),
+    the entry is switched to the staged copy, the usual file is replaced, the entry switched back to
+    it, and only then the staged copy removed. Staged copies a killed earlier write left behind go too.
+    """
+    record = entry["provenance"]["checkpoint"]
+    path = entry_path(root, entry["protocol"], entry["defense"])
+    target = checkpoint_path(root, entry["protocol"], entry["defense"])
+    if record is None or record["file"] != target.name or record["sha256"] != sha256(checkpoint):
+        raise RobustdeqError(f"entry {entry['defense']!r}: its checkpoint record does not describe {checkpoint}")
+    if not (target.is_file() and sha256(target) == record["sha256"]):  # else the file is in place already
+        staged = target.with_name(f".{entry['defense']}.{record['sha256'][:16]}.safetensors")
+        copy_atomically(checkpoint, staged)
+        staging = {**entry, "provenance": {**entry["provenance"], "checkpoint": {**record, "file": staged.name}}}
+        write_entry(root, staging)
+        copy_atomically(staged, target)
+    write_entry(root, entry)
+    pattern = re.compile(rf"\.{re.escape(entry['defense'])}\.[0-9a-f]{{16}}\.safetensors")
+    for leftover in target.parent.iterdir():
+        if pattern.fullmatch(leftover.name):
+            leftover.unlink(missing_ok=True)
     return path
 
 

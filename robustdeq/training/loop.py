@@ -12,6 +12,7 @@ from robustdeq.deq import regularisation
 from robustdeq.device import CPU
 from robustdeq.records.defense import TrainSpec
 from robustdeq.training.base import BatchNoise, Recipe
+from robustdeq.training.resume import TrainingState
 
 
 def run_epochs(
@@ -23,8 +24,12 @@ def run_epochs(
     epochs: int,
     stream: int,
     advance: Callable[[int], None],
+    state: TrainingState | None = None,
 ) -> float:
     """``epochs`` passes of Adam over (x, y) in shuffled batches; returns the last batch loss.
+
+    ``state``: resume after the epochs it holds, and save it after every epoch
+    (:mod:`robustdeq.training.resume`).
 
     ``stream`` seeds the shuffling (``stream``) and the recipe's attack randomness
     (``stream + 1``); centralised training uses the manifest's seed.
@@ -42,11 +47,15 @@ def run_epochs(
     shuffle = torch.Generator(CPU).manual_seed(stream)
     attack_rng = torch.Generator(CPU).manual_seed(stream + 1)
     n_batches = (len(y) + spec.batch_size - 1) // spec.batch_size
+    generators = {"shuffle": shuffle, "attack": attack_rng}
+    # before DDP wraps the model: it takes rank 0's weights, which every rank has just read
+    done, reported = state.restore(model, optimizer, generators) if state is not None else (0, float("nan"))
+    advance(done * n_batches)
     final_loss = float("nan")
     world = distributed.world_size()
     net = model if world == 1 else distributed.data_parallel(model)
     model.train()
-    for _ in range(epochs):
+    for epoch in range(done, epochs):
         order = torch.randperm(len(y), generator=shuffle, device=CPU).to(y.device)
         for b in range(n_batches):
             idx = order[b * spec.batch_size : (b + 1) * spec.batch_size]
@@ -64,6 +73,8 @@ def run_epochs(
             optimizer.step()
             final_loss = float(loss.detach()) if world == 1 else float(loss.detach()) * share
             advance(1)
-    if world > 1 and epochs * n_batches > 0:  # the last batch's mean loss over every process
-        final_loss = sum(distributed.all_gather_object(final_loss))
-    return final_loss
+        # the last batch's mean loss over every process
+        reported = final_loss if world == 1 or n_batches == 0 else sum(distributed.all_gather_object(final_loss))
+        if state is not None:
+            state.save(epoch + 1, model, optimizer, generators, reported)
+    return reported

@@ -24,6 +24,7 @@ from robustdeq.threat import ThreatModel
 from robustdeq.training.base import Recipe, make_recipe
 from robustdeq.training.federated import Federated, Monitor, train_federated
 from robustdeq.training.loop import run_epochs
+from robustdeq.training.resume import TrainingState, training_key
 from robustdeq.validate import check_trainable
 
 
@@ -103,12 +104,15 @@ def train_model(
     progress: Progress | None = None,
     monitor: Monitor | None = None,
     device: str | torch.device | None = None,
+    resume: Path | None = None,
 ) -> TrainResult:
     """Train a fresh model of ``defense`` on ``data``; the seed fixes init, shuffling and attacks.
 
     ``train`` overrides the manifest's training spec (e.g. a smaller budget). ``monitor`` is
     called on the model after each federated round (its numbers go into the entry). The model
     and the data go to ``device`` (default: auto); every random draw of training is made on the CPU.
+    ``resume``: a file the progress is saved to after every epoch, and resumed from when it holds
+    this training's (:mod:`robustdeq.training.resume`; a federated recipe starts over).
 
     Under torchrun every recipe trains data-parallel: see
     :func:`robustdeq.training.loop.run_epochs` and README, "Running on a cluster"; the weights
@@ -130,6 +134,7 @@ def train_model(
         x, y = x[: spec.train_subset], y[: spec.train_subset]
     progress = progress or Progress.quiet()
     start = time.perf_counter()
+    state = TrainingState(resume, training_key(defense, dataset, spec, threat, target)) if resume else None
     federated = None
     # An inference-time loop is not part of training: the recipe trains the model inside it.
     trainee = model.base if isinstance(model, EntropyReduced) else model
@@ -138,12 +143,14 @@ def train_model(
     else:
         n_batches = (len(y) + spec.batch_size - 1) // spec.batch_size
         with progress.task(f"train {defense.id}", total=spec.epochs * n_batches) as advance:
-            final_loss = run_epochs(trainee, recipe, x, y, spec, spec.epochs, spec.seed, advance)
+            final_loss = run_epochs(trainee, recipe, x, y, spec, spec.epochs, spec.seed, advance, state)
+        if state is not None and state.resumed:
+            progress.console.print(f"resumed training of {defense.id} after epoch {state.resumed} of {spec.epochs}")
     model.eval()
     layers = equilibria(model)
     return TrainResult(
         model=model,
-        seconds=time.perf_counter() - start,
+        seconds=state.seconds if state is not None else time.perf_counter() - start,
         recipe_settings=recipe.settings(),
         final_loss=final_loss,
         forward_evals=sum(layer.counters.forward_evals for layer in layers),
