@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import multiprocessing
 import platform
 import signal
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 
 from robustdeq import distributed
 from robustdeq.checkpoint import load_weights, read_meta, resolve_file, save_checkpoint, sha256
-from robustdeq.data import Split, load
+from robustdeq.data import DATASETS, Split, load
 from robustdeq.deq import equilibria
 from robustdeq.device import CPU
 from robustdeq.device import describe as describe_device
@@ -52,6 +53,7 @@ from robustdeq.records.store import (
     read_entry,
     write_entry_and_checkpoint,
 )
+from robustdeq.records.threat import check_eps_within_box
 from robustdeq.threat import ThreatModel, pgd
 from robustdeq.training import TrainResult, build_model, train_model
 from robustdeq.version import __version__
@@ -190,6 +192,11 @@ def round_monitor(protocol: ProtocolSpec, test: Split, budget: Budget, device: t
 
 
 def load_splits(protocol: ProtocolSpec, data_dir: Path | None, download: bool) -> tuple[Split, Split]:
+    """The data set's train and test splits, after checking that the protocol's eps (and its sweep's) fit
+    the data set's box: an error before any download, training or attack."""
+    numel = math.prod(DATASETS.get(protocol.dataset).shape)
+    eps = [protocol.threat.eps, *protocol.eps_sweep]
+    check_eps_within_box(protocol.threat.norm, eps, numel, f"protocol {protocol.id}")
     return load(protocol.dataset, "train", data_dir, download), load(protocol.dataset, "test", data_dir, download)
 
 

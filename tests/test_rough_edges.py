@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 import robustdeq
 from robustdeq.cli import app
+from tests.conftest import TINY_PROTOCOL
 
 runner = CliRunner()
 
@@ -379,3 +380,24 @@ def test_a_misspelt_recipe_is_named_as_such(tmp_path: Path) -> None:
     code, out = run("train", str(folder), "--out", str(tmp_path / "runs"))
     one_line_error(code, out, "unknown training recipe 'pgd-at' (known: ")
     assert "pgd_at" in out and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("threat", "sweep", "message"),
+    [
+        ('norm = "Linf"\neps = 100', "[0.1, 1.0]", "L-inf eps 100 is above 1"),
+        ('norm = "Linf"\neps = 0.2', "[0.1, 1.5]", "Linf eps 1.5 above 1"),
+        ('norm = "L2"\neps = 9.0', "[0.5]", "L2 eps 9 above 8, the diameter of the [0, 1] box for 64 input values"),
+    ],
+)
+def test_an_eps_beyond_the_box_is_refused_before_any_work(
+    tmp_path: Path, threat: str, sweep: str, message: str
+) -> None:
+    """L-inf eps above 1 or an L2 eps above sqrt(number of values) reaches no more than the whole box."""
+    text = TINY_PROTOCOL.replace('norm = "Linf"\neps = 0.2', threat).replace("eps = [0.1, 1.0]", f"eps = {sweep}")
+    path = tmp_path / "wide.toml"
+    path.write_text(text)
+    out_dir = tmp_path / "lb"
+    code, out = run("bench", "--defenses", "cnn-standard", "--protocol", str(path), "--out", str(out_dir), "--quiet")
+    one_line_error(code, out, message)
+    assert files_under(out_dir) == []

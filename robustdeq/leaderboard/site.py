@@ -52,7 +52,7 @@ from robustdeq.leaderboard.headline import (
 from robustdeq.leaderboard.ranking import ALPHA, Ranked, order_key, rank_groups
 from robustdeq.leaderboard.render import templates
 from robustdeq.leaderboard.stats import wilson
-from robustdeq.records.entry import best_known
+from robustdeq.records.entry import best_known, split_checks
 from robustdeq.records.flags import FLAGS, kind
 from robustdeq.records.outcomes import decode_indices
 from robustdeq.records.store import atomic_write_text, copy_atomically, protocol_folders, read_entries
@@ -586,6 +586,7 @@ def federated_rows(e: dict[str, Any]) -> list[Row] | None:
 def entry_page(r: Ranked, protocol: str) -> str:
     e = r.entry
     n = e["n_examples"]
+    outside = split_checks(e)[1]
     indices = NOT_RECORDED
     if "per_example" in e:
         decoded = decode_indices(e["per_example"]["indices"])
@@ -626,7 +627,7 @@ def entry_page(r: Ranked, protocol: str) -> str:
         indices=indices,
         attacks=attack_runs(e),
         broke_recorded=first_broken(e) is not None,
-        checks=[(name, pct(acc)) for name, acc in e["checks"].items()],
+        checks=[(name, pct(acc), name not in outside) for name, acc in e["checks"].items()],
         sweep=sweep(e),
         flags=flag_rows(e),
         solver=solver_rows(e),

@@ -232,6 +232,14 @@ class EntryRecord(Record):
         return self
 
 
+def split_checks(entry: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """(the check re-runs inside the worst case, those outside it). A re-run is inside when the evaluation
+    also recorded it as an attack run (the longer PGD: its breaks count), outside when it was only
+    compared (the doubled solver or readout budget: ``*-solver-2x``, ``*-readout-2x``)."""
+    inside = {k: v for k, v in entry["checks"].items() if k in entry["attacks"]}
+    return inside, {k: v for k, v in entry["checks"].items() if k not in inside}
+
+
 def robust_indices(entry: dict[str, Any]) -> list[int]:
     """The test-split indices robustdeq's own attacks left robust (from the per-example outcomes)."""
     outcomes = entry["per_example"]

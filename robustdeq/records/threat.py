@@ -40,6 +40,10 @@ class ThreatModel(Record):
     def _positive(self) -> ThreatModel:
         if not (math.isfinite(self.eps) and self.eps > 0):
             raise ValueError(f"eps must be positive, got {self.eps}")
+        if self.norm == "Linf" and self.eps > 1:
+            raise ValueError(
+                f"L-inf eps {self.eps:g} is above 1, the width of the [0, 1] box (at 1 it is the whole box)"
+            )
         return self
 
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
@@ -65,3 +69,20 @@ class ThreatModel(Record):
         in_box = (flat >= 0.0).all(1) & (flat <= 1.0).all(1)
         within = self.distance(x_adv.nan_to_num(), x) <= self.eps + VERIFY_ATOL
         return finite & in_box & within
+
+
+def box_diameter(norm: str, numel: int) -> float:
+    """The largest distance between two inputs in [0, 1]^numel: 1 under L-inf, sqrt(numel) under L2. An eps
+    above it adds nothing to the ball and is refused."""
+    return 1.0 if norm == "Linf" else math.sqrt(numel)
+
+
+def check_eps_within_box(norm: str, eps: list[float], numel: int, what: str) -> None:
+    """A one-line error when any of ``eps`` exceeds the box's diameter for inputs of ``numel`` values."""
+    bound = box_diameter(norm, numel)
+    too_large = [e for e in eps if e > bound + 1e-12]
+    if too_large:
+        raise RobustdeqError(
+            f"{what}: {norm} eps {', '.join(f'{e:g}' for e in too_large)} above {bound:g}, the diameter of the "
+            f"[0, 1] box for {numel} input values ({'1' if norm == 'Linf' else 'sqrt of the number of values'})"
+        )
