@@ -401,3 +401,25 @@ def test_an_eps_beyond_the_box_is_refused_before_any_work(
     code, out = run("bench", "--defenses", "cnn-standard", "--protocol", str(path), "--out", str(out_dir), "--quiet")
     one_line_error(code, out, message)
     assert files_under(out_dir) == []
+
+
+def test_a_misspelt_model_argument_is_one_line_listing_the_parameters(tmp_path: Path) -> None:
+    import shutil
+
+    repo = Path(__file__).resolve().parent.parent
+    folder = tmp_path / "sub"
+    shutil.copytree(repo / "examples" / "mlp-submission", folder)
+    manifest = folder / "defense.toml"
+    manifest.write_text(manifest.read_text().replace("\nhidden = 64", "\nhiddden = 64"))
+    out = tmp_path / "lb"
+    code, text = run("submit", str(folder), "--out", str(out), "--epochs", "0", "--n-examples", "4")
+    one_line_error(code, text, "make_model() takes no argument 'hiddden' from [model] (its parameters: hidden)")
+    assert files_under(out) == []
+
+    builtin = tmp_path / "deq"
+    shutil.copytree(repo / "defenses" / "deq-standard", builtin)
+    manifest = builtin / "defense.toml"
+    manifest.write_text(manifest.read_text().replace("\nchannels = ", "\nchannelz = "))
+    code, text = run("train", str(builtin), "--out", str(out), "--epochs", "0")
+    one_line_error(code, text, "unknown setting 'channelz' (its settings: channels")
+    assert files_under(out) == []

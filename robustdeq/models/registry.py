@@ -29,9 +29,11 @@ def create_model(
 
     factory = MODELS.get(family)
     params = inspect.signature(factory).parameters
+    fixed = ("in_shape", "num_classes", "solver")
     for key in settings:
-        if key not in params or key in ("in_shape", "num_classes", "solver"):
-            raise RobustdeqError(f"model family {family!r}: unknown setting {key!r}")
+        if key not in params or key in fixed:
+            known = ", ".join(name for name in params if name not in fixed)
+            raise RobustdeqError(f"model family {family!r}: unknown setting {key!r} (its settings: {known})")
     try:
         return factory(in_shape=in_shape, num_classes=num_classes, solver=solver, **settings)
     except (TypeError, ValueError) as exc:

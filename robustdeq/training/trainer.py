@@ -58,6 +58,7 @@ def build_model(defense: DefenseSpec, dataset: str, device: str | torch.device |
 
 def _from_factory(defense: DefenseSpec, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     import importlib.util
+    import inspect
 
     assert defense.model.factory is not None
     filename, function = defense.model.factory.split(":", 1)
@@ -75,6 +76,15 @@ def _from_factory(defense: DefenseSpec, in_shape: tuple[int, int, int], num_clas
     factory = getattr(module, function, None)
     if not callable(factory):
         raise RobustdeqError(f"{path}: no function {function!r}")
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = [k for k in defense.model.settings if k not in params or k in ("in_shape", "num_classes")]
+        if unknown:
+            known = ", ".join(k for k in params if k not in ("in_shape", "num_classes")) or "none"
+            raise RobustdeqError(
+                f"{path}: {function}() takes no argument {', '.join(map(repr, unknown))} from [model] "
+                f"(its parameters: {known})"
+            )
     try:
         model = factory(in_shape=in_shape, num_classes=num_classes, **defense.model.settings)
     except (Exception, SystemExit) as exc:
