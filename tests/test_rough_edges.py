@@ -423,3 +423,21 @@ def test_a_misspelt_model_argument_is_one_line_listing_the_parameters(tmp_path: 
     code, text = run("train", str(builtin), "--out", str(out), "--epochs", "0")
     one_line_error(code, text, "unknown setting 'channelz' (its settings: channels")
     assert files_under(out) == []
+
+
+def test_the_leaderboard_root_is_positional_and_protocol_is_one_option_everywhere(tmp_path: Path) -> None:
+    """zoo takes its root as leaderboard, report and site do (the old --root still works); report's
+    protocol option is --protocol as elsewhere (the old --protocols still works)."""
+    repo = Path(__file__).resolve().parent.parent / "leaderboards"
+    for command in ("zoo", "leaderboard", "report", "site"):
+        assert "[root]" in run(command, "--help")[1].splitlines()[0], command
+    positional, option = (
+        run("zoo", str(repo / "sweeps"), "--json"),
+        run("zoo", "--root", str(repo / "sweeps"), "--json"),
+    )
+    assert positional[0] == 0 and positional == option
+    assert "--protocol" in run("report", "--help")[1]
+    new = run("report", str(repo), "--protocol", "digits-l2", "--out", str(tmp_path / "a"))
+    old = run("report", str(repo), "--protocols", "digits-l2", "--out", str(tmp_path / "b"))
+    assert new[0] == old[0] == 0, new[1] + old[1]
+    assert (tmp_path / "a" / "report.md").read_text() == (tmp_path / "b" / "report.md").read_text()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from robustdeq.cli.common import DATA_DIR_HELP, check_writable, console, one_line_errors
+from robustdeq.cli.common import check_writable, console, one_line_errors
 from robustdeq.data import DATASETS, load
 from robustdeq.errors import RobustdeqError
 
@@ -21,7 +21,11 @@ app = typer.Typer(
 
 @app.command("list")
 @one_line_errors
-def list_(data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None) -> None:
+def list_(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder holding torchvision data sets (digits needs none).")
+    ] = None,
+) -> None:
     """List every data set with its shape, classes and whether it is available."""
     table = Table(title="data sets")
     for column in ("name", "shape", "classes", "available"):

@@ -20,7 +20,9 @@ def report(
         "leaderboards"
     ),
     out: Annotated[Path, typer.Option(help="Folder for report.md, report.html and the PNG figures.")] = Path("report"),
-    protocols: Annotated[str | None, typer.Option(help="Comma-separated protocol ids (default: all).")] = None,
+    protocols: Annotated[
+        str | None, typer.Option("--protocol", "--protocols", help="Comma-separated protocol ids (default: all).")
+    ] = None,
     benchmarks: Annotated[
         Path, typer.Option(help="Benchmark results the timing claims read (benchmarks/jiio_vs_pgd_at.py --repeats).")
     ] = BENCHMARK_RESULTS,

@@ -16,16 +16,17 @@ from robustdeq.errors import RobustdeqError
 
 @one_line_errors
 def zoo(
-    protocol: Annotated[str | None, typer.Option(help="Only this protocol's models.")] = None,
     root: Annotated[
         Path | None,
-        typer.Option(help="Leaderboard root whose entries name the checkpoints (default: the repository's)."),
+        typer.Argument(help="Leaderboard root whose entries name the checkpoints (default: the repository's)."),
     ] = None,
+    protocol: Annotated[str | None, typer.Option(help="Only this protocol's models.")] = None,
+    root_option: Annotated[Path | None, typer.Option("--root", hidden=True)] = None,  # before 2026-12
     as_json: Annotated[bool, typer.Option("--json", help="Print the index as JSON instead of a table.")] = False,
 ) -> None:
     """List the zoo: every leaderboard entry's trained checkpoint (evaluate one with `robustdeq evaluate zoo:NAME`,
     load it in Python with `robustdeq.load_model(NAME)`)."""
-    root = root or models_zoo.LEADERBOARDS_DIR
+    root = root or root_option or models_zoo.LEADERBOARDS_DIR
     models = models_zoo.list_models(protocol, root)
     if not models:
         raise RobustdeqError(f"no zoo models under {root}" + (f" for protocol {protocol!r}" if protocol else ""))
