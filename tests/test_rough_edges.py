@@ -430,7 +430,7 @@ def test_the_leaderboard_root_is_positional_and_protocol_is_one_option_everywher
     protocol option is --protocol as elsewhere (the old --protocols still works)."""
     repo = Path(__file__).resolve().parent.parent / "leaderboards"
     for command in ("zoo", "leaderboard", "report", "site"):
-        assert "[root]" in run(command, "--help")[1].splitlines()[0], command
+        assert "[ROOT]" in run(command, "--help")[1].splitlines()[0], command
     positional, option = (
         run("zoo", str(repo / "sweeps"), "--json"),
         run("zoo", "--root", str(repo / "sweeps"), "--json"),
@@ -441,3 +441,16 @@ def test_the_leaderboard_root_is_positional_and_protocol_is_one_option_everywher
     old = run("report", str(repo), "--protocols", "digits-l2", "--out", str(tmp_path / "b"))
     assert new[0] == old[0] == 0, new[1] + old[1]
     assert (tmp_path / "a" / "report.md").read_text() == (tmp_path / "b" / "report.md").read_text()
+
+
+def test_no_usage_line_writes_an_argument_in_braces() -> None:
+    """typer 0.29 writes a required argument as {defense}; every robustdeq command writes DEFENSE."""
+    from typer.main import get_command
+
+    group = get_command(app)
+    names = [[name] for name in group.commands if name != "data"]  # type: ignore[attr-defined]
+    names += [["data", name] for name in ("list", "download")]
+    for command in names:
+        usage = run(*command, "--help")[1].splitlines()[0]
+        assert usage.startswith("Usage: robustdeq") and "{" not in usage, usage
+    assert run("train", "--help")[1].splitlines()[0] == "Usage: robustdeq train [OPTIONS] DEFENSE"

@@ -11,7 +11,7 @@ from robustdeq import distributed
 from robustdeq.cli import data
 from robustdeq.cli.bench import bench
 from robustdeq.cli.challenge import challenge
-from robustdeq.cli.common import console, print_error
+from robustdeq.cli.common import Command, console, print_error
 from robustdeq.cli.evaluate import evaluate
 from robustdeq.cli.fidelity import fidelity
 from robustdeq.cli.leaderboard import leaderboard
@@ -53,17 +53,8 @@ def _root(
     """Adversarial-robustness benchmark for deep equilibrium (DEQ) and weight-tied models."""
 
 
-app.command()(bench)
-app.command()(train)
-app.command()(evaluate)
-app.command()(leaderboard)
-app.command()(report)
-app.command()(site)
-app.command()(submit)
-app.command()(sweep)
-app.command()(zoo)
-app.command()(fidelity)
-app.command()(challenge)
+for command in (bench, train, evaluate, leaderboard, report, site, submit, sweep, zoo, fidelity, challenge):
+    app.command(cls=Command)(command)
 app.add_typer(data.app, name="data")
 
 

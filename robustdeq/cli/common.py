@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperCommand
 
 from robustdeq.device import DEVICE_HELP
 from robustdeq.errors import RobustdeqError
@@ -23,6 +24,21 @@ console = Console()
 
 DATA_DIR_HELP = "Folder holding (or receiving, with --download) torchvision data sets. Not needed for digits."
 DeviceOption = Annotated[str, typer.Option(help=DEVICE_HELP)]
+
+
+class Command(TyperCommand):
+    """Every robustdeq command: its usage line names an argument as ``DEFENSE`` (required) or ``[ROOT]``
+    (optional), not as typer 0.29 writes it (``{defense}``, ``[root]``)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                pieces.extend(param.get_usage_pieces(ctx))
+                continue
+            name = str(param.metavar or param.name).upper()
+            pieces.append((name if param.required else f"[{name}]") + ("..." if param.nargs != 1 else ""))
+        return pieces
 
 
 def print_error(message: object) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from robustdeq.cli.common import check_writable, console, one_line_errors
+from robustdeq.cli.common import Command, check_writable, console, one_line_errors
 from robustdeq.data import DATASETS, load
 from robustdeq.errors import RobustdeqError
 
@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 @one_line_errors
 def list_(
     data_dir: Annotated[
@@ -46,7 +46,7 @@ def list_(
     console.print(table)
 
 
-@app.command()
+@app.command(cls=Command)
 @one_line_errors
 def download(
     name: Annotated[str, typer.Argument(help="Data set name (see `robustdeq data list`).")],
