@@ -28,6 +28,7 @@ from robustdeq.models.entropy import LOOP_GRADIENTS, EntropyReduced
 from robustdeq.progress import Progress
 from robustdeq.records.outcomes import encode_outcomes
 from robustdeq.records.protocol import AttackSpec, ProtocolSpec
+from robustdeq.records.threat import box_diameter
 from robustdeq.threat import ThreatModel
 
 # A DEQ whose solver misses its tolerance on more than this fraction of inputs is flagged.
@@ -637,7 +638,7 @@ def sweep_flags(points: list[tuple[float, float]], n: int, numel: int, protocol:
         if high > low + 1.0 / n + 1e-12:
             flags.append("eps_sweep_not_monotone")
             break
-    whole_box = 1.0 if protocol.threat.norm == "Linf" else numel**0.5
+    whole_box = box_diameter(protocol.threat.norm, numel)
     if any(eps >= whole_box and acc > 0.15 for eps, acc in points):
         flags.append("large_eps_above_chance")
     return flags
