@@ -84,7 +84,7 @@ def test_verified_breaks_are_recorded_and_shown_as_best_known(root: Path, tmp_pa
     file = tmp_path / "outside.safetensors"
     save_file({"indices": indices, "x_adv": x_adv.contiguous()}, str(file))
 
-    code, out = run("challenge", NAME, str(file), "--by", "a reviewer", "--root", str(root))
+    code, out = run("challenge", NAME, str(file), str(root), "--by", "a reviewer")  # ROOT, as in leaderboard ROOT
     assert code == 0, out
     after = entry_of(root)
     (record,) = after["challenges"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
@@ -25,8 +26,8 @@ from tests.conftest import TINY_PROTOCOL
 runner = CliRunner()
 
 COMMANDS = [
-    ["bench"], ["train"], ["evaluate"], ["leaderboard"], ["report"], ["submit"], ["sweep"], ["zoo"], ["fidelity"],
-    ["challenge"],
+    ["bench"], ["train"], ["evaluate"], ["leaderboard"], ["report"], ["site"], ["submit"], ["sweep"], ["zoo"],
+    ["fidelity"], ["challenge"],
     ["data"], ["data", "list"], ["data", "download"],
 ]  # fmt: skip
 
@@ -64,6 +65,48 @@ def test_help_texts_are_printed_verbatim() -> None:
     assert "[eps_sweep]" in " ".join(out.split())  # rich markup ate it
     assert "…" not in out  # nor cut a help text short
     assert "leaderboard.html" in " ".join(run("leaderboard", "--help")[1].split())
+
+
+def every_command() -> dict[str, Any]:
+    """Every command of the CLI by its path (``data list``), walked from the application itself."""
+    found: dict[str, Any] = {}
+
+    def walk(command: Any, path: list[str]) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+        if path and not getattr(command, "commands", None):
+            found[" ".join(path)] = command
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def test_one_grammar_no_braces_in_usage_lines_and_every_root_is_an_argument() -> None:
+    commands = every_command()
+    assert sorted(commands) == sorted(" ".join(c) for c in COMMANDS if c != ["data"])
+    for path, command in commands.items():
+        code, out = run(*path.split(), "--help")
+        usage = out.split("\n\n", 1)[0]
+        assert code == 0 and usage.startswith("Usage:") and "{" not in usage and "}" not in usage, (path, usage)
+        roots = [p for p in command.params if p.name == "root"]
+        assert all(p.param_type_name == "argument" for p in roots), path
+    assert {path for path, c in commands.items() if any(p.name == "root" for p in c.params)} == {
+        "leaderboard", "report", "site", "zoo", "challenge"
+    }  # fmt: skip
+    assert "--download" not in " ".join(run("data", "list", "--help")[1].split())
+
+
+def test_every_protocol_option_takes_a_comma_list_and_repeats_alike() -> None:
+    with_protocol = {path: c for path, c in every_command().items() if any(p.name == "protocol" for p in c.params)}
+    assert sorted(with_protocol) == ["bench", "evaluate", "leaderboard", "report", "submit", "sweep", "train", "zoo"]
+    forms = [["--protocol", "a,b"], ["--protocol", "a", "--protocol", "b"], ["--protocol", " a, b,", "--protocol", "a"]]
+    for path, command in with_protocol.items():
+        required = ["x" for p in command.params if p.required and p.param_type_name == "argument"]
+        parsed = [command.make_context(path, [*required, *form]) for form in forms]
+        assert [ctx.params["protocol"] for ctx in parsed] == [["a", "b"]] * len(forms), path
+        assert command.make_context(path, required).params["protocol"] is None, path
+    report = with_protocol["report"]
+    assert report.make_context("report", ["--protocols", "a,b"]).params["protocols"] == ["a", "b"]  # the old name
 
 
 @pytest.fixture(scope="module")

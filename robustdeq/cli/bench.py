@@ -16,6 +16,7 @@ from robustdeq.cli.common import (
     check_writable,
     console,
     one_line_errors,
+    protocol_option,
     split_names,
 )
 from robustdeq.device import resolve as resolve_device
@@ -41,9 +42,9 @@ def bench(
         ),
     ] = "core",
     protocol: Annotated[
-        str | None,
-        typer.Option(
-            help="Protocol id in attacks/ or a path to a protocol TOML, for every defense (default: each defense's "
+        list[str] | None,
+        protocol_option(
+            "Protocol id in attacks/ or a path to a protocol TOML, for every defense (default: each defense's "
             "manifest `protocols`, else digits-linf)."
         ),
     ] = None,
@@ -94,7 +95,7 @@ def bench(
         raise RobustdeqError(f"--defenses names {', '.join(map(repr, twice))} more than once")
     groups: dict[str, list[DefenseSpec]] = {}  # protocol -> its defenses, in the given order
     for defense in chosen:
-        for name in [protocol] if protocol else (list(defense.protocols) or ["digits-linf"]):
+        for name in protocol or list(defense.protocols) or ["digits-linf"]:
             groups.setdefault(name, []).append(defense)
     specs = {name: find_protocol(name) for name in groups}  # every protocol is checked before any training
     check_writable(out, *(out / spec.id for spec in specs.values()))

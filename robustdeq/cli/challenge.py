@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from robustdeq.cli.common import check_writable, console, one_line_errors
+from robustdeq.cli.common import check_writable, console, either_root, one_line_errors
 
 
 @one_line_errors
@@ -22,8 +22,9 @@ def challenge(
     by: Annotated[str, typer.Option(help="Who ran the attack (recorded in the entry).")],
     root: Annotated[
         Path | None,
-        typer.Option(help="Leaderboard root a zoo NAME is looked up in (default: the repository's)."),
+        typer.Argument(help="Leaderboard root a zoo NAME is looked up in (default: the repository's)."),
     ] = None,
+    root_option: Annotated[Path | None, typer.Option("--root", hidden=True)] = None,  # before ROOT was positional
 ) -> None:
     """Verify adversarial examples found by an outside attack, as the protocol verifies its own (within eps,
     in [0, 1], finite, misclassified by a fresh instance), and record the verified breaks in the entry;
@@ -31,6 +32,7 @@ def challenge(
     from robustdeq.challenge import challenge as run
     from robustdeq.challenge import find_target
 
+    root = either_root(root, root_option)
     check_writable(find_target(target, root).entry.parent)  # the entry is rewritten there
     verdict = run(target, file, by, root)
     n = verdict.n_examples

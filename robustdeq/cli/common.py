@@ -24,11 +24,12 @@ console = Console()
 
 DATA_DIR_HELP = "Folder holding (or receiving, with --download) torchvision data sets. Not needed for digits."
 DeviceOption = Annotated[str, typer.Option(help=DEVICE_HELP)]
+ROOT_HELP = "Leaderboard root holding <protocol>/ folders of entries."
 
 
 class Command(TyperCommand):
     """Every robustdeq command: its usage line names an argument as ``DEFENSE`` (required) or ``[ROOT]``
-    (optional), not as typer 0.29 writes it (``{defense}``, ``[root]``)."""
+    (optional), not as typer writes it (``{defense}``, ``[root]``)."""
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -39,6 +40,39 @@ class Command(TyperCommand):
             name = str(param.metavar or param.name).upper()
             pieces.append((name if param.required else f"[{name}]") + ("..." if param.nargs != 1 else ""))
         return pieces
+
+
+def either_root(root: Path | None, root_option: Path | None) -> Path | None:
+    """The leaderboard root given as the ROOT argument or, as before it was one, as ``--root`` (not both)."""
+    if root is not None and root_option is not None and root != root_option:
+        raise RobustdeqError(f"two leaderboard roots: {root} and --root {root_option}; give ROOT only")
+    return root or root_option
+
+
+def parse_protocols(values: list[str] | None) -> list[str] | None:
+    """The value of every command's ``--protocol``: repeated (``--protocol a --protocol b``), comma-separated
+    (``--protocol a,b``) or both, the protocols in the order given, each once; None when not given."""
+    if not values:
+        return None
+    names: list[str] = []
+    for value in values:
+        for name in (part.strip() for part in value.split(",")):
+            if name and name not in names:
+                names.append(name)
+    if not names:
+        raise typer.BadParameter(f"expected a protocol id or path, got {', '.join(map(repr, values))}")
+    return names
+
+
+def protocol_option(help: str) -> Any:
+    """Every command's ``--protocol``, parsed by :func:`parse_protocols`; ``help`` says what it selects and
+    its default."""
+    return typer.Option(
+        "--protocol",
+        metavar="<str>",  # one protocol, or several separated by commas; the option repeats
+        callback=parse_protocols,
+        help=f"{help} Repeat it, or separate protocols with commas (--protocol a,b).",
+    )
 
 
 def print_error(message: object) -> None:

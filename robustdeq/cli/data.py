@@ -23,7 +23,8 @@ app = typer.Typer(
 @one_line_errors
 def list_(
     data_dir: Annotated[
-        Path | None, typer.Option(help="Folder holding torchvision data sets (digits needs none).")
+        Path | None,
+        typer.Option(help="Folder holding the torchvision data sets, to show which are there. Not needed for digits."),
     ] = None,
 ) -> None:
     """List every data set with its shape, classes and whether it is available."""

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, Interrupted, check_writable, console, one_line_errors
+from robustdeq.cli.common import (
+    DATA_DIR_HELP,
+    DeviceOption,
+    Interrupted,
+    check_writable,
+    console,
+    one_line_errors,
+    protocol_option,
+)
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.pipeline import (
@@ -34,7 +42,9 @@ def evaluate(
             "model: `robustdeq zoo` lists them)."
         ),
     ],
-    protocol: Annotated[str | None, typer.Option(help="Protocol to run (default: the one it was trained for).")] = None,
+    protocol: Annotated[
+        list[str] | None, protocol_option("Protocol to run (default: the one it was trained for).")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Leaderboard root; the entry goes to OUT/<protocol>/.")] = Path(
         "leaderboards"
     ),
@@ -59,7 +69,10 @@ def evaluate(
     ] = None,
     per_example: Annotated[
         Path | None,
-        typer.Option(help="Also write every example's outcome (clean, each attack, each batch record) to this JSON."),
+        typer.Option(
+            help="Also write every example's outcome (clean, each attack, each batch record) to this JSON "
+            "(one protocol only)."
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option(help="Replace a full entry even though this run's budget is reduced (--n-examples etc.).")
@@ -73,31 +86,38 @@ def evaluate(
     rank 0 writes the entry, identical to a single-process run with the same batch size.
     """
     sweep = parse_eps_list(eps_sweep) if eps_sweep is not None else None  # before anything is loaded
+    if per_example is not None and protocol is not None and len(protocol) > 1:
+        raise RobustdeqError("--per-example takes one --protocol (it would hold every protocol's outcomes in turn)")
     compute = resolve_device(device)
     defense, trained = load_trained(checkpoint, compute)
     for note in trained.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
-    spec = find_protocol(protocol or trained.protocol)
-    if spec.dataset != trained.dataset:
-        raise RobustdeqError(f"checkpoint was trained on {trained.dataset!r}, protocol {spec.id} uses {spec.dataset!r}")
-    check_writable(out, out / spec.id, *([per_example.parent] if per_example is not None else []))
+    specs = [find_protocol(name) for name in protocol or [trained.protocol]]
+    check_writable(out, *(out / spec.id for spec in specs), *([per_example.parent] if per_example is not None else []))
     budget = Budget(n_examples=n_examples, batch_size=batch_size, eps_sweep=sweep)
-    refuse_replacing(out, defense, spec, budget, trained.train_info, force)
-    _, test = load_splits(spec, data_dir, download)
-    try:
-        entry = evaluate_and_write(defense, spec, trained, test, out, budget, Progress(enabled=not quiet), per_example)
-    except KeyboardInterrupt:
-        state = state_file(out, spec.id, defense.id)
-        raise Interrupted(
-            f"interrupted; the attack batches done so far are saved in {state}, and running the same command "
-            "again resumes from there"
-        ) from None
-    console.print(
-        f"{defense.id} under {spec.id}: clean {100 * entry['clean_accuracy']:.2f}%, "
-        f"robust {100 * entry['robust_accuracy']:.2f}%; entry in {out / spec.id}"
-    )
-    if checkpoint.startswith("zoo:"):
-        console.print(reproduction(entry, find_model(checkpoint[len("zoo:") :])), highlight=False, soft_wrap=True)
+    for spec in specs:  # every protocol checked before the first is attacked
+        if spec.dataset != trained.dataset:
+            raise RobustdeqError(
+                f"checkpoint was trained on {trained.dataset!r}, protocol {spec.id} uses {spec.dataset!r}"
+            )
+        refuse_replacing(out, defense, spec, budget, trained.train_info, force)
+    tests = [load_splits(spec, data_dir, download)[1] for spec in specs]
+    for spec, test in zip(specs, tests, strict=True):
+        try:
+            progress = Progress(enabled=not quiet)
+            entry = evaluate_and_write(defense, spec, trained, test, out, budget, progress, per_example)
+        except KeyboardInterrupt:
+            state = state_file(out, spec.id, defense.id)
+            raise Interrupted(
+                f"interrupted; the attack batches done so far are saved in {state}, and running the same command "
+                "again resumes from there"
+            ) from None
+        console.print(
+            f"{defense.id} under {spec.id}: clean {100 * entry['clean_accuracy']:.2f}%, "
+            f"robust {100 * entry['robust_accuracy']:.2f}%; entry in {out / spec.id}"
+        )
+        if checkpoint.startswith("zoo:"):
+            console.print(reproduction(entry, find_model(checkpoint[len("zoo:") :])), highlight=False, soft_wrap=True)
 
 
 def reproduction(entry: dict[str, Any], model: ZooModel) -> str:

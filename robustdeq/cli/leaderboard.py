@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from robustdeq.cli.common import check_writable, console, one_line_errors
+from robustdeq.cli.common import ROOT_HELP, check_writable, console, one_line_errors, protocol_option
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard import read_entries, render
 from robustdeq.leaderboard.render import headline
@@ -17,14 +17,12 @@ from robustdeq.zoo import write_index
 
 @one_line_errors
 def leaderboard(
-    root: Annotated[Path, typer.Argument(help="Leaderboard root holding <protocol>/ folders of entries.")] = Path(
-        "leaderboards"
-    ),
-    protocol: Annotated[str | None, typer.Option(help="Only this protocol's folder.")] = None,
+    root: Annotated[Path, typer.Argument(help=ROOT_HELP)] = Path("leaderboards"),
+    protocol: Annotated[list[str] | None, protocol_option("Only this protocol's folder (default: all).")] = None,
 ) -> None:
     """Validate every entry, write leaderboard.md, leaderboard.csv and leaderboard.html (a self-contained page)
     per protocol, print the tables."""
-    folders = [root / protocol] if protocol else protocol_folders(root)
+    folders = [root / name for name in protocol] if protocol else protocol_folders(root)
     if not folders:
         raise RobustdeqError(f"{root}: no entries (no <protocol>/ folder holding a <defense>.json)")
     check_writable(root, *folders)

@@ -7,16 +7,14 @@ from typing import Annotated
 
 import typer
 
-from robustdeq.cli.common import check_writable, console, one_line_errors
+from robustdeq.cli.common import ROOT_HELP, check_writable, console, one_line_errors
 from robustdeq.leaderboard.site import report_figures_in, write_site
 from robustdeq.records.store import protocol_folders
 
 
 @one_line_errors
 def site(
-    root: Annotated[Path, typer.Argument(help="Leaderboard root holding <protocol>/ folders of entries.")] = Path(
-        "leaderboards"
-    ),
+    root: Annotated[Path, typer.Argument(help=ROOT_HELP)] = Path("leaderboards"),
     out: Annotated[
         Path, typer.Option(help="Folder for the site: index.html, sort.js and one folder of pages per protocol.")
     ] = Path("site"),

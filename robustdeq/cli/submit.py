@@ -15,7 +15,7 @@ from robustdeq.cli.common import (
     check_writable,
     console,
     one_line_errors,
-    split_names,
+    protocol_option,
 )
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
@@ -32,8 +32,7 @@ from robustdeq.validate import check_model
 def submit(
     path: Annotated[Path, typer.Argument(help="Defense folder holding defense.toml (and model.py / weights).")],
     protocol: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated protocols (default: the manifest's `protocols`, else digits-linf)."),
+        list[str] | None, protocol_option("Protocol to run (default: the manifest's `protocols`, else digits-linf).")
     ] = None,
     out: Annotated[Path, typer.Option(help="Leaderboard root; entries go to OUT/<protocol>/.")] = Path("leaderboards"),
     force: Annotated[
@@ -60,7 +59,7 @@ def submit(
     if defense.train.checkpoint is not None and (epochs is not None or train_subset is not None):
         raise RobustdeqError(f"{defense.id} ships trained weights ({defense.train.checkpoint}): nothing to train")
     budget = Budget(epochs=epochs, train_subset=train_subset, n_examples=n_examples)
-    names = split_names(protocol) or list(defense.protocols) or ["digits-linf"]
+    names = protocol or list(defense.protocols) or ["digits-linf"]
     specs = [find_protocol(name) for name in names]
     check_writable(out, *(out / spec.id for spec in specs))
     for spec in specs:

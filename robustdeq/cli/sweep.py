@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, check_writable, console, one_line_errors
+from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, check_writable, console, one_line_errors, protocol_option
 from robustdeq.device import resolve as resolve_device
 from robustdeq.errors import RobustdeqError
 from robustdeq.pipeline import Budget
@@ -33,7 +33,7 @@ def sweep(
     depth: Annotated[str | None, typer.Option(help="Comma-separated depths L (block applications).")] = None,
     width: Annotated[str | None, typer.Option(help="Comma-separated widths (channels).")] = None,
     density: Annotated[str | None, typer.Option(help="Comma-separated mask densities in (0, 1].")] = None,
-    protocol: Annotated[str, typer.Option(help="Protocol id or path.")] = "digits-linf",
+    protocol: Annotated[list[str] | None, protocol_option("Protocol id or path (default: digits-linf).")] = None,
     out: Annotated[Path, typer.Option(help="Leaderboard root for the sweep's entries.")] = Path("leaderboards/sweeps"),
     data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
     download: Annotated[bool, typer.Option(help="Download a missing torchvision data set into --data-dir.")] = False,
@@ -58,13 +58,14 @@ def sweep(
     }
     compute = resolve_device(device)
     base = find_defense(defense, defenses_dir)
-    spec = find_protocol(protocol)
-    check_writable(out, out / spec.id)
+    specs = [find_protocol(name) for name in protocol or ["digits-linf"]]
+    check_writable(out, *(out / spec.id for spec in specs))
     budget = Budget(epochs=epochs, train_subset=train_subset, n_examples=n_examples)
     progress = Progress(enabled=not quiet)
-    entries = run_sweep(base, spec, values, out, data_dir, download, budget, progress, compute, force)
-    for e in entries:
-        console.print(
-            f"{e['defense']}: clean {100 * e['clean_accuracy']:.2f}%, robust {100 * e['robust_accuracy']:.2f}%"
-        )
-    console.print(f"{len(entries)} entries in {out / spec.id}; plot them with `robustdeq report {out}`")
+    for spec in specs:
+        entries = run_sweep(base, spec, values, out, data_dir, download, budget, progress, compute, force)
+        for e in entries:
+            console.print(
+                f"{e['defense']}: clean {100 * e['clean_accuracy']:.2f}%, robust {100 * e['robust_accuracy']:.2f}%"
+            )
+        console.print(f"{len(entries)} entries in {out / spec.id}; plot them with `robustdeq report {out}`")

@@ -9,7 +9,15 @@ import typer
 
 from robustdeq import distributed
 from robustdeq.checkpoint import FILENAME, save_checkpoint
-from robustdeq.cli.common import DATA_DIR_HELP, DeviceOption, Interrupted, check_writable, console, one_line_errors
+from robustdeq.cli.common import (
+    DATA_DIR_HELP,
+    DeviceOption,
+    Interrupted,
+    check_writable,
+    console,
+    one_line_errors,
+    protocol_option,
+)
 from robustdeq.device import resolve as resolve_device
 from robustdeq.pipeline import Budget, checkpoint_meta, load_splits, train_defense
 from robustdeq.progress import Progress
@@ -22,8 +30,9 @@ from robustdeq.records.protocol import find_protocol
 def train(
     defense: Annotated[str, typer.Argument(help="Defense id (a folder in defenses/) or a path to a defense folder.")],
     protocol: Annotated[
-        str, typer.Option(help="Protocol whose data set and threat model to train for.")
-    ] = "digits-linf",
+        list[str] | None,
+        protocol_option("Protocol whose data set and threat model to train for (default: digits-linf)."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Checkpoint root; the model goes to OUT/<protocol>/<defense>/.")] = Path(
         "runs"
     ),
@@ -43,22 +52,26 @@ def train(
     share of every batch) and rank 0 saves the checkpoint.
     """
     compute = resolve_device(device)
-    spec = find_protocol(protocol)
+    specs = [find_protocol(name) for name in protocol or ["digits-linf"]]
     chosen = find_defense(defense, defenses_dir)
-    folder = out / spec.id / chosen.id
-    check_writable(folder)
-    train_split, test_split = load_splits(spec, data_dir, download)
+    for spec in specs:
+        check_writable(out / spec.id / chosen.id)
+    splits = [load_splits(spec, data_dir, download) for spec in specs]  # every protocol checked before training
     budget = Budget(epochs=epochs, train_subset=train_subset)
-    resume = folder / ".train-state.safetensors"
-    shown = Progress(enabled=not quiet)
-    try:
-        result, record = train_defense(chosen, spec, train_split, budget, shown, test_split, compute, resume)
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted; running the same command again resumes after the last finished epoch (saved in {resume})"
-        ) from None
-    if distributed.is_main():
-        meta = checkpoint_meta(chosen, spec, record, result.seconds, result.federated)
-        save_checkpoint(result.model, folder / FILENAME, meta)
-        resume.unlink(missing_ok=True)
-    console.print(f"trained {chosen.id} in {result.seconds:.1f} s (final loss {result.final_loss:.4f}); saved {folder}")
+    for spec, (train_split, test_split) in zip(specs, splits, strict=True):
+        folder = out / spec.id / chosen.id
+        resume = folder / ".train-state.safetensors"
+        shown = Progress(enabled=not quiet)
+        try:
+            result, record = train_defense(chosen, spec, train_split, budget, shown, test_split, compute, resume)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted; running the same command again resumes after the last finished epoch (saved in {resume})"
+            ) from None
+        if distributed.is_main():
+            meta = checkpoint_meta(chosen, spec, record, result.seconds, result.federated)
+            save_checkpoint(result.model, folder / FILENAME, meta)
+            resume.unlink(missing_ok=True)
+        console.print(
+            f"trained {chosen.id} in {result.seconds:.1f} s (final loss {result.final_loss:.4f}); saved {folder}"
+        )

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from robustdeq import zoo as models_zoo
-from robustdeq.cli.common import console, one_line_errors
+from robustdeq.cli.common import console, either_root, one_line_errors, protocol_option
 from robustdeq.errors import RobustdeqError
 
 
@@ -20,16 +20,18 @@ def zoo(
         Path | None,
         typer.Argument(help="Leaderboard root whose entries name the checkpoints (default: the repository's)."),
     ] = None,
-    protocol: Annotated[str | None, typer.Option(help="Only this protocol's models.")] = None,
-    root_option: Annotated[Path | None, typer.Option("--root", hidden=True)] = None,  # before 2026-12
+    protocol: Annotated[list[str] | None, protocol_option("Only this protocol's models (default: all).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the index as JSON instead of a table.")] = False,
+    root_option: Annotated[Path | None, typer.Option("--root", hidden=True)] = None,  # before ROOT was positional
 ) -> None:
     """List the zoo: every leaderboard entry's trained checkpoint (evaluate one with `robustdeq evaluate zoo:NAME`,
     load it in Python with `robustdeq.load_model(NAME)`)."""
-    root = root or root_option or models_zoo.LEADERBOARDS_DIR
-    models = models_zoo.list_models(protocol, root)
+    root = either_root(root, root_option) or models_zoo.LEADERBOARDS_DIR
+    names: list[str | None] = [*protocol] if protocol else [None]
+    models = [m for name in names for m in models_zoo.list_models(name, root)]
     if not models:
-        raise RobustdeqError(f"no zoo models under {root}" + (f" for protocol {protocol!r}" if protocol else ""))
+        shown = f" for protocol {', '.join(map(repr, protocol))}" if protocol else ""
+        raise RobustdeqError(f"no zoo models under {root}{shown}")
     if as_json:
         console.print_json(json.dumps([m.to_dict(root) for m in models]))
         return
