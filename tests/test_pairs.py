@@ -15,6 +15,7 @@ from robustdeq.pipeline import load_splits, load_trained, run_defense
 from robustdeq.records.defense import DefenseSpec, load_defense
 from robustdeq.records.protocol import find_protocol
 from robustdeq.records.store import read_entry
+from tests.test_submit import GOOD_MODEL
 
 MANIFEST = """name = "t"
 [model]
@@ -22,12 +23,6 @@ factory = "model.py:make_model"
 [train]
 epochs = 1
 train_subset = 64
-"""
-
-MODEL = """
-from torch import nn
-def make_model(in_shape, num_classes):
-    return nn.Sequential(nn.Flatten(), nn.Linear(in_shape[0] * in_shape[1] * in_shape[2], num_classes))
 """
 
 
@@ -62,7 +57,7 @@ def test_a_kill_at_any_rename_leaves_the_zoo_loadable(
     folder = tmp_path / "sub"
     folder.mkdir()
     (folder / "defense.toml").write_text(MANIFEST)
-    (folder / "model.py").write_text(MODEL)
+    (folder / "model.py").write_text(GOOD_MODEL)
     old = load_defense(folder)
     new = dataclasses.replace(old, train=dataclasses.replace(old.train, seed=1))  # other weights
     protocol = find_protocol(str(tiny_protocol))
