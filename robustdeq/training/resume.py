@@ -102,14 +102,14 @@ class TrainingState:
         """Record that ``epochs`` epochs are done (under torchrun rank 0 writes: every rank holds the same)."""
         if not distributed.is_main():
             return
-        tensors: dict[str, Tensor] = {f"model.{k}": v.detach().to(CPU).clone() for k, v in model.state_dict().items()}
+        tensors: dict[str, Tensor] = {f"model.{k}": packed(v) for k, v in model.state_dict().items()}
         saved = optimizer.state_dict()
         values: dict[str, dict[str, Any]] = {}
         for i, entry in saved["state"].items():
             values[str(i)] = {}
             for key, value in entry.items():
                 if isinstance(value, Tensor):
-                    tensors[f"optimizer.{i}.{key}"] = value.detach().to(CPU).clone()
+                    tensors[f"optimizer.{i}.{key}"] = packed(value)
                 else:
                     values[str(i)][key] = value
         for name, generator in generators.items():
@@ -124,3 +124,9 @@ class TrainingState:
             "optimizer_values": values,
         }
         atomic_write_bytes(self.path, to_bytes(tensors, metadata={"format": FORMAT, "meta": json.dumps(meta)}))
+
+
+def packed(tensor: Tensor) -> Tensor:
+    """A contiguous CPU copy (safetensors refuses views; a parametrization's base can be one, e.g.
+    LyaDEQ's orthogonal head at MNIST size)."""
+    return tensor.detach().to(CPU).clone(memory_format=torch.contiguous_format)
