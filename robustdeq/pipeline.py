@@ -216,6 +216,7 @@ def train_defense(
     With ``test``, a federated recipe measures the fused model on the protocol's subset after
     every round. ``resume``: where training saves its progress after every epoch, and resumes
     from (:mod:`robustdeq.training.resume`)."""
+    defense = defense.on(protocol.dataset)
     target = resolve_device(device)
     spec = defense.train
     if spec.checkpoint is not None:  # a submission that ships trained weights: nothing is trained
@@ -292,6 +293,7 @@ def load_trained(path: Path | str, device: str | torch.device | None = None) -> 
     file = zoo.fetch(zoo.find_model(text[len("zoo:") :])) if text.startswith("zoo:") else resolve_file(Path(path))
     meta = read_meta(file)
     defense, notes = defense_from_meta(meta, file)
+    defense = defense.on(meta["dataset"])
     model = build_model(defense, meta["dataset"], device)
     load_weights(model, file)
     trained = TrainedModel(
@@ -364,6 +366,7 @@ def make_entry(
     """The leaderboard entry (see :class:`robustdeq.records.entry.EntryRecord`) for one evaluation of ``trained``;
     ``checkpoint`` is the entry's checkpoint record (file, url, sha256), ``command`` what ran it
     (default: this process's command line)."""
+    defense = defense.on(protocol.dataset)
     model = trained.model
     flags = list(result.flags)
     layers = equilibria(model)
@@ -483,6 +486,7 @@ def evaluate_and_write(
     per-example outcomes (:meth:`EvalResult.per_example`) to that JSON file. Under torchrun only
     rank 0 writes the entry, the tables and the per-example file; every rank returns the entry.
     """
+    defense = defense.on(protocol.dataset)
     suffix = f".rank{distributed.rank()}" if distributed.world_size() > 1 else ""
     state_path = state_file(out, protocol.id, defense.id)
     state_path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,9 @@
     epochs = 20
     [train.pgd_at]     # the recipe's own settings
     steps = 7
+    [datasets.mnist]   # what changes on one data set: [model], [solver], [train] merged key by key,
+    description = "..."            # and the description and fidelity deviations replaced
+    train = { epochs = 4 }
 
 The manifest is read by :class:`DefenseFile` (strict: unknown keys and wrong types are one-line
 errors; ``docs/schema/defense.schema.json`` is generated from it) into the :class:`DefenseSpec` the
@@ -246,6 +249,19 @@ class TrainTable(Record):
         )
 
 
+class DatasetTable(Record):
+    """``[datasets.<name>]``: what changes for one data set (MNIST's sizes and budgets, say). Its
+    ``model``, ``solver`` and ``train`` tables are merged over the manifest's key by key (a recipe's
+    sub-table too); ``description`` and ``deviations`` replace the manifest's description and
+    ``[[fidelity.deviations]]`` on that data set (the deviations are the data set's own)."""
+
+    description: str | None = None
+    model: dict[str, Any] = {}
+    solver: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    deviations: list[Deviation] | None = None
+
+
 class DefenseFile(Record):
     """A defense manifest, ``defense.toml`` (see the module docstring)."""
 
@@ -260,6 +276,7 @@ class DefenseFile(Record):
     solver: SolverSpec | None = None
     train: TrainTable
     fidelity: Fidelity | None = None  # required of the reference defenses in defenses/
+    datasets: dict[str, DatasetTable] = {}
 
 
 @dataclass(frozen=True)
@@ -279,6 +296,24 @@ class DefenseSpec:
     manifest: str = ""  # the manifest's text, carried by checkpoints
     files: tuple[tuple[str, str], ...] = ()  # (name, text) of the factory's source file, carried too
     torchdeq_adapter: bool = True  # adapt torchdeq DEQ modules (robustdeq/deq/torchdeq_adapter.py)
+    dataset: str | None = None  # the [datasets.<name>] variant this is; None: the manifest's defaults
+    # ("", defaults) and (name, variant) for every [datasets.<name>] table: what :meth:`on` picks from
+    variants: tuple[tuple[str, DefenseSpec], ...] = ()
+
+    def on(self, dataset: str) -> DefenseSpec:
+        """This defense as it is trained and evaluated on ``dataset``: its ``[datasets.<dataset>]``
+        variant, or the manifest's defaults when it has none."""
+        chosen = dict(self.variants).get(dataset) or dict(self.variants).get("")
+        return (
+            self
+            if chosen is None
+            else replace(chosen, manifest=self.manifest, files=self.files, variants=self.variants)
+        )
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """The data sets with a variant of their own."""
+        return tuple(name for name, _ in self.variants if name)
 
 
 def defense_id(folder: Path) -> str:
@@ -317,8 +352,41 @@ def load_defense(path: Path, reference: bool = False) -> DefenseSpec:
 
 
 def parse_defense(data: dict[str, Any], defense: str, folder: Path | None, where: str) -> DefenseSpec:
-    """A defense spec from a parsed manifest (``where`` names it in error messages)."""
+    """A defense spec from a parsed manifest (``where`` names it in error messages), with a variant
+    for every ``[datasets.<name>]`` table (each checked as a whole manifest)."""
     manifest = parse(DefenseFile, data, where)
+    defaults = _spec(manifest, defense, folder)
+    if not manifest.datasets:
+        return defaults
+    variants: list[tuple[str, DefenseSpec]] = [("", defaults)]
+    for name, table in manifest.datasets.items():
+        merged = _merge({k: v for k, v in data.items() if k != "datasets"}, table, data["datasets"][name])
+        variant = _spec(parse(DefenseFile, merged, f"{where} [datasets.{name}]"), defense, folder)
+        variants.append((name, replace(variant, dataset=name)))
+    return replace(defaults, variants=tuple(variants))
+
+
+def _merge(data: dict[str, Any], table: DatasetTable, raw: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's data with one ``[datasets.<name>]`` table applied (see :class:`DatasetTable`)."""
+    merged = _deep_merge(data, {key: raw[key] for key in ("model", "solver", "train") if key in raw})
+    if table.description is not None:
+        merged["description"] = table.description
+    if "deviations" in raw:
+        merged["fidelity"] = {**merged.get("fidelity", {}), "deviations": raw["deviations"]}
+    return merged
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _spec(manifest: DefenseFile, defense: str, folder: Path | None) -> DefenseSpec:
     return DefenseSpec(
         id=defense,
         name=manifest.name,

@@ -43,6 +43,9 @@ def build_model(defense: DefenseSpec, dataset: str, device: str | torch.device |
     """The defense's model for ``dataset`` (a registered family, or the factory in its model.py), built
     on the CPU (its random initialisation does not depend on the device) and moved to ``device``."""
     info = DATASETS.get(dataset)
+    for name in defense.datasets:  # a [datasets.<name>] table must name a data set that exists
+        DATASETS.get(name)
+    defense = defense.on(dataset)
     target = resolve_device(device)
     if defense.model.factory is not None:
         model = _from_factory(defense, info.shape, info.num_classes)
@@ -128,6 +131,7 @@ def train_model(
     :func:`robustdeq.training.loop.run_epochs` and README, "Running on a cluster"; the weights
     equal a single process's up to floating-point reduction order.
     """
+    defense = defense.on(dataset)
     spec = train or defense.train
     target = resolve_device(device)
     if spec.checkpoint is not None:
