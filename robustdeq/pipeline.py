@@ -76,6 +76,7 @@ class Budget:
     def reduced(self, defense: DefenseSpec, protocol: ProtocolSpec, training: dict[str, Any] | None = None) -> bool:
         """Smaller than the manifest says (this run's budget, or the ``training`` record of a
         checkpoint trained with one) or than the protocol's test subset."""
+        defense = defense.on(protocol.dataset)
         trained_less = (
             training is not None
             and training.get("recipe") != "checkpoint"
@@ -101,6 +102,7 @@ class Budget:
         self, defense: DefenseSpec, protocol: ProtocolSpec, training: dict[str, Any] | None = None
     ) -> list[str]:
         """What makes this run's entry differ from a full, standard one, in a user's words."""
+        defense = defense.on(protocol.dataset)
         out = []
         if self.epochs is not None and self.epochs < defense.train.epochs:
             out.append(f"--epochs {self.epochs} (the manifest says {defense.train.epochs})")
@@ -528,9 +530,13 @@ def run_defense(
     budget: Budget = Budget(),
     progress: Progress | None = None,
     device: str | torch.device | None = None,
+    train_only: bool = False,
 ) -> dict[str, Any]:
     """Train ``defense`` on ``device``, evaluate it and write its entry and checkpoint
     (``<out>/<protocol>/<defense>.json`` and ``.safetensors``) as a pair.
+
+    ``train_only``: stop after training, keeping the finished training state, so the next run
+    (without it) evaluates the model without training it again; returns ``{"defense", "train_seconds"}``.
 
     Until then the new model waits in :func:`trained_file`, and an entry already there keeps the
     checkpoint it names: a run killed at any point leaves the zoo loadable. Started again, a killed
@@ -539,6 +545,8 @@ def run_defense(
     train, test = splits
     resume = training_state_file(out, protocol.id, defense.id)
     result, record = train_defense(defense, protocol, train, budget, progress, test, device, resume)
+    if train_only:
+        return {"defense": defense.id, "train_seconds": result.seconds}
     checkpoint = trained_file(out, protocol.id, defense.id)
     if distributed.is_main():
         save_checkpoint(
@@ -566,6 +574,7 @@ def run_defenses(
     jobs: int = 1,
     device: str | torch.device | None = None,
     force: bool = False,
+    train_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Run :func:`run_defense` for each defense, in ``jobs`` worker processes when ``jobs > 1``.
 
@@ -578,7 +587,7 @@ def run_defenses(
     attacks), so ``jobs`` must be 1 there.
 
     A run with a reduced budget that would replace a full entry is refused before any training
-    (:func:`refuse_replacing`) unless ``force``.
+    (:func:`refuse_replacing`) unless ``force``. ``train_only``: see :func:`run_defense`.
     """
     for defense in defenses:
         refuse_replacing(out, defense, protocol, budget, force=force)
@@ -592,7 +601,7 @@ def run_defenses(
         with _threads(1):
             for defense in defenses:
                 progress.console.print(f"[bold]{defense.id}[/bold] ({defense.name}) under {protocol.id}")
-                entries.append(run_defense(defense, protocol, splits, out, budget, progress, target))
+                entries.append(run_defense(defense, protocol, splits, out, budget, progress, target, train_only))
         return entries
     load_splits(protocol, data_dir, download)  # a missing data set fails here, before any worker starts
     order = sorted(range(len(defenses)), key=lambda i: -_expected_seconds(defenses[i], out / protocol.id))
@@ -605,7 +614,8 @@ def run_defenses(
     try:
         with _interrupts_ignored():  # also while the workers start, before their initializer runs
             futures = {
-                pool.submit(_run_in_worker, defenses[i], protocol, data_dir, out, budget, str(target)): i for i in order
+                pool.submit(_run_in_worker, defenses[i], protocol, data_dir, out, budget, str(target), train_only): i
+                for i in order
             }
         pending = set(futures)
         begun: dict[str, float] = {}
@@ -620,9 +630,13 @@ def run_defenses(
                     i = futures[future]
                     results[i] = e = future.result()
                     took = time.monotonic() - begun.get(defenses[i].id, time.monotonic())
+                    numbers = (
+                        "trained"
+                        if train_only
+                        else f"clean {100 * e['clean_accuracy']:.1f}%, robust {100 * e['robust_accuracy']:.1f}%"
+                    )
                     progress.console.print(
-                        f"[bold]{defenses[i].id}[/bold] under {protocol.id}: done in {_minutes(took)}, clean "
-                        f"{100 * e['clean_accuracy']:.1f}%, robust {100 * e['robust_accuracy']:.1f}% "
+                        f"[bold]{defenses[i].id}[/bold] under {protocol.id}: done in {_minutes(took)}, {numbers} "
                         f"({len(results)}/{len(defenses)} done)",
                         soft_wrap=True,  # one line each, whatever the terminal's width (logs are grepped)
                     )
@@ -666,12 +680,13 @@ def _run_in_worker(
     out: Path,
     budget: Budget,
     device: str,
+    train_only: bool = False,
 ) -> dict[str, Any]:
     torch.set_num_threads(1)
     if _STARTED is not None:
         _STARTED.put(defense.id)
     splits = load_splits(protocol, data_dir, False)
-    return run_defense(defense, protocol, splits, out, budget, Progress.quiet(), device)
+    return run_defense(defense, protocol, splits, out, budget, Progress.quiet(), device, train_only)
 
 
 _STARTED: Any = None  # in a worker process: the queue on which it announces each defense it starts

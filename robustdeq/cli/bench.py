@@ -75,6 +75,13 @@ def bench(
     force: Annotated[
         bool, typer.Option(help="Replace a full entry even though this run's budget is reduced (--n-examples etc.).")
     ] = False,
+    train_only: Annotated[
+        bool,
+        typer.Option(
+            help="Train every defense and stop, keeping each finished training's state beside the entries: "
+            "the same command without it then evaluates the trained models without training them again."
+        ),
+    ] = False,
     device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
@@ -109,13 +116,22 @@ def bench(
     for name, group in groups.items():
         spec = specs[name]
         try:
-            entries = run_defenses(group, spec, data_dir, download, out, budget, progress, jobs, compute, force)
+            entries = run_defenses(
+                group, spec, data_dir, download, out, budget, progress, jobs, compute, force, train_only
+            )
         except KeyboardInterrupt:
             raise Interrupted(
                 f"interrupted; every worker stopped. Entries written so far are kept in {out}; running the same "
                 "command again resumes the unfinished defenses' training after their last finished epoch and their "
                 "attacks from their state files"
             ) from None
+        if train_only:
+            console.print(
+                f"{spec.id}: trained {', '.join(e['defense'] for e in entries)}; the same command without "
+                "--train-only evaluates them",
+                soft_wrap=True,
+            )
+            continue
         summary = Table(
             title=f"{spec.id}: {spec.threat.norm} eps={spec.threat.eps}, {entries[0]['n_examples']} examples"
         )

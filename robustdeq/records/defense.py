@@ -65,6 +65,9 @@ class TrainSpec:
     weight_decay: float = 0.0
     seed: int = 0
     train_subset: int | None = None
+    # the training attack's eps and step sizes ramp linearly from 0 to full over the first
+    # ``eps_warmup_epochs`` epochs (0: full from the first batch)
+    eps_warmup_epochs: float = 0.0
     recipe_settings: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None  # a safetensors file in the defense folder: load it, do not train
     # sub-tables of [train] named after no recipe in use: refused where the recipe is built, after
@@ -84,6 +87,7 @@ class TrainSpec:
                 "train_subset": None,
                 "recipe_settings": {"checkpoint": self.checkpoint},
             }
+        warmup = {"eps_warmup_epochs": self.eps_warmup_epochs} if self.eps_warmup_epochs else {}
         return {
             "recipe": self.recipe,
             "epochs": self.epochs,
@@ -92,6 +96,7 @@ class TrainSpec:
             "weight_decay": self.weight_decay,
             "seed": self.seed,
             "train_subset": self.train_subset,
+            **warmup,  # written only when set, so entries trained without one read as before
             "recipe_settings": dict(self.recipe_settings),
         }
 
@@ -210,6 +215,7 @@ class TrainTable(Record):
     weight_decay: float = TrainSpec.weight_decay
     seed: int = TrainSpec.seed
     train_subset: int | None = None
+    eps_warmup_epochs: float = 0.0
     checkpoint: str | None = None
 
     @model_validator(mode="after")
@@ -223,8 +229,8 @@ class TrainTable(Record):
                 raise ValueError(f"unknown field {key!r}")  # nothing is trained, so no recipe checks it
             if not isinstance(value, dict):
                 raise ValueError(f"field {key!r} must be a table of the recipe's settings, got {type(value).__name__}")
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs >= 0, batch_size >= 1 and lr > 0 are required")
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0 or self.eps_warmup_epochs < 0:
+            raise ValueError("epochs >= 0, batch_size >= 1, lr > 0 and eps_warmup_epochs >= 0 are required")
         return self
 
     @property
@@ -243,6 +249,7 @@ class TrainTable(Record):
             weight_decay=float(self.weight_decay),
             seed=self.seed,
             train_subset=self.train_subset,
+            eps_warmup_epochs=float(self.eps_warmup_epochs),
             recipe_settings=settings,
             checkpoint=self.checkpoint,
             stray_tables=tuple(key for key in tables if key != recipe),

@@ -118,6 +118,8 @@ class Training(Record):
     weight_decay: Number
     seed: int
     train_subset: int | None
+    # the training attack's eps ramp (defense.toml [train] eps_warmup_epochs); absent: none
+    eps_warmup_epochs: Annotated[Number | SkipJsonSchema[None], NotNull] = None
     recipe_settings: FreeTable
 
 

@@ -3,6 +3,7 @@ and the settings every adversarial recipe reads (its ball and its inner attack's
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -112,3 +113,20 @@ class WithSubRecipe(Settings):
 
     def sub_settings(self) -> dict[str, Any]:
         return dict((self.model_extra or {}).get(self.sub_recipe(), {}))
+
+
+def ramped(recipe: Recipe, fraction: float) -> Recipe:
+    """``recipe`` with its training attack's ``eps`` and step sizes scaled by ``fraction`` (the eps
+    warm-up, ``[train] eps_warmup_epochs``), a wrapped ``base`` recipe's too; a recipe without an
+    attack, or ``fraction >= 1``, as it is."""
+    if fraction >= 1 or not dataclasses.is_dataclass(recipe) or isinstance(recipe, type):
+        return recipe
+    names = {f.name for f in dataclasses.fields(recipe)}
+    changes: dict[str, Any] = {}
+    if "base" in names:
+        changes["base"] = ramped(vars(recipe)["base"], fraction)
+    for key in ("eps", "step_size", "step_size_late"):
+        value = getattr(recipe, key, None)
+        if key in names and value is not None:
+            changes[key] = value * fraction
+    return dataclasses.replace(recipe, **changes) if changes else recipe

@@ -11,7 +11,7 @@ from robustdeq import distributed
 from robustdeq.deq import regularisation
 from robustdeq.device import CPU
 from robustdeq.records.defense import TrainSpec
-from robustdeq.training.base import BatchNoise, Recipe
+from robustdeq.training.base import BatchNoise, Recipe, ramped
 from robustdeq.training.resume import TrainingState
 
 
@@ -64,7 +64,9 @@ def run_epochs(
             if share == 0:
                 rows = slice(0, 1)
             mine = idx[rows]
-            loss = recipe.loss(net, x[mine], y[mine], BatchNoise(attack_rng, len(idx), rows))
+            warmup = spec.eps_warmup_epochs * n_batches  # batches over which the attack's eps ramps up
+            now = ramped(recipe, (epoch * n_batches + b + 1) / warmup) if warmup > 0 else recipe
+            loss = now.loss(net, x[mine], y[mine], BatchNoise(attack_rng, len(idx), rows))
             penalty = regularisation(model)
             if penalty is not None:
                 loss = loss + penalty
