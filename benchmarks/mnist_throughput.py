@@ -1,0 +1,191 @@
+"""MNIST throughput on this machine: what the MNIST tier costs, measured before it is sized.
+
+For each timed defense (default: deq-pgd-at, lyadeq-trades, cnn-pgd-at and the entropy-reduction
+defense deq-pgd-at-er), with its MNIST variant (``[datasets.mnist]`` in its manifest), through the
+library's own pipeline (:func:`robustdeq.pipeline.run_defense`, what ``robustdeq bench`` runs), on one
+torch thread (``bench --jobs 2`` runs two such workers on two cores):
+
+- trains a timing model: the variant's recipe on the first ``--train-images`` training images for
+  ``--epochs`` epochs (the eps ramp of its first epoch included), enough to be robust, since an
+  attack's cost depends on how many examples survive its early stages; its training seconds per epoch
+  are scaled to the 60,000 training images (the cost per image rises as a DEQ trains: the tier's own
+  training times, ``--tier``, are the measured ones);
+- evaluates it with the full protocol (``mnist-linf-0.3``) on the first ``--n-examples`` test images:
+  seconds per test example for the whole protocol and for AutoAttack alone, with the model's clean and
+  robust accuracy;
+- projects the MNIST tier's evaluation cost at n = 500 and n = 1,000, each tier defense priced at the
+  timed defense of its family, in core-hours and in hours on 2 cores (2 workers).
+
+Models and entries go to ``--work`` (not committed; re-running resumes and reuses them), the summary
+to ``benchmarks/results/mnist_throughput.{json,md}``.
+
+    python benchmarks/mnist_throughput.py --data-dir ../shared/data
+    python benchmarks/mnist_throughput.py --data-dir ../shared/data --tier /work/mnist-tier  # + the tier's training
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from robustdeq.pipeline import Budget, load_splits, run_defense, training_state_file
+from robustdeq.progress import Progress
+from robustdeq.records.defense import find_defense
+from robustdeq.records.protocol import find_protocol
+
+RESULTS = Path(__file__).parent / "results"
+PROTOCOL = "mnist-linf-0.3"
+TIMED = ("deq-pgd-at", "lyadeq-trades", "cnn-pgd-at", "deq-pgd-at-er")
+TRAIN_IMAGES = 60_000
+# The MNIST tier's entries, each priced at the timed defense of its family.
+TIER = {
+    "cnn-standard": "cnn-pgd-at",
+    "cnn-pgd-at": "cnn-pgd-at",
+    "deq-standard": "deq-pgd-at",
+    "deq-pgd-at": "deq-pgd-at",
+    "wtm-pgd-at": "deq-pgd-at",
+    "deq-trades": "deq-pgd-at",
+    "deq-ris-pgd-at": "deq-pgd-at",
+    "deq-jiio": "deq-pgd-at",
+    "lyadeq-standard": "lyadeq-trades",
+    "lyadeq-trades": "lyadeq-trades",
+    "deq-pgd-at-er": "deq-pgd-at-er",
+}
+SIZES = (500, 1000)
+
+
+def time_defense(name: str, data_dir: Path, work: Path, budget: Budget) -> dict[str, Any]:
+    """Train (or resume) the timing model of ``name`` and evaluate it: the entry's numbers and timings."""
+    protocol = find_protocol(PROTOCOL)
+    defense = find_defense(name)
+    entry_file = work / protocol.id / f"{name}.json"
+    if not entry_file.is_file():
+        torch.set_num_threads(1)
+        run_defense(defense, protocol, load_splits(protocol, data_dir, False), work, budget, Progress())
+    entry = json.loads(entry_file.read_text())
+    provenance = entry["provenance"]
+    n = entry["n_examples"]
+    epochs = entry["training"]["epochs"]
+    images = entry["training"]["train_subset"] or TRAIN_IMAGES
+    attack = provenance.get("attack_seconds") or {}
+    return {
+        "clean_accuracy": entry["clean_accuracy"],
+        "robust_accuracy": entry["robust_accuracy"],
+        "attacks": entry["attacks"],
+        "n_examples": n,
+        "train_images": images,
+        "epochs": epochs,
+        "train_seconds": provenance["train_seconds"],
+        "train_seconds_per_epoch_60k": provenance["train_seconds"] / epochs * TRAIN_IMAGES / images,
+        "eval_seconds": provenance["eval_seconds"],
+        "seconds_per_example": provenance["eval_seconds"] / n,
+        "autoattack_seconds_per_example": attack.get("autoattack", float("nan")) / n,
+        "attack_seconds": attack,
+    }
+
+
+def tier_training(tier: Path | None) -> dict[str, dict[str, float]]:
+    """Seconds and epochs of the MNIST tier's own training so far, read from its training states."""
+    out: dict[str, dict[str, float]] = {}
+    if tier is None:
+        return out
+    for name in TIER:
+        path = training_state_file(tier, PROTOCOL, name)
+        if not path.is_file():
+            continue
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("meta", "{}"))
+        if meta.get("epochs"):
+            out[name] = {"epochs": meta["epochs"], "seconds_per_epoch": meta["seconds"] / meta["epochs"]}
+    return out
+
+
+def projection(timed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The tier's evaluation cost at each n, each entry priced at its family's timed defense."""
+    out: dict[str, Any] = {}
+    for n in SIZES:
+        per_entry = {name: timed[base]["seconds_per_example"] * n for name, base in TIER.items() if base in timed}
+        core_hours = sum(per_entry.values()) / 3600
+        out[str(n)] = {
+            "per_entry_hours": {k: round(v / 3600, 2) for k, v in per_entry.items()},
+            "core_hours": round(core_hours, 1),
+            "hours_on_2_cores": round(core_hours / 2, 1),
+            "priced": len(per_entry),
+        }
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"# MNIST throughput ({PROTOCOL} version {result['protocol_version']}, one torch thread per defense)",
+        "",
+        f"Machine: {result['machine']}. Timing models: the MNIST variant's recipe on the first "
+        f"{result['train_images']:,} training images for {result['epochs']} epochs; evaluated with the full "
+        f"protocol on the first {result['n_examples']} test images. Run: `{result['command']}`.",
+        "",
+        "| defense | clean % | robust % | s / test example (protocol) | s / test example (AutoAttack) | "
+        "train s / epoch of 60,000 (scaled) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, t in result["timed"].items():
+        lines.append(
+            f"| {name} | {100 * t['clean_accuracy']:.1f} | {100 * t['robust_accuracy']:.1f} | "
+            f"{t['seconds_per_example']:.1f} | {t['autoattack_seconds_per_example']:.1f} | "
+            f"{t['train_seconds_per_epoch_60k']:.0f} |"
+        )
+    if result["tier_training"]:
+        lines += ["", "The tier's own training (the MNIST variants on all 60,000 images), measured so far:", ""]
+        lines += ["| defense | epochs done | s / epoch |", "|---|---|---|"]
+        for name, t in result["tier_training"].items():
+            lines.append(f"| {name} | {t['epochs']:.0f} | {t['seconds_per_epoch']:.0f} |")
+    lines += ["", "Projected evaluation cost of the MNIST tier (each entry priced at its family's timed defense):", ""]
+    lines += ["| n | core-hours | hours on 2 cores |", "|---|---|---|"]
+    for n, p in result["projection"].items():
+        lines.append(f"| {int(n):,} | {p['core_hours']} | {p['hours_on_2_cores']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, required=True, help="folder holding MNIST (e.g. ../shared/data)")
+    parser.add_argument("--defenses", default=",".join(TIMED), help="comma-separated defense ids to time")
+    parser.add_argument("--train-images", type=int, default=10_000, help="training images of the timing models")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of the timing models")
+    parser.add_argument("--n-examples", type=int, default=40, help="test images evaluated per defense")
+    parser.add_argument("--work", type=Path, default=Path("runs") / "mnist_throughput", help="models and entries")
+    parser.add_argument("--tier", type=Path, default=None, help="the MNIST tier's bench --out, for its training times")
+    parser.add_argument("--out", type=Path, default=RESULTS / "mnist_throughput", help="summary (.json and .md)")
+    args = parser.parse_args(argv)
+    budget = Budget(epochs=args.epochs, train_subset=args.train_images, n_examples=args.n_examples)
+    started = time.perf_counter()
+    timed = {name: time_defense(name, args.data_dir, args.work, budget) for name in args.defenses.split(",")}
+    result = {
+        "protocol": PROTOCOL,
+        "protocol_version": find_protocol(PROTOCOL).version,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "command": " ".join(["python benchmarks/mnist_throughput.py", *(sys.argv[1:] if argv is None else argv)]),
+        "train_images": args.train_images,
+        "epochs": args.epochs,
+        "n_examples": args.n_examples,
+        "timed": timed,
+        "tier_training": tier_training(args.tier),
+        "projection": projection(timed),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
