@@ -74,8 +74,8 @@ def time_defense(name: str, data_dir: Path, work: Path, budget: Budget) -> dict[
     entry = json.loads(entry_file.read_text())
     provenance = entry["provenance"]
     n = entry["n_examples"]
-    epochs = entry["training"]["epochs"]
-    images = entry["training"]["train_subset"] or TRAIN_IMAGES
+    epochs = provenance["training"]["epochs"]
+    images = provenance["training"]["train_subset"] or TRAIN_IMAGES
     attack = provenance.get("attack_seconds") or {}
     return {
         "clean_accuracy": entry["clean_accuracy"],

@@ -92,7 +92,7 @@ def tiny_protocol(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.skip("../shared/data (MNIST) is not beside this checkout")
