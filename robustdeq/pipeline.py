@@ -285,14 +285,21 @@ def defense_from_meta(meta: dict[str, Any], where: Path) -> tuple[DefenseSpec, l
     return spec, notes
 
 
-def load_trained(path: Path | str, device: str | torch.device | None = None) -> tuple[DefenseSpec, TrainedModel]:
+def load_trained(
+    path: Path | str, device: str | torch.device | None = None, protocol: str | None = None
+) -> tuple[DefenseSpec, TrainedModel]:
     """A saved model: a `robustdeq train` folder, a checkpoint file, or ``zoo:NAME`` /
-    ``zoo:PROTOCOL/NAME`` (a reference model of the zoo, :mod:`robustdeq.zoo`); its defense spec
-    (from the manifest the checkpoint carries) and the trained model, on ``device``."""
+    ``zoo:PROTOCOL/NAME`` (a reference model of the zoo, :mod:`robustdeq.zoo`; a NAME under several
+    protocols is the one under ``protocol``); its defense spec (from the manifest the checkpoint
+    carries) and the trained model, on ``device``."""
     from robustdeq import zoo
 
     text = str(path)
-    file = zoo.fetch(zoo.find_model(text[len("zoo:") :])) if text.startswith("zoo:") else resolve_file(Path(path))
+    file = (
+        zoo.fetch(zoo.find_model(text[len("zoo:") :], prefer=protocol))
+        if text.startswith("zoo:")
+        else resolve_file(Path(path))
+    )
     meta = read_meta(file)
     defense, notes = defense_from_meta(meta, file)
     defense = defense.on(meta["dataset"])

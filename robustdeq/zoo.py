@@ -105,11 +105,15 @@ def list_models(protocol: str | None = None, root: Path | None = None) -> list[Z
     return models
 
 
-def find_model(name: str, root: Path | None = None) -> ZooModel:
-    """``NAME`` or ``PROTOCOL/NAME``; an unknown or ambiguous name is a one-line error."""
+def find_model(name: str, root: Path | None = None, prefer: str | None = None) -> ZooModel:
+    """``NAME`` or ``PROTOCOL/NAME``; a plain ``NAME`` under several protocols is the one under
+    ``prefer`` when it has one (the protocol a command evaluates under); an unknown or ambiguous
+    name is a one-line error."""
     protocol, _, model = name.rpartition("/")
     models = list_models(protocol or None, root)
     found = [m for m in models if m.name == model]
+    if len(found) > 1 and prefer is not None:
+        found = [m for m in found if m.protocol == prefer] or found
     if not found:
         known = ", ".join(sorted({m.name if not protocol else f"{m.protocol}/{m.name}" for m in models})) or "none"
         raise RobustdeqError(f"unknown zoo model {name!r} (known: {known})")

@@ -89,7 +89,8 @@ def evaluate(
     if per_example is not None and protocol is not None and len(protocol) > 1:
         raise RobustdeqError("--per-example takes one --protocol (it would hold every protocol's outcomes in turn)")
     compute = resolve_device(device)
-    defense, trained = load_trained(checkpoint, compute)
+    named = find_protocol(protocol[0]).id if protocol else None  # which zoo model a plain zoo:NAME means
+    defense, trained = load_trained(checkpoint, compute, named)
     for note in trained.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     specs = [find_protocol(name) for name in protocol or [trained.protocol]]
@@ -117,7 +118,8 @@ def evaluate(
             f"robust {100 * entry['robust_accuracy']:.2f}%; entry in {out / spec.id}"
         )
         if checkpoint.startswith("zoo:"):
-            console.print(reproduction(entry, find_model(checkpoint[len("zoo:") :])), highlight=False, soft_wrap=True)
+            model = find_model(checkpoint[len("zoo:") :], prefer=named)
+            console.print(reproduction(entry, model), highlight=False, soft_wrap=True)
 
 
 def reproduction(entry: dict[str, Any], model: ZooModel) -> str:
