@@ -7,7 +7,7 @@ elsewhere (no external scripts, fonts, styles or images)::
     sort.js                 click-to-sort for the tables (the one script)
     <protocol>/index.html   the ranked table (rank groups of robustdeq.leaderboard.ranking),
                             its legend, and the report's figures when given
-    <protocol>/<defense>.html   one entry: every attack run, checks, the eps sweep (inline SVG),
+    <protocol>/<defense>.html   one entry: every attack run, checks, the eps sweep (inline SVG, log eps),
                             flags, solver statistics, fidelity, the paper's own evaluation,
                             provenance
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -359,13 +360,18 @@ def protocol_page(ranked: list[Ranked], protocol: str, figures: list[str]) -> st
 def chart(
     points: list[tuple[float, float]], x_label: str, y_label: str, marker: float | None = None, marker_label: str = ""
 ) -> dict[str, Any]:
-    """The geometry of :func:`line_chart`, numbers formatted, for the ``line_chart`` macro."""
+    """The geometry of :func:`line_chart`, numbers formatted, for the ``line_chart`` macro: x on a log
+    scale (:func:`log_scale`) ticked at exactly the points' x values, as the report's eps axis is."""
     width, height, left, right, top, bottom = 440, 250, 56, 16, 12, 46
-    span_x = nice_max(max([x for x, _ in points] + ([marker] if marker is not None else [])))
+    xs = sorted({x for x, _ in points})
+    shown = [*xs, *([] if marker is None else [marker])]
+    decades = log_scale(shown)
+    low, high = decades(min(shown)), decades(max(shown))
     plot_w, plot_h = width - left - right, height - top - bottom
+    pad = 0.05 * (high - low) or 0.5  # keeps the end points off the frame (one value: in the middle)
 
     def sx(x: float) -> float:
-        return left + plot_w * x / span_x
+        return left + plot_w * (decades(x) - low + pad) / (high - low + 2 * pad)
 
     def sy(y: float) -> float:
         return top + plot_h * (1 - y / 100)
@@ -384,7 +390,7 @@ def chart(
             for level in (0, 25, 50, 75, 100)
         ],
         "grid_label_x": str(left - 6),
-        "ticks": [{"x": f"{sx(x):.1f}", "label": f"{x:g}"} for x in ticks(span_x)],
+        "ticks": [{"x": f"{sx(x):.1f}", "label": f"{x:g}"} for x in xs],
         "tick_end": str(top + plot_h + 4),
         "tick_label_y": str(top + plot_h + 16),
         "x_label_x": f"{left + plot_w / 2:.1f}",
@@ -399,25 +405,26 @@ def chart(
 def line_chart(
     points: list[tuple[float, float]], x_label: str, y_label: str, marker: float | None = None, marker_label: str = ""
 ) -> str:
-    """An inline SVG line chart of ``points`` (x, y in percent, 0-100) with labelled axes; ``marker``
-    draws a dotted vertical line at that x."""
+    """An inline SVG line chart of ``points`` (x >= 0 on a log scale, y in percent, 0-100) with labelled
+    axes, a dot at every point and a tick at every x; ``marker`` draws a dotted vertical line at that x."""
     macro = templates().get_template("macros.html").module.line_chart  # type: ignore[attr-defined]
     return str(macro(chart(points, x_label, y_label, marker, marker_label)))
 
 
-def nice_max(value: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 times a power of ten at or above ``value`` (1 for 0)."""
-    if value <= 0:
-        return 1.0
-    power = 10 ** math.floor(math.log10(value))
-    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= value * (1 - 1e-9))
-
-
-def ticks(span: float) -> list[float]:
-    """Ticks from 0 to ``span`` (a :func:`nice_max` value) at 1, 2 or 5 times a power of ten: at most 7."""
-    power = 10 ** math.floor(math.log10(span))
-    step = next(m * power / 10 for m in (1, 2, 5, 10) if span / (m * power / 10) <= 6 + 1e-9)
-    return [round(i * step, 10) for i in range(int(span / step + 1e-9) + 1)]
+def log_scale(values: list[float]) -> Callable[[float], float]:
+    """Where a value >= 0 sits on a log axis for ``values``, in decades: log10; when 0 is among them,
+    symlog (linear from 0 to the smallest positive value, which is one decade wide, log above it), as
+    matplotlib's ``symlog`` with ``linthresh`` at that value (the report's eps axis). A log axis shows
+    where measurements are: swept values such as 0.05, 0.1, 0.2, 0.3, 1 crowd together on a linear one."""
+    if any(v < 0 for v in values):
+        raise ValueError(f"a log axis for values >= 0, got {min(values)}")
+    positive = [v for v in values if v > 0]
+    if not positive:
+        return lambda x: x
+    if len(positive) == len(values):
+        return math.log10
+    linthresh = min(positive)
+    return lambda x: x / linthresh if x < linthresh else 1 + math.log10(x / linthresh)
 
 
 def attack_runs(e: dict[str, Any]) -> list[dict[str, Any]]:
@@ -452,7 +459,7 @@ def sweep(e: dict[str, Any]) -> dict[str, Any] | None:
     eps = e["threat_model"]["eps"]
     geometry = chart(
         points,
-        f"eps ({e['threat_model']['norm']}); dotted: the protocol's eps",
+        f"eps ({e['threat_model']['norm']}, log scale); dotted: the protocol's eps",
         f"robust accuracy under {', '.join(eps_sweep['attacks'])} (%)",
         marker=eps,
         marker_label=f"the protocol's eps = {eps:g}",
