@@ -112,3 +112,9 @@ def test_the_committed_tables_are_what_the_renderer_writes(folder: Path, tmp_pat
         assert written.read_text() == (folder / written.name).read_text(), (
             f"re-render with: robustdeq leaderboard {folder.parent.relative_to(ROOT.parent)}"
         )
+
+
+def test_the_committed_table_shows_the_training_seed_spread_and_its_protocol_version() -> None:
+    text = (FOLDER / "leaderboard.md").read_text()
+    assert "46.0 [36.6, 55.7]; seeds 0-2: 37.0-46.0, sd 4.7 (protocol v2) |" in text  # deq-pgd-at
+    assert "54.0 [44.3, 63.4]; seeds 0-2: 43.0-54.0, sd 5.9 (protocol v2) |" in text  # cnn-pgd-at

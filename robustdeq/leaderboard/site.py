@@ -38,6 +38,8 @@ from robustdeq.leaderboard.headline import (
     GPU,
     GPU_MEANING,
     MISSING,
+    SEEDS,
+    SEEDS_MEANING,
     STATUS_MARKERS,
     STATUS_MEANINGS,
     autoattack,
@@ -47,8 +49,12 @@ from robustdeq.leaderboard.headline import (
     markers,
     pct,
     recipe,
+    seed_list,
+    seed_measured_apart,
+    seed_spread,
     strongest,
     version_key,
+    with_seeds,
 )
 from robustdeq.leaderboard.ranking import ALPHA, Ranked, order_key, rank_groups
 from robustdeq.leaderboard.render import templates
@@ -56,7 +62,7 @@ from robustdeq.leaderboard.stats import wilson
 from robustdeq.records.entry import best_known, split_checks
 from robustdeq.records.flags import FLAGS, kind
 from robustdeq.records.outcomes import decode_indices
-from robustdeq.records.store import atomic_write_text, copy_atomically, protocol_folders, read_entries
+from robustdeq.records.store import atomic_write_text, copy_atomically, protocol_folders, read_entries, read_seeds
 
 NOT_RECORDED = "not recorded (schema version 1 entry)"
 
@@ -121,7 +127,7 @@ def write_site(root: Path, out: Path, report_figures: dict[str, list[Path]] | No
     atomic_write_text(out / "sort.js", SORT_JS)
     summaries = []
     for folder in folders:
-        entries = [best_known(e) for e in read_entries(folder)]
+        entries = with_seeds([best_known(e) for e in read_entries(folder)], read_seeds(folder))
         if any(e["defense"] == "index" for e in entries):
             raise RobustdeqError(f"{folder}: a defense named 'index' would replace the table page")
         ranked = ranked_apart(entries)
@@ -175,9 +181,10 @@ def count(accuracy: float, n: int) -> int:
     return round(accuracy * n)
 
 
-def with_interval(accuracy: float, n: int, sort: bool = False) -> dict[str, str]:
-    """A percentage and its 95% Wilson interval; ``sort``: with the accuracy as the cell's sort key."""
-    out = {"pct": pct(accuracy), "interval": interval(accuracy, n)}
+def with_interval(accuracy: float, n: int, sort: bool = False, seeds: str | None = None) -> dict[str, str | None]:
+    """A percentage and its 95% Wilson interval; ``sort``: with the accuracy as the cell's sort key;
+    ``seeds``: the training-seed spread shown below them (:func:`~robustdeq.leaderboard.headline.seed_spread`)."""
+    out = {"pct": pct(accuracy), "interval": interval(accuracy, n), "seeds": seeds}
     return out | {"sort": str(accuracy)} if sort else out
 
 
@@ -260,7 +267,7 @@ def table_row(r: Ranked, previous: Ranked | None) -> dict[str, Any]:
         "model_family": e["model_family"],
         "recipe": recipe(e),
         "clean": with_interval(e["clean_accuracy"], n, sort=True),
-        "robust": with_interval(e["robust_accuracy"], n, sort=True),
+        "robust": with_interval(e["robust_accuracy"], n, sort=True, seeds=seed_spread(e)),
         "autoattack": pct(autoattack(e)),
         "strongest": None if worst is None else {"name": worst[0], "pct": pct(worst[1])},
         "params": f"{e['n_parameters']:,}",
@@ -333,6 +340,8 @@ def legend(ranked: list[Ranked]) -> list[tuple[str, str]]:
         (STATUS_MARKERS[k], STATUS_MEANINGS[k]) for k in ("overestimate", "not-comparable", "informational", "ok")
     ]
     items += [(DEVIATES, DEVIATES_MEANING), (GPU, GPU_MEANING), (BEST_KNOWN, BEST_KNOWN_MEANING)]
+    if any("seed_spread" in r.entry for r in ranked):
+        items.append((SEEDS, SEEDS_MEANING))
     return items
 
 
@@ -590,6 +599,25 @@ def federated_rows(e: dict[str, Any]) -> list[Row] | None:
     ]
 
 
+def seed_rows(e: dict[str, Any]) -> dict[str, Any] | None:
+    """The training-seed spread of the entry's robust accuracy for its page; None without one."""
+    spread = e.get("seed_spread")
+    if spread is None:
+        return None
+    robust = spread["robust_accuracy"]
+    return {
+        "range": f"{pct(robust['min'])}-{pct(robust['max'])} %",
+        "seeds": seed_list(spread["seeds"]),
+        "mean": pct(robust["mean"]),
+        "sd": f"{100 * robust['std']:.1f}",
+        "half_width": f"{100 * robust['wilson_half_width']:.1f}",
+        "apart": seed_measured_apart(e),
+        "per_seed": [
+            (seed, pct(a["clean_accuracy"]), pct(a["robust_accuracy"])) for seed, a in spread["per_seed"].items()
+        ],
+    }
+
+
 def entry_page(r: Ranked, protocol: str) -> str:
     e = r.entry
     n = e["n_examples"]
@@ -624,6 +652,7 @@ def entry_page(r: Ranked, protocol: str) -> str:
         clean=accuracy(e["clean_accuracy"]),
         robust=accuracy(e["robust_accuracy"]),
         protocol_robust=accuracy(e["protocol_robust_accuracy"]) if e.get("best_known") else None,
+        seeds=seed_rows(e),
         challenges=challenge_rows(e),
         markers=markers(e),
         model_family=e["model_family"],
