@@ -13,7 +13,13 @@ half-width at the protocol's n.
     python benchmarks/seed_variance.py --defenses deq-pgd-at --seeds 0,1,2,3,4 --jobs 2
 
 Entries and checkpoints go to ``--work`` (``runs/seed_variance/seed-<s>/<protocol>/``, not
-committed); the summary to ``benchmarks/results/seed_variance.{json,md}``.
+committed); the summary to ``benchmarks/results/seed_variance.{json,md}`` and, per defense with the
+protocol version it was measured under, into the leaderboard's ``<protocol>/seeds.json``
+(``--leaderboard``; other defenses there are kept), from which the tables and the site show the
+robust accuracy's spread across seeds beside its interval. ``--record`` records an earlier summary
+there without training:
+
+    python benchmarks/seed_variance.py --record benchmarks/results/seed_variance.json
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any
 
 from robustdeq.leaderboard.stats import wilson
 from robustdeq.records.defense import DefenseSpec
+from robustdeq.records.store import record_seeds
 
 RESULTS = Path(__file__).parent / "results"
 ACCURACIES = ("clean_accuracy", "robust_accuracy")
@@ -119,6 +126,18 @@ def markdown(summary: dict[str, Any], protocol: str, header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def leaderboard_spreads(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The summary file's defenses as ``seeds.json`` records them: each with the protocol version and
+    hash it was measured under (the entries may be re-evaluated under a newer one since)."""
+    measured = {"protocol_version": results["protocol_version"], "protocol_hash": results["protocol_hash"]}
+    return {defense: {**measured, **spread} for defense, spread in results["defenses"].items()}
+
+
+def record(results: dict[str, Any], leaderboard: Path) -> Path:
+    """Record the summary ``results`` in ``<leaderboard>/<protocol>/seeds.json``; returns its path."""
+    return record_seeds(leaderboard / results["protocol"], leaderboard_spreads(results))
+
+
 def parse_ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
@@ -139,7 +158,23 @@ def main(argv: list[str] | None = None) -> None:
         help="a leaderboard root (e.g. leaderboards) whose entries stand for the manifest's own seed instead of "
         "retraining it: only when they were trained on this machine with this code (same protocol hash checked)",
     )
+    parser.add_argument(
+        "--leaderboard",
+        type=Path,
+        default=Path("leaderboards"),
+        help="leaderboard root: the spread goes into <root>/<protocol>/seeds.json, which the tables read",
+    )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="SUMMARY_JSON",
+        help="record an earlier run's summary (its .json) in the leaderboard, and train nothing",
+    )
     args = parser.parse_args(argv)
+    if args.record is not None:
+        print(f"wrote {record(json.loads(args.record.read_text()), args.leaderboard)}")
+        return
 
     # The heavy imports only once there is something to run (--help stays instant).
     from robustdeq.pipeline import run_defenses
@@ -177,10 +212,16 @@ def main(argv: list[str] | None = None) -> None:
         f"protocol version {protocol.version}, hash `{protocol.hash[:12]}`."
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"protocol": protocol.id, "protocol_version": protocol.version, "protocol_hash": protocol.hash}
-    args.out.with_suffix(".json").write_text(json.dumps({**record, "defenses": summary}, indent=2) + "\n")
+    results = {
+        "protocol": protocol.id,
+        "protocol_version": protocol.version,
+        "protocol_hash": protocol.hash,
+        "defenses": summary,
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(summary, protocol.id, header))
-    print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
+    seeds = record(results, args.leaderboard)
+    print(f"wrote {args.out.with_suffix('.json')}, {args.out.with_suffix('.md')} and {seeds}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,21 @@
 """The committed reference leaderboards are valid, their checkpoints are the ones the entries name,
 and they show what the README claims of them."""
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from robustdeq.checkpoint import sha256
-from robustdeq.leaderboard import read_entries, table
+from robustdeq.leaderboard import read_entries, render, table
 from robustdeq.records.defense import find_defense, list_defenses
 from robustdeq.records.protocol import find_protocol
+from robustdeq.records.store import protocol_folders
 from robustdeq.zoo import INDEX, list_models
 
 ROOT = Path(__file__).resolve().parent.parent / "leaderboards"
 FOLDER = ROOT / "digits-linf"
+RENDERED = sorted([*protocol_folders(ROOT), *protocol_folders(ROOT / "sweeps")])  # every folder with tables
 
 
 def read(protocol: str) -> dict[str, dict]:  # type: ignore[type-arg]
@@ -97,3 +100,21 @@ def test_a_zoo_checkpoint_reevaluates_to_its_committed_entry_example_by_example(
     result = CliRunner().invoke(app, ["evaluate", "zoo:digits-linf/cnn-standard", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "reproduces" in result.output and "exactly" in result.output, result.output
+
+
+@pytest.mark.parametrize("folder", RENDERED, ids=[p.relative_to(ROOT).as_posix() for p in RENDERED])
+def test_the_committed_tables_are_what_the_renderer_writes(folder: Path, tmp_path: Path) -> None:
+    copy = tmp_path / folder.name
+    copy.mkdir()
+    for path in folder.glob("*.json"):  # the entries and the training-seed spread
+        shutil.copy(path, copy / path.name)
+    for written in render(read_entries(copy), copy):
+        assert written.read_text() == (folder / written.name).read_text(), (
+            f"re-render with: robustdeq leaderboard {folder.parent.relative_to(ROOT.parent)}"
+        )
+
+
+def test_the_committed_table_shows_the_training_seed_spread_and_its_protocol_version() -> None:
+    text = (FOLDER / "leaderboard.md").read_text()
+    assert "46.0 [36.6, 55.7]; seeds 0-2: 37.0-46.0, sd 4.7 (protocol v2) |" in text  # deq-pgd-at
+    assert "54.0 [44.3, 63.4]; seeds 0-2: 43.0-54.0, sd 5.9 (protocol v2) |" in text  # cnn-pgd-at

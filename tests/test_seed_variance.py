@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,13 @@ def test_help_works() -> None:
         [sys.executable, "benchmarks/seed_variance.py", "--help"], cwd=REPO, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and "--seeds" in result.stdout, result.stderr
+
+
+def test_the_leaderboards_seeds_file_is_the_committed_summary_recorded(tmp_path: Path) -> None:
+    """``leaderboards/digits-linf/seeds.json`` is what ``--record benchmarks/results/seed_variance.json``
+    writes: each defense with the protocol version its seeds were measured under."""
+    results = json.loads((REPO / "benchmarks" / "results" / "seed_variance.json").read_text())
+    path = module().record(results, tmp_path)
+    assert path == tmp_path / "digits-linf" / "seeds.json"
+    assert path.read_text() == (REPO / "leaderboards" / "digits-linf" / "seeds.json").read_text()
+    assert json.loads(path.read_text())["defenses"]["deq-pgd-at"]["protocol_version"] == results["protocol_version"]

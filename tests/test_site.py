@@ -7,6 +7,7 @@ The browser tests run Debian's chromium headless (``--dump-dom`` after the page'
 from __future__ import annotations
 
 import copy
+import math
 import re
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ from robustdeq.cli import app
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard import validate_entry, write_entry
 from robustdeq.leaderboard.ranking import rank_groups
-from robustdeq.leaderboard.site import COLUMNS, SORT_JS, line_chart, ticks, write_site
+from robustdeq.leaderboard.site import COLUMNS, SORT_JS, line_chart, write_site
 from robustdeq.leaderboard.stats import unpaired_difference
 from tests.test_schema import entry
 
@@ -324,7 +325,7 @@ def test_entry_pages_show_every_section_and_mark_unrecorded_keys(site: Path) -> 
         "Provenance",
     ):
         assert f">{section}" in alpha or section in alpha
-    assert "<svg" in alpha and "robust accuracy under pgd (%)" in alpha and "eps (Linf)" in alpha
+    assert "<svg" in alpha and "robust accuracy under pgd (%)" in alpha and "eps (Linf, log scale)" in alpha
     assert "<code>docs/fidelity.md</code>" in alpha and "paper-pgd" in alpha and "NVIDIA H200" in alpha
     assert 'href="index.html"' in alpha
     gamma = (site / "p" / "gamma.html").read_text()
@@ -357,12 +358,31 @@ def test_cli_writes_the_site_with_the_reports_figures(tmp_path: Path) -> None:
     assert CliRunner().invoke(app, ["site", str(tmp_path / "nowhere")]).exit_code == 1
 
 
-def test_chart_ticks_are_round_numbers() -> None:
-    assert ticks(1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
-    assert ticks(0.5) == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
-    assert ticks(2.5) == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
-    svg = line_chart([(0.1, 80.0), (0.3, 20.0)], "eps", "accuracy (%)", marker=0.2)
-    assert svg.count("<circle") == 2 and ">eps<" in svg and ">accuracy (%)<" in svg
+def ticks_and_dots(svg: str) -> tuple[list[tuple[float, str]], list[float]]:
+    """(the x axis's ticks as (x, label), the x of every dot) of a :func:`line_chart`."""
+    ticks = re.findall(r'<line x1="([\d.]+)" x2="\1" y1="[\d.]+" y2="[\d.]+" stroke="#555"/><text x="\1" y="[\d.]+" '
+                       r'text-anchor="middle">([^<]+)</text>', svg)  # fmt: skip
+    return [(float(x), label) for x, label in ticks], [float(x) for x in re.findall(r'<circle cx="([\d.]+)"', svg)]
+
+
+def test_the_sweep_chart_has_a_log_axis_ticked_at_the_swept_values_and_a_dot_at_each() -> None:
+    """As the report's eps figure: 0.05, 0.1, 0.2, 0.3 and 1 are log-spaced, not crowded to the left."""
+    swept = [0.05, 0.1, 0.2, 0.3, 1.0]
+    svg = line_chart([(x, 80 - 20 * i) for i, x in enumerate(swept)], "eps", "accuracy (%)", marker=0.2)
+    ticks, dots = ticks_and_dots(svg)
+    assert [label for _, label in ticks] == ["0.05", "0.1", "0.2", "0.3", "1"]
+    assert [x for x, _ in ticks] == dots and len(dots) == len(swept)
+    where = [(d - dots[0]) / (dots[-1] - dots[0]) for d in dots]
+    assert where == pytest.approx([math.log(x / 0.05) / math.log(1.0 / 0.05) for x in swept], abs=0.005)
+    assert f'<line x1="{dots[2]:.1f}" x2="{dots[2]:.1f}"' in svg  # the dotted protocol eps on its point
+    assert ">eps<" in svg and ">accuracy (%)<" in svg
+
+
+def test_a_sweep_from_zero_is_linear_up_to_its_smallest_positive_value_then_logarithmic() -> None:
+    ticks, dots = ticks_and_dots(line_chart([(0.0, 90.0), (0.1, 70.0), (0.2, 50.0), (1.0, 0.0)], "eps", "acc"))
+    assert [label for _, label in ticks] == ["0", "0.1", "0.2", "1"]
+    decades = [(d - dots[0]) / (dots[1] - dots[0]) for d in dots]  # 0 to 0.1 is one decade wide
+    assert decades == pytest.approx([0, 1, 1 + math.log10(2), 2], abs=0.01)
 
 
 # ---------------------------------------------------------------- in a real browser

@@ -7,6 +7,10 @@ attack run, checks, the eps sweep, the solver) lives in the per-defense details.
 
 Entries are ranked together only when they share the protocol version (content hash) and the
 number of test examples; :func:`comparable` keeps the majority's and sets the rest apart.
+
+Where a defense was retrained with several seeds (``seeds.json`` beside the entries,
+:mod:`robustdeq.records.seeds`), the robust accuracy's spread across those seeds stands beside its
+interval (:func:`seed_spread`): the interval covers the choice of test examples only.
 """
 
 from __future__ import annotations
@@ -42,6 +46,13 @@ DEVIATES_MEANING = "the defense departs from its paper: the deviations are liste
 GPU = "GPU"
 GPU_MEANING = "computed on a CUDA GPU (numbers differ from CPU ones in the last bits and in random starts)"
 MISSING = "-"
+SEEDS = "seeds a-b: low-high, sd s"
+SEEDS_MEANING = (
+    "the robust accuracy (%) of the same defense retrained with each of those seeds, lowest and highest, and its "
+    "standard deviation across them, measured by benchmarks/seed_variance.py (recorded in seeds.json beside the "
+    "entries): how far retraining moves the number, which the interval does not cover; (protocol v2): measured "
+    "under that protocol version, not the entry's"
+)
 
 
 def version_key(entry: dict[str, Any]) -> tuple[str, str, int]:
@@ -123,3 +134,49 @@ def interval(accuracy: float, n: int) -> str:
     """``[low, high]`` in percent: the 95% Wilson interval of ``accuracy`` measured on ``n`` examples."""
     low, high = wilson(round(accuracy * n), n)
     return f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def with_seeds(entries: list[dict[str, Any]], seeds: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The entries as tables show them: each whose defense ``seeds`` (a protocol folder's ``seeds.json``,
+    or None) has a spread for carries it as ``seed_spread``."""
+    spreads = {} if seeds is None else seeds["defenses"]
+    return [e if e["defense"] not in spreads else {**e, "seed_spread": spreads[e["defense"]]} for e in entries]
+
+
+def seed_list(seeds: list[int]) -> str:
+    """``seeds 0-2`` for consecutive seeds, else ``seeds 0, 3, 7`` (``seed 4`` for one)."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}-{seeds[-1]}"
+    return f"seeds {', '.join(map(str, seeds))}"
+
+
+def seed_measured_apart(entry: dict[str, Any]) -> str | None:
+    """How the entry's seed spread was measured differently from the entry (``protocol v2``,
+    ``n = 50``), or None when it was measured as the entry was (or there is none)."""
+    spread = entry.get("seed_spread")
+    if spread is None:
+        return None
+    apart = []
+    if spread["protocol_version"] != entry["protocol_version"]:
+        apart.append(f"protocol v{spread['protocol_version']}")
+    elif spread["protocol_hash"] != entry["protocol_hash"]:
+        apart.append(f"protocol hash {spread['protocol_hash'][:12]}")
+    if spread["n_examples"] != entry["n_examples"]:
+        apart.append(f"n = {spread['n_examples']}")
+    return ", ".join(apart) or None
+
+
+def seed_spread(entry: dict[str, Any]) -> str | None:
+    """``seeds 0-2: 37.0-46.0, sd 4.7 (protocol v2)``: the robust accuracy (%) of the entry's defense
+    retrained with each seed, lowest to highest, and its sample standard deviation, with how it was
+    measured when not as the entry was (:func:`seed_measured_apart`); None without a seed spread."""
+    spread = entry.get("seed_spread")
+    if spread is None:
+        return None
+    robust = spread["robust_accuracy"]
+    apart = seed_measured_apart(entry)
+    return f"{seed_list(spread['seeds'])}: {pct(robust['min'])}-{pct(robust['max'])}, sd {100 * robust['std']:.1f}" + (
+        "" if apart is None else f" ({apart})"
+    )

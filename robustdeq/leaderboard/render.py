@@ -4,9 +4,10 @@
 reader ranks by, with rank groups, the letters of all pairwise comparisons and 95% intervals), its
 legend, the entries set apart (another
 protocol version or number of examples than the majority), and a details section per defense
-with every attack run, the checks, the eps sweep and the solver. ``leaderboard.csv`` keeps every
-number (:func:`table`); ``leaderboard.html`` is the headline table as one page (``robustdeq site``
-builds the browsable site).
+with every attack run, the checks, the eps sweep and the solver. Where the folder's ``seeds.json``
+has a defense's training-seed spread, its robust accuracy shows the spread beside the interval.
+``leaderboard.csv`` keeps every number (:func:`table`); ``leaderboard.html`` is the headline table as
+one page (``robustdeq site`` builds the browsable site).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from robustdeq.leaderboard.headline import (
     GPU,
     GPU_MEANING,
     MISSING,
+    SEEDS,
+    SEEDS_MEANING,
     STATUS_MARKERS,
     STATUS_MEANINGS,
     autoattack,
@@ -38,13 +41,17 @@ from robustdeq.leaderboard.headline import (
     markers,
     pct,
     recipe,
+    seed_list,
+    seed_measured_apart,
+    seed_spread,
     strongest,
+    with_seeds,
 )
 from robustdeq.leaderboard.ranking import ALPHA, Ranked, order_key, rank_groups
 from robustdeq.leaderboard.stats import wilson
 from robustdeq.records.entry import best_known, split_checks
 from robustdeq.records.flags import FLAGS, kind
-from robustdeq.records.store import atomic_write_text
+from robustdeq.records.store import atomic_write_text, read_seeds
 
 UNRELIABLE = "potentially unreliable"
 MAX_COLUMNS = 12
@@ -112,6 +119,7 @@ def table(entries: list[dict[str, Any]]) -> pd.DataFrame:
     attack_names: list[str] = []
     for e, _, _ in rows:
         attack_names.extend(name for name in e["attacks"] if name not in attack_names)
+    seeded = any("seed_spread" in e for e, _, _ in rows)
     out = []
     for e, rank, letters in rows:
         solver = e["solver"]
@@ -136,6 +144,8 @@ def table(entries: list[dict[str, Any]]) -> pd.DataFrame:
         for name in attack_names:
             acc = e["attacks"].get(name)
             row[f"{name} %"] = None if acc is None else round(100 * acc, 2)
+        if seeded:
+            row.update(seed_columns(e))
         row["params"] = e["n_parameters"]
         row["block evals"] = None if e["forward_cost"] is None else round(e["forward_cost"], 1)
         row["not converged %"] = (
@@ -153,6 +163,24 @@ def table(entries: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def seed_columns(e: dict[str, Any]) -> dict[str, Any]:
+    """The CSV's training-seed columns: the seeds, the robust accuracy's spread across them (%) and the
+    protocol version it was measured under (empty without a seed spread)."""
+    spread = e.get("seed_spread")
+    if spread is None:
+        return dict.fromkeys(
+            ("seeds", "seeds robust min %", "seeds robust max %", "seeds robust sd %", "seeds protocol version")
+        )
+    robust = spread["robust_accuracy"]
+    return {
+        "seeds": " ".join(map(str, spread["seeds"])),
+        "seeds robust min %": round(100 * robust["min"], 2),
+        "seeds robust max %": round(100 * robust["max"], 2),
+        "seeds robust sd %": round(100 * robust["std"], 2),
+        "seeds protocol version": spread["protocol_version"],
+    }
+
+
 def computed_on(entry: dict[str, Any]) -> str:
     """`` (GPU: <name>)`` for an entry computed on a GPU (CUDA numbers differ from CPU ones in the
     last bits and in PGD's random starts), else nothing."""
@@ -163,6 +191,7 @@ def headline_row(e: dict[str, Any], rank: str, letters: str = MISSING, links: bo
     """One headline row; ``links``: the defense links to its details section (``#<defense>``)."""
     n = e["n_examples"]
     worst = strongest(e)
+    seeds = seed_spread(e)
     name = (f"[{e['defense']}](#{e['defense']})" if links else e["defense"]) + (f" {DEVIATES}" if deviations(e) else "")
     return {
         "rank": rank,
@@ -172,7 +201,8 @@ def headline_row(e: dict[str, Any], rank: str, letters: str = MISSING, links: bo
         "recipe": recipe(e),
         "clean % [95% CI]": f"{pct(e['clean_accuracy'])} {interval(e['clean_accuracy'], n)}",
         "robust % [95% CI]": f"{pct(e['robust_accuracy'])} {interval(e['robust_accuracy'], n)}"
-        + (f" {BEST_KNOWN}" if e.get("best_known") else ""),
+        + (f" {BEST_KNOWN}" if e.get("best_known") else "")
+        + ("" if seeds is None else f"; {seeds}"),
         "AutoAttack %": pct(autoattack(e)),
         "strongest attack": MISSING if worst is None else f"{worst[0]} ({pct(worst[1])})",
         "params": f"{e['n_parameters']:,}",
@@ -190,14 +220,18 @@ def headline(entries: list[dict[str, Any]], links: bool = True) -> pd.DataFrame:
 def markdown(frame: pd.DataFrame) -> str:
     """A Markdown table; missing values (not applicable, e.g. solver columns of a CNN) show as '-'.
 
-    Cells are printed as given (tabulate would print "53.0" as "53"); columns whose cells all
-    start with a digit are right-aligned.
+    Cells are printed as given (tabulate would print "53.0" as "53"); columns of numbers (every cell
+    starts with a digit and has no words) are right-aligned, so that a cell with words after its number
+    (a training-seed spread) keeps the column's numbers in line, on the left.
     """
     cells = frame.astype(object).where(frame.notna(), MISSING)
-    align = [
-        "right" if all(str(v)[:1].isdigit() or str(v) == MISSING for v in cells[c]) else "left" for c in cells.columns
-    ]
+    align = ["right" if all(numeric(str(v)) for v in cells[c]) else "left" for c in cells.columns]
     return str(cells.to_markdown(index=False, disable_numparse=True, colalign=align))
+
+
+def numeric(cell: str) -> bool:
+    """A cell of numbers: it starts with a digit and has no letters (``46.0 [36.6, 55.7]``, ``1-4``), or is missing."""
+    return cell == MISSING or (cell[:1].isdigit() and not re.search(r"[a-zA-Z]", cell))
 
 
 def legend(groups: list[Ranked]) -> str:
@@ -228,6 +262,8 @@ def legend(groups: list[Ranked]) -> str:
     ]
     if any(r.entry.get("best_known") for r in groups):
         lines.append(f"**{BEST_KNOWN}** after a robust accuracy: {BEST_KNOWN_MEANING}.")
+    if any("seed_spread" in r.entry for r in groups):
+        lines.append(f"**{SEEDS}** after a robust accuracy: {SEEDS_MEANING}.")
     if unpaired and len(groups) > 1:
         which = ", ".join(unpaired) if len(unpaired) <= 5 else f"{len(unpaired)} of the entries"
         lines.append(
@@ -303,6 +339,9 @@ def details(e: dict[str, Any]) -> str:
     if sweep is not None and sweep["points"]:
         points = ", ".join(f"{p['eps']:g}: {pct(p['robust_accuracy'])}" for p in sweep["points"])
         lines += ["", f"Eps sweep ({', '.join(sweep['attacks'])}; eps: robust %): {points}."]
+    spread = e.get("seed_spread")
+    if spread is not None:
+        lines += ["", seed_details(e, spread)]
     solver = e["solver"]
     if solver is not None:
         lines += [
@@ -323,10 +362,28 @@ def details(e: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seed_details(e: dict[str, Any], spread: dict[str, Any]) -> str:
+    """The details' line on the training seeds: each seed's accuracies, the robust spread against the interval."""
+    robust = spread["robust_accuracy"]
+    apart = seed_measured_apart(e)
+    per_seed = ", ".join(
+        f"seed {seed} {pct(a['clean_accuracy'])} / {pct(a['robust_accuracy'])}"
+        for seed, a in spread["per_seed"].items()
+    )
+    return (
+        f"Training seeds ({seed_list(spread['seeds'])}, `benchmarks/seed_variance.py`"
+        + ("" if apart is None else f"; measured under {apart}, not as this entry")
+        + f"), clean / robust %: {per_seed}. Robust {pct(robust['min'])}-{pct(robust['max'])}, mean "
+        f"{pct(robust['mean'])}, sd {100 * robust['std']:.1f}; one evaluation's 95% interval is "
+        f"± {100 * robust['wilson_half_width']:.1f} at the mean."
+    )
+
+
 def render(entries: list[dict[str, Any]], folder: Path) -> list[Path]:
     """Write ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard.html`` (best-known numbers, marked,
-    where outside attacks were recorded: :func:`robustdeq.records.entry.best_known`)."""
-    entries = [best_known(e) for e in entries]
+    where outside attacks were recorded: :func:`robustdeq.records.entry.best_known`; the training-seed
+    spread beside the robust accuracy where the folder's ``seeds.json`` has one)."""
+    entries = with_seeds([best_known(e) for e in entries], read_seeds(folder))
     groups, apart = ranked(entries)
     first = groups[0].entry
     tm = first["threat_model"]

@@ -7,7 +7,7 @@ elsewhere (no external scripts, fonts, styles or images)::
     sort.js                 click-to-sort for the tables (the one script)
     <protocol>/index.html   the ranked table (rank groups of robustdeq.leaderboard.ranking),
                             its legend, and the report's figures when given
-    <protocol>/<defense>.html   one entry: every attack run, checks, the eps sweep (inline SVG),
+    <protocol>/<defense>.html   one entry: every attack run, checks, the eps sweep (inline SVG, log eps),
                             flags, solver statistics, fidelity, the paper's own evaluation,
                             provenance
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -37,6 +38,8 @@ from robustdeq.leaderboard.headline import (
     GPU,
     GPU_MEANING,
     MISSING,
+    SEEDS,
+    SEEDS_MEANING,
     STATUS_MARKERS,
     STATUS_MEANINGS,
     autoattack,
@@ -46,8 +49,12 @@ from robustdeq.leaderboard.headline import (
     markers,
     pct,
     recipe,
+    seed_list,
+    seed_measured_apart,
+    seed_spread,
     strongest,
     version_key,
+    with_seeds,
 )
 from robustdeq.leaderboard.ranking import ALPHA, Ranked, order_key, rank_groups
 from robustdeq.leaderboard.render import templates
@@ -55,7 +62,7 @@ from robustdeq.leaderboard.stats import wilson
 from robustdeq.records.entry import best_known, split_checks
 from robustdeq.records.flags import FLAGS, kind
 from robustdeq.records.outcomes import decode_indices
-from robustdeq.records.store import atomic_write_text, copy_atomically, protocol_folders, read_entries
+from robustdeq.records.store import atomic_write_text, copy_atomically, protocol_folders, read_entries, read_seeds
 
 NOT_RECORDED = "not recorded (schema version 1 entry)"
 
@@ -120,7 +127,7 @@ def write_site(root: Path, out: Path, report_figures: dict[str, list[Path]] | No
     atomic_write_text(out / "sort.js", SORT_JS)
     summaries = []
     for folder in folders:
-        entries = [best_known(e) for e in read_entries(folder)]
+        entries = with_seeds([best_known(e) for e in read_entries(folder)], read_seeds(folder))
         if any(e["defense"] == "index" for e in entries):
             raise RobustdeqError(f"{folder}: a defense named 'index' would replace the table page")
         ranked = ranked_apart(entries)
@@ -174,9 +181,10 @@ def count(accuracy: float, n: int) -> int:
     return round(accuracy * n)
 
 
-def with_interval(accuracy: float, n: int, sort: bool = False) -> dict[str, str]:
-    """A percentage and its 95% Wilson interval; ``sort``: with the accuracy as the cell's sort key."""
-    out = {"pct": pct(accuracy), "interval": interval(accuracy, n)}
+def with_interval(accuracy: float, n: int, sort: bool = False, seeds: str | None = None) -> dict[str, str | None]:
+    """A percentage and its 95% Wilson interval; ``sort``: with the accuracy as the cell's sort key;
+    ``seeds``: the training-seed spread shown below them (:func:`~robustdeq.leaderboard.headline.seed_spread`)."""
+    out = {"pct": pct(accuracy), "interval": interval(accuracy, n), "seeds": seeds}
     return out | {"sort": str(accuracy)} if sort else out
 
 
@@ -259,7 +267,7 @@ def table_row(r: Ranked, previous: Ranked | None) -> dict[str, Any]:
         "model_family": e["model_family"],
         "recipe": recipe(e),
         "clean": with_interval(e["clean_accuracy"], n, sort=True),
-        "robust": with_interval(e["robust_accuracy"], n, sort=True),
+        "robust": with_interval(e["robust_accuracy"], n, sort=True, seeds=seed_spread(e)),
         "autoattack": pct(autoattack(e)),
         "strongest": None if worst is None else {"name": worst[0], "pct": pct(worst[1])},
         "params": f"{e['n_parameters']:,}",
@@ -332,6 +340,8 @@ def legend(ranked: list[Ranked]) -> list[tuple[str, str]]:
         (STATUS_MARKERS[k], STATUS_MEANINGS[k]) for k in ("overestimate", "not-comparable", "informational", "ok")
     ]
     items += [(DEVIATES, DEVIATES_MEANING), (GPU, GPU_MEANING), (BEST_KNOWN, BEST_KNOWN_MEANING)]
+    if any("seed_spread" in r.entry for r in ranked):
+        items.append((SEEDS, SEEDS_MEANING))
     return items
 
 
@@ -359,13 +369,18 @@ def protocol_page(ranked: list[Ranked], protocol: str, figures: list[str]) -> st
 def chart(
     points: list[tuple[float, float]], x_label: str, y_label: str, marker: float | None = None, marker_label: str = ""
 ) -> dict[str, Any]:
-    """The geometry of :func:`line_chart`, numbers formatted, for the ``line_chart`` macro."""
+    """The geometry of :func:`line_chart`, numbers formatted, for the ``line_chart`` macro: x on a log
+    scale (:func:`log_scale`) ticked at exactly the points' x values, as the report's eps axis is."""
     width, height, left, right, top, bottom = 440, 250, 56, 16, 12, 46
-    span_x = nice_max(max([x for x, _ in points] + ([marker] if marker is not None else [])))
+    xs = sorted({x for x, _ in points})
+    shown = [*xs, *([] if marker is None else [marker])]
+    decades = log_scale(shown)
+    low, high = decades(min(shown)), decades(max(shown))
     plot_w, plot_h = width - left - right, height - top - bottom
+    pad = 0.05 * (high - low) or 0.5  # keeps the end points off the frame (one value: in the middle)
 
     def sx(x: float) -> float:
-        return left + plot_w * x / span_x
+        return left + plot_w * (decades(x) - low + pad) / (high - low + 2 * pad)
 
     def sy(y: float) -> float:
         return top + plot_h * (1 - y / 100)
@@ -384,7 +399,7 @@ def chart(
             for level in (0, 25, 50, 75, 100)
         ],
         "grid_label_x": str(left - 6),
-        "ticks": [{"x": f"{sx(x):.1f}", "label": f"{x:g}"} for x in ticks(span_x)],
+        "ticks": [{"x": f"{sx(x):.1f}", "label": f"{x:g}"} for x in xs],
         "tick_end": str(top + plot_h + 4),
         "tick_label_y": str(top + plot_h + 16),
         "x_label_x": f"{left + plot_w / 2:.1f}",
@@ -399,25 +414,26 @@ def chart(
 def line_chart(
     points: list[tuple[float, float]], x_label: str, y_label: str, marker: float | None = None, marker_label: str = ""
 ) -> str:
-    """An inline SVG line chart of ``points`` (x, y in percent, 0-100) with labelled axes; ``marker``
-    draws a dotted vertical line at that x."""
+    """An inline SVG line chart of ``points`` (x >= 0 on a log scale, y in percent, 0-100) with labelled
+    axes, a dot at every point and a tick at every x; ``marker`` draws a dotted vertical line at that x."""
     macro = templates().get_template("macros.html").module.line_chart  # type: ignore[attr-defined]
     return str(macro(chart(points, x_label, y_label, marker, marker_label)))
 
 
-def nice_max(value: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 times a power of ten at or above ``value`` (1 for 0)."""
-    if value <= 0:
-        return 1.0
-    power = 10 ** math.floor(math.log10(value))
-    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= value * (1 - 1e-9))
-
-
-def ticks(span: float) -> list[float]:
-    """Ticks from 0 to ``span`` (a :func:`nice_max` value) at 1, 2 or 5 times a power of ten: at most 7."""
-    power = 10 ** math.floor(math.log10(span))
-    step = next(m * power / 10 for m in (1, 2, 5, 10) if span / (m * power / 10) <= 6 + 1e-9)
-    return [round(i * step, 10) for i in range(int(span / step + 1e-9) + 1)]
+def log_scale(values: list[float]) -> Callable[[float], float]:
+    """Where a value >= 0 sits on a log axis for ``values``, in decades: log10; when 0 is among them,
+    symlog (linear from 0 to the smallest positive value, which is one decade wide, log above it), as
+    matplotlib's ``symlog`` with ``linthresh`` at that value (the report's eps axis). A log axis shows
+    where measurements are: swept values such as 0.05, 0.1, 0.2, 0.3, 1 crowd together on a linear one."""
+    if any(v < 0 for v in values):
+        raise ValueError(f"a log axis for values >= 0, got {min(values)}")
+    positive = [v for v in values if v > 0]
+    if not positive:
+        return lambda x: x
+    if len(positive) == len(values):
+        return math.log10
+    linthresh = min(positive)
+    return lambda x: x / linthresh if x < linthresh else 1 + math.log10(x / linthresh)
 
 
 def attack_runs(e: dict[str, Any]) -> list[dict[str, Any]]:
@@ -452,7 +468,7 @@ def sweep(e: dict[str, Any]) -> dict[str, Any] | None:
     eps = e["threat_model"]["eps"]
     geometry = chart(
         points,
-        f"eps ({e['threat_model']['norm']}); dotted: the protocol's eps",
+        f"eps ({e['threat_model']['norm']}, log scale); dotted: the protocol's eps",
         f"robust accuracy under {', '.join(eps_sweep['attacks'])} (%)",
         marker=eps,
         marker_label=f"the protocol's eps = {eps:g}",
@@ -583,6 +599,25 @@ def federated_rows(e: dict[str, Any]) -> list[Row] | None:
     ]
 
 
+def seed_rows(e: dict[str, Any]) -> dict[str, Any] | None:
+    """The training-seed spread of the entry's robust accuracy for its page; None without one."""
+    spread = e.get("seed_spread")
+    if spread is None:
+        return None
+    robust = spread["robust_accuracy"]
+    return {
+        "range": f"{pct(robust['min'])}-{pct(robust['max'])} %",
+        "seeds": seed_list(spread["seeds"]),
+        "mean": pct(robust["mean"]),
+        "sd": f"{100 * robust['std']:.1f}",
+        "half_width": f"{100 * robust['wilson_half_width']:.1f}",
+        "apart": seed_measured_apart(e),
+        "per_seed": [
+            (seed, pct(a["clean_accuracy"]), pct(a["robust_accuracy"])) for seed, a in spread["per_seed"].items()
+        ],
+    }
+
+
 def entry_page(r: Ranked, protocol: str) -> str:
     e = r.entry
     n = e["n_examples"]
@@ -617,6 +652,7 @@ def entry_page(r: Ranked, protocol: str) -> str:
         clean=accuracy(e["clean_accuracy"]),
         robust=accuracy(e["robust_accuracy"]),
         protocol_robust=accuracy(e["protocol_robust_accuracy"]) if e.get("best_known") else None,
+        seeds=seed_rows(e),
         challenges=challenge_rows(e),
         markers=markers(e),
         model_family=e["model_family"],

@@ -1,5 +1,6 @@
 """One JSON file per entry under ``<root>/<protocol>/<defense>.json``, written atomically, and the
-checkpoint it names beside it (``<defense>.safetensors``), written as a pair with it."""
+checkpoint it names beside it (``<defense>.safetensors``), written as a pair with it; the protocol's
+training-seed spread beside them (``seeds.json``, :mod:`robustdeq.records.seeds`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from robustdeq.errors import RobustdeqError
 from robustdeq.records.entry import entry_json, validate_entry
+from robustdeq.records.seeds import SEEDS, seeds_json, validate_seeds
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -114,9 +116,10 @@ def read_entry(path: Path) -> dict[str, Any]:
 
 
 def entry_files(folder: Path) -> list[Path]:
-    """The entry files of a protocol folder: ``*.json`` but not hidden files (resumable states) nor
-    a zoo index (``zoo.json``, written at a leaderboard root such as ``leaderboards/sweeps``)."""
-    return sorted(p for p in folder.glob("*.json") if not p.name.startswith(".") and p.name != "zoo.json")
+    """The entry files of a protocol folder: ``*.json`` but not hidden files (resumable states), a
+    zoo index (``zoo.json``, written at a leaderboard root such as ``leaderboards/sweeps``) nor the
+    training-seed spread (``seeds.json``)."""
+    return sorted(p for p in folder.glob("*.json") if not p.name.startswith(".") and p.name not in ("zoo.json", SEEDS))
 
 
 def read_entries(folder: Path) -> list[dict[str, Any]]:
@@ -142,3 +145,29 @@ def protocol_folders(root: Path) -> list[Path]:
     if not root.is_dir():
         raise RobustdeqError(f"{root}: no such leaderboard folder")
     return sorted(p for p in root.iterdir() if p.is_dir() and entry_files(p))
+
+
+def read_seeds(folder: Path) -> dict[str, Any] | None:
+    """The training-seed spread of a protocol folder's defenses (``<folder>/seeds.json``, validated;
+    its protocol must be the folder's), or None when the folder has none."""
+    path = folder / SEEDS
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RobustdeqError(f"{path}: not a readable JSON file: {exc}") from None
+    validate_seeds(data, str(path))
+    if data["protocol"] != folder.name:
+        raise RobustdeqError(f"{path}: the seeds of protocol {data['protocol']!r} in the folder of {folder.name!r}")
+    return data
+
+
+def record_seeds(folder: Path, spreads: dict[str, dict[str, Any]]) -> Path:
+    """Validate and write the seed spread of the defenses in ``spreads`` (defense -> spread) into
+    ``<folder>/seeds.json`` (the folder is the protocol's); other defenses already there are kept."""
+    kept = read_seeds(folder) or {"defenses": {}}
+    data = {"protocol": folder.name, "defenses": {**kept["defenses"], **spreads}}
+    path = folder / SEEDS
+    atomic_write_text(path, seeds_json(data, str(path)))
+    return path

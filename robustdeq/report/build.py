@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from robustdeq.errors import RobustdeqError  # noqa: E402
 from robustdeq.leaderboard import read_entries  # noqa: E402
-from robustdeq.leaderboard.headline import recipe  # noqa: E402
+from robustdeq.leaderboard.headline import recipe, with_seeds  # noqa: E402
 from robustdeq.leaderboard.render import (  # noqa: E402
     dataframe_cells,
     headline,
@@ -32,7 +32,7 @@ from robustdeq.leaderboard.render import (  # noqa: E402
 )
 from robustdeq.leaderboard.stats import wilson  # noqa: E402
 from robustdeq.records.entry import best_known  # noqa: E402
-from robustdeq.records.store import atomic_write_text, protocol_folders  # noqa: E402
+from robustdeq.records.store import atomic_write_text, protocol_folders, read_seeds  # noqa: E402
 from robustdeq.report.claims import (  # noqa: E402
     BENCHMARK_RESULTS,
     CLAIMS_FILE,
@@ -500,7 +500,7 @@ def write_report(
     sections = []
     written = []
     for folder in folders:
-        entries = [best_known(e) for e in read_entries(folder)]
+        entries = with_seeds([best_known(e) for e in read_entries(folder)], read_seeds(folder))
         frame = headline(entries, links=False)
         figures = [
             save(accuracy_figure(entries), out / f"{folder.name}-accuracy.png"),
