@@ -41,6 +41,8 @@ from robustdeq.report.claims import (  # noqa: E402
     expectation,
     load_claims,
     markdown_section,
+    p_value,
+    summary_rows,
 )
 from robustdeq.report.claims import measured as claim_difference  # noqa: E402
 from robustdeq.report.claims import value as claim_value  # noqa: E402
@@ -466,20 +468,40 @@ def report_templates() -> Environment:
 
 
 def claim_row(finding: Finding) -> dict[str, str]:
-    """One row of the claims table in report.html (the columns of :func:`robustdeq.report.claims.markdown_section`)."""
+    """One row of a protocol's claims table in report.html (the columns of
+    :func:`robustdeq.report.claims.markdown_section`)."""
     c = finding.claim
     return {
         "paper": c.paper,
         "text": c.text,
-        "protocol": c.protocol,
         "pair": f"{c.first} vs {c.second}",
         "measure": expectation(c),
         "first": claim_value(finding, "first"),
         "second": claim_value(finding, "second"),
         "difference": claim_difference(finding),
-        "p": "-" if finding.difference is None else f"{finding.difference.p:.3g}",
+        "p": p_value(finding),
         "verdict": finding.verdict,
         "note": finding.note or "-",
+    }
+
+
+def claims_context(findings: list[Finding]) -> dict[str, Any]:
+    """What report.html shows of the claims: the protocols, the summary (one row per claim, a
+    (verdict, detail) cell per protocol) and each protocol's table."""
+    protocols, summary = summary_rows(findings)
+    return {
+        "summary_headers": [(h, "") for h in ("claim", "first vs second", "measure", *protocols)],
+        "summary": [
+            {
+                "paper": c.paper,
+                "text": c.text,
+                "pair": f"{c.first} vs {c.second}",
+                "measure": expectation(c),
+                "cells": cells,
+            }
+            for c, cells in summary
+        ],  # fmt: skip
+        "sections": [(p, [claim_row(f) for f in findings if f.protocol == p]) for p in protocols],
     }
 
 
@@ -541,7 +563,7 @@ def write_report(
     findings = assess_all(load_claims(claims), every, benchmarks)
     md += ["", markdown_section(findings)]
     template = report_templates().get_template("report.html")
-    page = template.render(title="robustdeq report", protocols=sections, claims=[claim_row(f) for f in findings])
+    page = template.render(title="robustdeq report", protocols=sections, claims=claims_context(findings))
     atomic_write_text(out / "report.md", "\n".join(md))
     atomic_write_text(out / "report.html", page)
     return [out / "report.md", out / "report.html", *written]
