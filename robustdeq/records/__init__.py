@@ -5,7 +5,8 @@ spec -> model -> checkpoint -> per-example results -> entry -> tables: the specs
 :mod:`~robustdeq.records.solver` and :mod:`~robustdeq.records.threat` settings) and the entry it
 ends in (:mod:`~robustdeq.records.entry`, its per-example codec :mod:`~robustdeq.records.outcomes`
 and its :mod:`~robustdeq.records.flags`), kept by the atomic file store
-(:mod:`~robustdeq.records.store`). Each is a strict pydantic model read with one-line errors
+(:mod:`~robustdeq.records.store`), and the numbers published elsewhere that readers show beside
+the entries (:mod:`~robustdeq.records.published`). Each is a strict pydantic model read with one-line errors
 (:mod:`~robustdeq.records.parse`); their JSON Schemas are in ``docs/schema/``
 (:mod:`~robustdeq.records.schemas`).
 

@@ -1,9 +1,10 @@
 """The JSON Schemas of the records, generated from their pydantic models: ``docs/schema/*.schema.json``.
 
-``defense.schema.json`` describes ``defense.toml``, ``protocol.schema.json`` a protocol file and
-``entry.schema.json`` a leaderboard entry. An editor that reads JSON Schemas checks a manifest as it
-is typed (README, "Contributing a defense"); other tools can read the entry format without reading
-robustdeq's code. A test keeps the committed files current; regenerate them with
+``defense.schema.json`` describes ``defense.toml``, ``protocol.schema.json`` a protocol file,
+``entry.schema.json`` a leaderboard entry and ``published.schema.json`` a leaderboard folder's
+numbers published elsewhere (``published.toml``). An editor that reads JSON Schemas checks a manifest
+as it is typed (README, "Contributing a defense"); other tools can read the entry format without
+reading robustdeq's code. A test keeps the committed files current; regenerate them with
 ``python -m robustdeq.records.schemas``.
 """
 
@@ -20,6 +21,7 @@ from robustdeq.records.defense import DefenseFile
 from robustdeq.records.entry import EntryRecord
 from robustdeq.records.paths import repo_folder
 from robustdeq.records.protocol import ProtocolFile
+from robustdeq.records.published import PublishedFile
 from robustdeq.records.store import atomic_write_text
 
 SCHEMA_DIR = repo_folder("docs") / "schema"
@@ -42,6 +44,12 @@ SCHEMAS: dict[str, tuple[type[BaseModel], str, str]] = {
         "robustdeq leaderboard entry (leaderboards/<protocol>/<defense>.json)",
         "One defense evaluated under one protocol: accuracies, every attack run, flags, checks, solver "
         "statistics, per-example outcomes and provenance (docs/entry.md explains each key).",
+    ),
+    "published": (
+        PublishedFile,
+        "robustdeq published numbers (leaderboards/<protocol>/published.toml)",
+        "Numbers published elsewhere under a protocol's threat model, each with its source: shown beside the "
+        "leaderboard's entries, never ranked with them.",
     ),
 }
 

@@ -23,15 +23,20 @@ from robustdeq.errors import RobustdeqError  # noqa: E402
 from robustdeq.leaderboard import read_entries  # noqa: E402
 from robustdeq.leaderboard.headline import recipe  # noqa: E402
 from robustdeq.leaderboard.render import (  # noqa: E402
+    NO_ENTRIES_YET,
     dataframe_cells,
     headline,
     legend,
     markdown,
+    protocol_line,
+    published_context,
+    published_section,
     ranked,
     template_environment,
 )
 from robustdeq.leaderboard.stats import wilson  # noqa: E402
 from robustdeq.records.entry import best_known  # noqa: E402
+from robustdeq.records.published import published_only, read_published  # noqa: E402
 from robustdeq.records.store import atomic_write_text, protocol_folders  # noqa: E402
 from robustdeq.report.claims import (  # noqa: E402
     BENCHMARK_RESULTS,
@@ -514,15 +519,24 @@ def write_report(
 ) -> list[Path]:
     """Write ``report.md``, ``report.html`` and PNG figures per protocol into ``out``, then the seed
     papers' claims (``claims``) tested on every protocol's entries under ``root`` and, for timings, on
-    the benchmark results in ``benchmarks``."""
-    folders = [root / p for p in protocols] if protocols else protocol_folders(root)
+    the benchmark results in ``benchmarks``. A protocol's numbers published elsewhere (its folder's
+    ``published.toml``) follow its table, never ranked with the entries; a protocol with published
+    numbers and no entries yet gets a section that says so, with those numbers."""
+    folders = [root / p for p in protocols] if protocols else sorted(protocol_folders(root) + published_only(root))
     if not folders:
         raise RobustdeqError(f"{root}: no entries (no <protocol>/ folder holding a <defense>.json)")
     md = ["# robustdeq report", ""]
-    sections = []
+    sections: list[dict[str, Any]] = []
     written = []
     for folder in folders:
         entries = [best_known(e) for e in read_entries(folder)]
+        published = read_published(folder)
+        if not entries and published is not None:
+            caption = " ".join(filter(None, (protocol_line(folder.name), f"{NO_ENTRIES_YET}.")))
+            md += [f"## {folder.name}", "", caption, "", published_section(published, level=3)]
+            sections.append({"name": folder.name, "caption": caption, "columns": [], "rows": [], "figures": [],
+                             "published": published_context(published)})  # fmt: skip
+            continue
         frame = headline(entries, links=False)
         figures = [
             save(accuracy_figure(entries), out / f"{folder.name}-accuracy.png"),
@@ -547,6 +561,8 @@ def write_report(
         )
         md += [f"## {folder.name}", "", caption, "", markdown(frame), "", legend(ranked(entries)[0]), ""]
         md += [f"![{figure.stem}]({figure.name})\n" for figure in figures]
+        if published is not None:
+            md += [published_section(published, level=3)]
         columns, rows = dataframe_cells(frame)
         sections.append(
             {
@@ -555,6 +571,7 @@ def write_report(
                 "columns": columns,
                 "rows": rows,
                 "figures": [(f.stem, base64.b64encode(f.read_bytes()).decode("ascii")) for f in figures],
+                "published": published_context(published),
             }
         )
     every = {
