@@ -3,19 +3,23 @@
 Each reference defense's manifest carries a ``[fidelity]`` table (:class:`robustdeq.records.defense.Fidelity`):
 the paper, what it did (data, architecture, training, evaluation, reported numbers), the ways the
 entry departs from it and why, and the paper's own evaluation when robustdeq runs it beside the
-protocol's. ``robustdeq fidelity`` writes the page, and the README's block between
-:data:`METHODS_START` and :data:`METHODS_END`: one row per reference defense with its suite, model
-family and settings, solver, recipe and settings, read from the manifest so that it cannot go
+protocol's. A defense with settings of its own on a data set (``[datasets.<name>]``, e.g. MNIST's
+sizes and budgets) gets a sub-section per data set: its model and training there, what changed from
+the manifest's defaults, and that data set's deviations, which replace the defaults' there.
+``robustdeq fidelity`` writes the page, and the README's block between :data:`METHODS_START` and
+:data:`METHODS_END`: one row per reference defense with its suite, model family and settings,
+solver, recipe and settings (the manifest's defaults), read from the manifest so that it cannot go
 stale. Tests keep the committed page and block in step.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from robustdeq.errors import RobustdeqError
-from robustdeq.records.defense import DefenseSpec, find_defense, list_defenses
+from robustdeq.records.defense import DefenseSpec, Fidelity, find_defense, list_defenses
 from robustdeq.records.paths import DEFENSES_DIR, repo_folder
 
 PAGE_PATH = repo_folder("docs") / "fidelity.md"
@@ -45,14 +49,20 @@ def render_page(root: Path = DEFENSES_DIR) -> str:
         "paper, the departure is listed here with its reason, and the leaderboard marks the entry (`†`).",
         "Kinds: " + "; ".join(f"`{k}`: {v}" for k, v in KINDS.items()) + ".",
         "",
-        "| defense | paper | venue | deviations |",
-        "|---|---|---|---|",
+        "A defense with settings of its own on a data set (`[datasets.<name>]` in its manifest) has a sub-section",
+        "per data set: its model and training there, what changed from the defaults, and that data set's",
+        "deviations (they replace the defaults' on that data set).",
+        "",
+        "| defense | paper | venue | deviations (defaults; own data sets) | own settings on |",
+        "|---|---|---|---|---|",
     ]
     for d in defenses:
         assert d.fidelity is not None  # load_defense requires it of reference defenses
         f = d.fidelity
         paper = f"[{_cell(f.title)}](https://arxiv.org/abs/{f.arxiv})" if f.arxiv else _cell(f.title)
-        lines.append(f"| [`{d.id}`](#{d.id}) | {paper} | {_cell(f.venue)} | {len(f.deviations)} |")
+        on = ", ".join(f"[{name}](#{_anchor(d, name)})" for name in d.datasets) or "-"
+        counts = [str(len(f.deviations))] + [f"{name} {len(_fidelity(d.on(name)).deviations)}" for name in d.datasets]
+        lines.append(f"| [`{d.id}`](#{d.id}) | {paper} | {_cell(f.venue)} | {'; '.join(counts)} | {on} |")
     lines.append("")
     for d in defenses:
         lines += _section(d)
@@ -67,16 +77,91 @@ def _section(defense: DefenseSpec) -> list[str]:
     lines.append(f"- **Paper:** {paper}" + (f"; code: {f.code}" if f.code else ""))
     for key in ("data", "architecture", "training", "evaluation", "reported"):
         lines.append(f"- **{key.capitalize()} in the paper:** {getattr(f, key) or '-'}")
-    if f.deviations:
-        lines += ["", "| deviation | kind | why |", "|---|---|---|"]
-        lines += [f"| {_cell(x.what)} | {KINDS[x.kind]} | {_cell(x.why)} |" for x in f.deviations]
-    else:
-        lines += ["", "No deviations."]
+    if defense.datasets:  # the defaults next to each data set's own settings, for comparison
+        lines += [
+            "",
+            f"Our settings (the manifest's defaults) on every data set but {', '.join(defense.datasets)} "
+            "(its own below):",
+            "",
+            f"- **Model:** {_model(defense)}",
+            f"- **Training:** {_training(defense)}",
+        ]
+    lines += _deviations(f.deviations)
     for evaluation in f.paper_evaluation:
         lines += ["", f"As the paper evaluated (`{evaluation.label}`, outside the worst case): "
                   f"{evaluation.description}."]  # fmt: skip
     lines.append("")
+    for name in defense.datasets:
+        lines += _variant(defense, name)
     return lines
+
+
+def _fidelity(defense: DefenseSpec) -> Fidelity:
+    assert defense.fidelity is not None  # load_defense requires it of reference defenses, variants keep it
+    return defense.fidelity
+
+
+def _anchor(defense: DefenseSpec, dataset: str) -> str:
+    """The Markdown anchor of a defense's sub-section for one data set (``### <id> on <data set>``)."""
+    return f"{defense.id}-on-{dataset}".replace(".", "")
+
+
+def _deviations(deviations: list[Any]) -> list[str]:
+    if not deviations:
+        return ["", "No deviations."]
+    lines = ["", "| deviation | kind | why |", "|---|---|---|"]
+    return lines + [f"| {_cell(x.what)} | {KINDS[x.kind]} | {_cell(x.why)} |" for x in deviations]
+
+
+def _variant(defense: DefenseSpec, dataset: str) -> list[str]:
+    """The sub-section of one ``[datasets.<name>]`` variant: its description where it has its own, its
+    model and training, what changed from the defaults, and its deviations."""
+    variant = defense.on(dataset)
+    lines = [f"### {defense.id} on {dataset}", ""]
+    if variant.description != defense.description:
+        lines += [variant.description.replace("\n", " "), ""]
+    lines += [
+        f"Our settings on {dataset} (`[datasets.{dataset}]` in the manifest, merged over the defaults above):",
+        "",
+        f"- **Model:** {_model(variant)}",
+        f"- **Training:** {_training(variant)}",
+        f"- **Changed from the defaults:** {_changes(defense, variant) or 'nothing but the deviations'}",
+    ]
+    lines += _deviations(_fidelity(variant).deviations)
+    lines.append("")
+    return lines
+
+
+def _flat(prefix: str, values: Any) -> dict[str, Any]:
+    """Nested settings as ``{"train.pgd_at.steps": 7, ...}``."""
+    if not isinstance(values, dict):
+        return {prefix: values}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        out.update(_flat(f"{prefix}.{key}", value))
+    return out
+
+
+def _settings_of(defense: DefenseSpec) -> dict[str, Any]:
+    """Every setting of a defense's model, solver and training, flattened (the keys of :func:`_changes`)."""
+    train = asdict(defense.train)
+    recipe_settings = train.pop("recipe_settings")
+    train.pop("stray_tables")
+    out = {**_flat("model", defense.model.settings), **_flat("train", train)}
+    out.update(_flat(f"train.{defense.train.recipe}", recipe_settings))
+    if defense.solver is not None:
+        out.update(_flat("solver", defense.solver.model_dump()))
+    return out
+
+
+def _changes(defaults: DefenseSpec, variant: DefenseSpec) -> str:
+    """``train.epochs 15 -> 3, ...``: each setting the variant changes, adds or drops."""
+    before, after = _settings_of(defaults), _settings_of(variant)
+    changed = [k for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
+    return ", ".join(
+        f"`{k}` {_value(before[k]) if k in before else '(unset)'} -> {_value(after[k]) if k in after else '(unset)'}"
+        for k in changed
+    )
 
 
 def write_page(path: Path, root: Path = DEFENSES_DIR) -> Path:
@@ -170,7 +255,15 @@ def _training(defense: DefenseSpec) -> str:
     else:
         text = f"`{train.recipe}`" + (f": {_settings(settings)}" if settings else "")
     length = f"{train.epochs} rounds" if train.recipe == "federated" else f"{train.epochs} epochs"
-    return f"{text}; {length}, batch {train.batch_size}, lr {_value(train.lr)}"
+    text = f"{text}; {length}, batch {train.batch_size}, lr {_value(train.lr)}"
+    if train.train_subset is not None:
+        text += f", on the first {train.train_subset:,} training examples"
+    if train.eps_warmup_epochs:
+        warmup = train.eps_warmup_epochs
+        text += ", the training attack's eps ramped up from 0 over the first " + (
+            "epoch" if warmup == 1 else f"{_value(warmup)} epochs"
+        )
+    return text
 
 
 def render_methods(root: Path = DEFENSES_DIR) -> str:

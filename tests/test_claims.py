@@ -12,7 +12,7 @@ import pytest
 
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard import read_entries, write_entry
-from robustdeq.records.defense import list_defenses
+from robustdeq.records.defense import find_defense, list_defenses
 from robustdeq.records.store import protocol_folders
 from robustdeq.report import write_report
 from robustdeq.report.claims import (
@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def claim(expected: str = "higher", measure: str = "robust", margin: float = 0.05, **sizes: Any) -> Claim:
-    return Claim("c", "https://example.org", "A beats B", "p", "a", "b", measure, expected, margin, **sizes)
+    return Claim("c", "https://example.org", "A beats B", ("p",), "a", "b", measure, expected, margin, **sizes)
 
 
 def pair(robust_a: range, robust_b: range) -> dict[str, dict]:  # type: ignore[type-arg]
@@ -190,8 +190,8 @@ def test_the_shipped_claims_state_their_sizes_and_circularity() -> None:
         assert claims[jiio].expected_ratio == pytest.approx(0.33) and claims[jiio].benchmark is not None
     assert claims["weight-tied-cost"].circular and "12" in str(claims["weight-tied-cost"].circular)
     entries = {p.name: {e["defense"]: e for e in read_entries(p)} for p in protocol_folders(REPO / "leaderboards")}
-    findings = {f.claim.id: f for f in assess_all(list(claims.values()), entries)}
-    assert findings["weight-tied-cost"].verdict == CIRCULAR
+    findings = {f.claim.id: f for f in assess_all(list(claims.values()), entries) if f.protocol == f.claim.protocols[0]}
+    assert findings["weight-tied-cost"].verdict == CIRCULAR and findings["weight-tied-cost"].protocol == "digits-linf"
     results = json.loads((BENCHMARK_RESULTS / "jiio_vs_pgd_at.json").read_text())
     if "repeats" not in results:  # the committed single timing: no verdict until the repeats exist
         assert findings["jiio-cost"].verdict == NOT_MEASURED
@@ -203,10 +203,10 @@ def test_the_shipped_claims_name_reference_defenses() -> None:
     claims = load_claims()
     known = set(list_defenses())
     assert {c.first for c in claims} | {c.second for c in claims} <= known
-    assert {"digits-linf", "digits-l2"} == {c.protocol for c in claims}
+    assert {"digits-linf", "digits-l2", "mnist-linf-0.3"} == {p for c in claims for p in c.protocols}
 
 
-HEAD = '[[claim]]\nid = "x"\npaper = ""\ntext = ""\nprotocol = "p"\nfirst = "a"\nsecond = "b"\n'
+HEAD = '[[claim]]\nid = "x"\npaper = ""\ntext = ""\nprotocols = ["p"]\nfirst = "a"\nsecond = "b"\n'
 
 
 @pytest.mark.parametrize(
@@ -232,9 +232,9 @@ def test_a_malformed_claims_file_names_the_problem(tmp_path: Path, body: str, pr
 
 def test_the_report_states_each_claims_verdict(tmp_path: Path) -> None:
     claims = tmp_path / "claims.toml"
-    claims.write_text('[[claim]]\nid = "x"\npaper = "https://example.org"\ntext = "A beats B"\nprotocol = "p"\n'
+    claims.write_text('[[claim]]\nid = "x"\npaper = "https://example.org"\ntext = "A beats B"\nprotocols = ["p"]\n'
                       'first = "a"\nsecond = "b"\nmeasure = "robust"\nexpected = "higher"\n'
-                      '[[claim]]\nid = "y"\npaper = "https://example.org"\ntext = "A is cheaper"\nprotocol = "p"\n'
+                      '[[claim]]\nid = "y"\npaper = "https://example.org"\ntext = "A is cheaper"\nprotocols = ["p"]\n'
                       'first = "a"\nsecond = "b"\nmeasure = "forward_cost"\nexpected = "lower"\n'
                       'circular = "the same cost by design"\n')  # fmt: skip
     for e in pair(range(60), range(40)).values():
@@ -247,3 +247,105 @@ def test_the_report_states_each_claims_verdict(tmp_path: Path) -> None:
     write_entry(tmp_path / "lb", worse)
     write_report(tmp_path / "lb", tmp_path / "report", claims=claims)
     assert f"**{CONTRADICTED}**" in (tmp_path / "report" / "report.md").read_text()
+
+
+def two_protocols(**sizes: Any) -> Claim:
+    return Claim("c", "https://example.org", "A beats B", ("p", "q"), "a", "b", "robust", "higher", 0.05, **sizes)
+
+
+def test_a_claim_on_two_protocols_gets_a_verdict_on_each_and_no_entries_yet_is_not_a_crash() -> None:
+    findings = assess_all([two_protocols()], {"p": pair(range(60), range(40))})
+    assert [(f.protocol, f.verdict) for f in findings] == [("p", SUPPORTED), ("q", NOT_EVALUATED)]
+    assert findings[1].note == "no entries yet under q" and findings[1].difference is None
+    section = markdown_section(findings)
+    header = next(line for line in section.splitlines() if line.startswith("| claim | first vs second | measure | p"))
+    assert header == "| claim | first vs second | measure | p | q |"
+    row = next(line for line in section.splitlines() if line.startswith("| [A beats B]"))
+    assert row.endswith(f"| **{SUPPORTED}** +20.0 [+11.8, +27.6], p 1.91e-06 | **{NOT_EVALUATED}** no entries yet |")
+    assert "### On p" in section and "### On q" in section
+    # the second protocol's entries arrive: its own verdict, from its own entries
+    findings = assess_all([two_protocols()], {"p": pair(range(60), range(40)), "q": pair(range(40), range(60))})
+    assert [(f.protocol, f.verdict) for f in findings] == [("p", SUPPORTED), ("q", CONTRADICTED)]
+    # one entry of the pair missing: named, as before
+    only_a = assess_all([two_protocols()], {"q": {"a": v2("a", range(50))}})
+    assert only_a[1].note == "no entry for b under q" and only_a[0].note == "no entries yet under p"
+
+
+@pytest.mark.parametrize(
+    ("protocols", "extra", "problem"),
+    [
+        ("[]", "", "protocols must be a list of protocol ids"),
+        ('"p"', "", "protocols must be a list of protocol ids"),
+        ('["p", "p"]', "", "protocols repeat"),
+        ('["p", "q"]', 'benchmark = "t.json"\n', "a train_seconds claim names one protocol"),
+    ],
+)
+def test_the_protocols_of_a_claim_are_checked(tmp_path: Path, protocols: str, extra: str, problem: str) -> None:
+    measure = "train_seconds" if extra else "robust"
+    path = tmp_path / "claims.toml"
+    path.write_text(HEAD.replace('protocols = ["p"]', f"protocols = {protocols}")
+                    + f'measure = "{measure}"\nexpected = "lower"\n' + extra)  # fmt: skip
+    with pytest.raises(RobustdeqError, match=re.escape(problem)):
+        load_claims(path)
+    path.write_text(HEAD.replace("protocols = [", "protocol = [") + 'measure = "robust"\nexpected = "higher"\n')
+    with pytest.raises(RobustdeqError, match=re.escape("unknown ['protocol'], missing ['protocols']")):
+        load_claims(path)
+
+
+MNIST_PAIRS = {
+    "lyadeq-standard": ("lyadeq-standard", "deq-standard"),
+    "lyadeq-trades": ("lyadeq-trades", "deq-trades"),
+    "ris": ("deq-ris-pgd-at", "deq-pgd-at"),
+    "entropy-reduction": ("deq-pgd-at-er", "deq-pgd-at"),
+    "weight-tied-robust": ("wtm-pgd-at", "deq-pgd-at"),
+    "weight-tied-clean": ("wtm-pgd-at", "deq-pgd-at"),
+    "weight-tied-cost": ("wtm-pgd-at", "deq-pgd-at"),
+    "jiio-robust": ("deq-jiio", "deq-pgd-at"),
+}
+
+
+def test_the_shipped_claims_test_the_mnist_tiers_pairs_on_digits_and_mnist() -> None:
+    claims = {c.id: c for c in load_claims()}
+    mnist = {i for i, c in claims.items() if "mnist-linf-0.3" in c.protocols}
+    assert mnist == set(MNIST_PAIRS)
+    for i, (first, second) in MNIST_PAIRS.items():
+        assert (claims[i].first, claims[i].second) == (first, second)
+        assert claims[i].protocols == ("digits-linf", "mnist-linf-0.3")
+        for defense in (first, second):
+            assert "mnist" in find_defense(defense).datasets, f"{defense} has no MNIST variant"
+    trades = claims["lyadeq-trades"]
+    assert (trades.paper, trades.measure, trades.expected) == ("https://arxiv.org/abs/2304.12707", "robust", "higher")
+    digits = {e["defense"]: e for e in read_entries(REPO / "leaderboards" / "digits-linf")}
+    assert {"lyadeq-trades", "deq-trades"} <= set(digits)
+    found = {(f.claim.id, f.protocol): f for f in assess_all([trades], {"digits-linf": digits})}
+    assert found["lyadeq-trades", "digits-linf"].difference is not None  # both digits entries: measured
+    assert found["lyadeq-trades", "mnist-linf-0.3"].note == "no entries yet under mnist-linf-0.3"
+
+
+def test_the_report_shows_the_mnist_verdicts_as_soon_as_the_entries_land(tmp_path: Path) -> None:
+    """The shipped claims on a root with digits entries only, then with MNIST entries too."""
+    root, out = tmp_path / "lb", tmp_path / "report"
+    defenses = {d for pair_ in MNIST_PAIRS.values() for d in pair_}
+    for defense in defenses:
+        write_entry(root, v2(defense, range(50), protocol="digits-linf"))
+    write_report(root, out, benchmarks=tmp_path / "none")
+    md = (out / "report.md").read_text()
+    assert "| claim | first vs second | measure | digits-linf | mnist-linf-0.3 | digits-l2 |" in md
+    mnist = md.split("### On mnist-linf-0.3")[1].split("### On")[0]
+    assert mnist.count("no entries yet under mnist-linf-0.3") == len(MNIST_PAIRS)
+    html = (out / "report.html").read_text()
+    assert "<h3>On mnist-linf-0.3</h3>" in html and f"<b>{NOT_EVALUATED}</b> no entries yet" in html
+    for defense in defenses:
+        write_entry(
+            root, v2(defense, range(70) if defense == "lyadeq-trades" else range(50), protocol="mnist-linf-0.3")
+        )
+    write_report(root, out, benchmarks=tmp_path / "none")
+    mnist = (out / "report.md").read_text().split("### On mnist-linf-0.3")[1].split("### On")[0]
+    assert "no entries yet" not in mnist
+    row = next(line for line in mnist.splitlines() if "lyadeq-trades vs deq-trades" in line)
+    assert "+20.0 [" in row and f"**{SUPPORTED}**" in row
+
+
+def test_a_circular_claim_without_entries_says_no_entries_yet() -> None:
+    found = assess(claim("lower", "forward_cost", 0.1, circular="by design"), {})
+    assert found.verdict == NOT_EVALUATED and found.note == "no entries yet under p"

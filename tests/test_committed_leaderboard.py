@@ -106,7 +106,7 @@ def test_a_zoo_checkpoint_reevaluates_to_its_committed_entry_example_by_example(
 def test_the_committed_tables_are_what_the_renderer_writes(folder: Path, tmp_path: Path) -> None:
     copy = tmp_path / folder.name
     copy.mkdir()
-    for path in folder.glob("*.json"):  # the entries and the training-seed spread
+    for path in [*folder.glob("*.json"), *folder.glob("published.toml")]:  # entries, seed spread, published
         shutil.copy(path, copy / path.name)
     for written in render(read_entries(copy), copy):
         assert written.read_text() == (folder / written.name).read_text(), (

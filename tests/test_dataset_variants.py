@@ -99,3 +99,27 @@ def test_the_variant_is_built_saved_and_reloaded_for_its_data_set(tmp_path: Path
     assert reloaded.dataset == "mnist" and reloaded.train.epochs == 2
     for a, b in zip(model.state_dict().values(), trained.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_the_fidelity_page_shows_each_data_sets_settings_and_deviations(tmp_path: Path) -> None:
+    from robustdeq.fidelity import render_methods, render_page
+
+    defense_folder(tmp_path)
+    page = render_page(tmp_path)
+    assert "| [`variants`](#variants) | t | v | 1; mnist 1 | [mnist](#variants-on-mnist) |" in page
+    defaults, mnist = page.split("### variants on mnist")
+    assert "- **Training:** `pgd_at`: steps 7, random_start true; 15 epochs, batch 64, lr 0.003" in defaults
+    assert "| 8x8 digits |" in defaults and "MNIST, 2 epochs" not in defaults
+    assert mnist.startswith("\n\nmnist description\n")
+    assert "- **Model:** `deq`: channels 4, bound 0.9" in mnist
+    assert "- **Training:** `pgd_at`: steps 3, random_start true; 2 epochs, batch 64, lr 0.003" in mnist
+    changed = (
+        "- **Changed from the defaults:** `model.channels` 8 -> 4, `train.epochs` 15 -> 2, `train.pgd_at.steps` 7 -> 3"
+    )
+    assert changed in mnist
+    assert "| MNIST, 2 epochs | scaled down for the CPU | cpu |" in mnist and "8x8 digits" not in mnist
+    assert "channels 8" in render_methods(tmp_path) and "channels 4" not in render_methods(tmp_path)  # the defaults
+    # without a variant: no sub-section, as before
+    (tmp_path / "variants" / "defense.toml").write_text(MANIFEST.split("[datasets.mnist]")[0])
+    page = render_page(tmp_path)
+    assert "### " not in page and "Our settings" not in page and "| 1 | - |" in page

@@ -56,7 +56,7 @@ def test_a_tiny_run_writes_repeated_timings_that_the_claims_read(tiny_protocol: 
     assert q["low"] <= q["mean"] <= q["high"] and summary["ratio_seconds_per_epoch"] == q
     assert "spread over the repeats" in out.with_suffix(".md").read_text()
     claim = Claim(
-        "c", "https://example.org", "JIIO is faster", written["protocol"], "deq-jiio", "deq-pgd-at",
+        "c", "https://example.org", "JIIO is faster", (written["protocol"],), "deq-jiio", "deq-pgd-at",
         "train_seconds", "lower", 0.2, expected_ratio=0.33, benchmark="jiio_vs_pgd_at.json",
     )  # fmt: skip
     measured, why = benchmark_ratio(claim, out.parent)

@@ -10,7 +10,8 @@ import typer
 from robustdeq.cli.common import ROOT_HELP, check_writable, console, one_line_errors, protocol_option
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard import read_entries, render
-from robustdeq.leaderboard.render import headline
+from robustdeq.leaderboard.render import headline, render_published
+from robustdeq.records.published import published_only, read_published
 from robustdeq.records.store import protocol_folders
 from robustdeq.zoo import write_index
 
@@ -21,13 +22,20 @@ def leaderboard(
     protocol: Annotated[list[str] | None, protocol_option("Only this protocol's folder (default: all).")] = None,
 ) -> None:
     """Validate every entry, write leaderboard.md, leaderboard.csv and leaderboard.html (a self-contained page)
-    per protocol, print the tables."""
-    folders = [root / name for name in protocol] if protocol else protocol_folders(root)
+    per protocol, print the tables. A protocol folder with published numbers (published.toml) and no entries yet
+    gets a leaderboard.md with those numbers."""
+    folders = [root / name for name in protocol] if protocol else sorted(protocol_folders(root) + published_only(root))
     if not folders:
         raise RobustdeqError(f"{root}: no entries (no <protocol>/ folder holding a <defense>.json)")
     check_writable(root, *folders)
     for folder in folders:
         entries = read_entries(folder)
+        published = read_published(folder)
+        if not entries and published is not None:  # published numbers, no entries yet
+            paths = render_published(folder, published)
+            console.print(f"[bold]{folder.name}[/bold] (no entries yet, {len(published.result)} published numbers) -> "
+                          f"{', '.join(str(p) for p in paths)}")  # fmt: skip
+            continue
         paths = render(entries, folder)
         frame = headline(entries)
         console.print(f"[bold]{folder.name}[/bold] ({len(entries)} entries) -> {', '.join(str(p) for p in paths)}")

@@ -7,7 +7,10 @@ protocol version or number of examples than the majority), and a details section
 with every attack run, the checks, the eps sweep and the solver. Where the folder's ``seeds.json``
 has a defense's training-seed spread, its robust accuracy shows the spread beside the interval.
 ``leaderboard.csv`` keeps every number (:func:`table`); ``leaderboard.html`` is the headline table as
-one page (``robustdeq site`` builds the browsable site).
+one page (``robustdeq site`` builds the browsable site). Numbers published elsewhere under the same
+threat model (the folder's ``published.toml``, :mod:`robustdeq.records.published`) get a table of their
+own below the ranked one, never ranked with the entries; a folder with that file and no entries yet
+gets a ``leaderboard.md`` that says so, with the published table (:func:`render_published`).
 """
 
 from __future__ import annotations
@@ -51,9 +54,18 @@ from robustdeq.leaderboard.ranking import ALPHA, Ranked, order_key, rank_groups
 from robustdeq.leaderboard.stats import wilson
 from robustdeq.records.entry import best_known, split_checks
 from robustdeq.records.flags import FLAGS, kind
+from robustdeq.records.protocol import find_protocol
+from robustdeq.records.published import PUBLISHED, PublishedFile, read_published
 from robustdeq.records.store import atomic_write_text, read_seeds
 
 UNRELIABLE = "potentially unreliable"
+PUBLISHED_TITLE = "Reported elsewhere (published numbers, not ranked with the entries)"
+NO_ENTRIES_YET = "No entries yet"
+PUBLISHED_LEGEND = (
+    "**robust %**: under the attack named, as the source lists it; **paper's own robust %**: what the paper itself "
+    "reported, as the source lists it (another attack, possibly another subset of the test set or another model "
+    "trained with the same defense)."
+)
 MAX_COLUMNS = 12
 
 CODE_SPAN = re.compile(r"`([^`]+)`")
@@ -379,12 +391,112 @@ def seed_details(e: dict[str, Any], spread: dict[str, Any]) -> str:
     )
 
 
+def published_intro(published: PublishedFile) -> str:
+    """What the published numbers are, and why they are not ranked with the entries."""
+    return (
+        f"Numbers that papers and public leaderboards report under this threat model, copied as their sources "
+        f"list them ({PUBLISHED} in this protocol's leaderboard folder; each row names its source). They come "
+        "from other models, training budgets, test sets and attacks than the entries, so they are not comparable "
+        "with them and never ranked with them: they show what the threat model allows."
+    )
+
+
+def published_rows(published: PublishedFile) -> list[dict[str, str]]:
+    """One row per published number, as text: the model and its paper, clean and robust accuracy in
+    percent (two decimals, as the sources list them), the paper's own robust accuracy (``-`` when the
+    source lists none), the attack, the setting and where it is listed."""
+    return [
+        {
+            "model": r.model,
+            "paper": r.paper,
+            "clean": f"{r.clean:.2f}",
+            "robust": f"{r.robust:.2f}",
+            "reported": MISSING if r.reported is None else f"{r.reported:.2f}",
+            "attack": r.attack,
+            "setting": r.setting,
+            "source": r.source,
+            "listed": r.listed,
+        }
+        for r in published.result
+    ]
+
+
+def published_context(published: PublishedFile | None) -> dict[str, Any] | None:
+    """What the protocol page shows of the numbers published elsewhere (None: the folder has none)."""
+    if published is None:
+        return None
+    return {
+        "title": PUBLISHED_TITLE,
+        "intro": published_intro(published),
+        "rows": published_rows(published),
+        "legend": PUBLISHED_LEGEND.replace("**", ""),
+        "note": published.note,
+    }
+
+
+def published_section(published: PublishedFile, level: int = 2) -> str:
+    """The published numbers as a Markdown section of their own (:func:`published_rows`), its heading
+    at ``level``."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = [
+        f"{'#' * level} {PUBLISHED_TITLE}",
+        "",
+        published_intro(published),
+        "",
+        "| model (paper) | clean % | robust % | attack | paper's own robust % | setting | listed in |",
+        "|:--|--:|--:|:--|--:|:--|:--|",
+    ]
+    for r in published_rows(published):
+        lines.append(
+            f"| [{cell(r['model'])}]({r['paper']}) | {r['clean']} | {r['robust']} | {cell(r['attack'])} | "
+            f"{r['reported']} | {cell(r['setting'])} | [{cell(r['listed'])}]({r['source']}) |"
+        )
+    lines += ["", f"- {PUBLISHED_LEGEND}"]
+    if published.note:
+        lines += ["", published.note]
+    return "\n".join(lines) + "\n"
+
+
+def protocol_line(protocol: str) -> str:
+    """The protocol's data set, threat model, examples and version (from ``attacks/<protocol>.toml``), or
+    "" when it is not a known protocol."""
+    try:
+        spec = find_protocol(protocol)
+    except RobustdeqError:
+        return ""
+    return (
+        f"Data set {spec.dataset}, threat model {spec.threat.norm} eps = {spec.threat.eps:g}, "
+        f"{spec.n_examples} test examples, protocol version {spec.version}."
+    )
+
+
+def render_published(folder: Path, published: PublishedFile) -> list[Path]:
+    """Write ``leaderboard.md`` for a folder with published numbers and no entries yet: says so, then the
+    published numbers. The entries' tables replace it once :func:`render` has entries to render."""
+    line = protocol_line(folder.name)
+    text = (
+        f"# Leaderboard: {folder.name}\n\n"
+        + (f"{line}\n\n" if line else "")
+        + f"{NO_ENTRIES_YET}: no defense has been evaluated under this protocol. The ranked table appears here "
+        "when the first entry lands (`robustdeq leaderboard` renders it from the JSON entries in this folder).\n\n"
+        + published_section(published)
+    )
+    md = folder / "leaderboard.md"
+    atomic_write_text(md, text)
+    return [md]
+
+
 def render(entries: list[dict[str, Any]], folder: Path) -> list[Path]:
     """Write ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard.html`` (best-known numbers, marked,
     where outside attacks were recorded: :func:`robustdeq.records.entry.best_known`; the training-seed
-    spread beside the robust accuracy where the folder's ``seeds.json`` has one)."""
+    spread beside the robust accuracy where the folder's ``seeds.json`` has one); the folder's
+    published numbers, if any, in ``leaderboard.md`` below the ranked table."""
     entries = with_seeds([best_known(e) for e in entries], read_seeds(folder))
     groups, apart = ranked(entries)
+    published = read_published(folder)
     first = groups[0].entry
     tm = first["threat_model"]
     title = f"Leaderboard: {first['protocol']} (protocol version {first['protocol_version']})"
@@ -399,6 +511,7 @@ def render(entries: list[dict[str, Any]], folder: Path) -> list[Path]:
     text = (
         f"# {title}\n\n{intro}\n\n{markdown(frame)}\n\n{legend(groups)}\n"
         + apart_section(apart, first)
+        + ("" if published is None else "\n" + published_section(published))
         + "\n## Details per defense\n\nEach attack run's own accuracy; broke first: the examples it was the first to "
         "break, in the order the runs ran (not recorded by schema version 1 entries).\n\n"
         + "\n".join(details(e) for e in shown)

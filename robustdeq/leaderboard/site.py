@@ -6,7 +6,10 @@ elsewhere (no external scripts, fonts, styles or images)::
     index.html              the protocols: threat model, data set, examples, version, entries
     sort.js                 click-to-sort for the tables (the one script)
     <protocol>/index.html   the ranked table (rank groups of robustdeq.leaderboard.ranking),
-                            its legend, and the report's figures when given
+                            its legend, the numbers published elsewhere (the folder's
+                            published.toml, never ranked with the entries), and the report's
+                            figures when given; a folder with published numbers and no
+                            entries yet gets this page too, saying so
     <protocol>/<defense>.html   one entry: every attack run, checks, the eps sweep (inline SVG, log eps),
                             flags, solver statistics, fidelity, the paper's own evaluation,
                             provenance
@@ -57,11 +60,13 @@ from robustdeq.leaderboard.headline import (
     with_seeds,
 )
 from robustdeq.leaderboard.ranking import ALPHA, Ranked, order_key, rank_groups
-from robustdeq.leaderboard.render import templates
+from robustdeq.leaderboard.render import NO_ENTRIES_YET, published_context, templates
 from robustdeq.leaderboard.stats import wilson
 from robustdeq.records.entry import best_known, split_checks
 from robustdeq.records.flags import FLAGS, kind
 from robustdeq.records.outcomes import decode_indices
+from robustdeq.records.protocol import find_protocol
+from robustdeq.records.published import PublishedFile, published_only, read_published
 from robustdeq.records.store import atomic_write_text, copy_atomically, protocol_folders, read_entries, read_seeds
 
 NOT_RECORDED = "not recorded (schema version 1 entry)"
@@ -119,6 +124,7 @@ def write_site(root: Path, out: Path, report_figures: dict[str, list[Path]] | No
     ``robustdeq report``: they are copied into ``out/<protocol>/`` and shown below its table.
     """
     folders = protocol_folders(root)
+    waiting = published_only(root)  # published numbers, no entries yet
     figures = report_figures or {}
     unknown = sorted(set(figures) - {f.name for f in folders})
     if unknown:
@@ -141,10 +147,16 @@ def write_site(root: Path, out: Path, report_figures: dict[str, list[Path]] | No
             atomic_write_text(path, entry_page(r, folder.name))
             written.append(path)
         table_path = out / folder.name / "index.html"
-        atomic_write_text(table_path, protocol_page(ranked, folder.name, [p.name for p in copied]))
+        published = read_published(folder)
+        atomic_write_text(table_path, protocol_page(ranked, folder.name, [p.name for p in copied], published))
         written.append(table_path)
         summaries.append((folder.name, ranked))
-    atomic_write_text(out / "index.html", index_page(summaries))
+    for folder in waiting:
+        table_path = out / folder.name / "index.html"
+        atomic_write_text(table_path, protocol_page([], folder.name, [], read_published(folder)))
+        written.append(table_path)
+        summaries.append((folder.name, []))
+    atomic_write_text(out / "index.html", index_page(sorted(summaries, key=lambda s: s[0])))
     written.append(out / "index.html")
     return written
 
@@ -212,6 +224,9 @@ def page(template: str, **context: Any) -> str:
 def index_page(summaries: list[tuple[str, list[Ranked]]]) -> str:
     protocols = []
     for protocol, ranked in summaries:
+        if not ranked:  # published numbers only: the protocol's own file says what it is
+            protocols.append(waiting_summary(protocol))
+            continue
         first = ranked[0].entry
         best = first if ranked[0].group is not None else None
         protocols.append(
@@ -228,6 +243,25 @@ def index_page(summaries: list[tuple[str, list[Ranked]]]) -> str:
             }
         )
     return page("index.html", protocols=protocols)
+
+
+def waiting_summary(protocol: str) -> dict[str, Any]:
+    """The index row of a protocol with no entries yet, from ``attacks/<protocol>.toml`` where it is known."""
+    try:
+        spec = find_protocol(protocol)
+    except RobustdeqError:
+        spec = None
+    return {
+        "name": protocol,
+        "href": f"{quote(protocol)}/index.html",
+        "threat_model": MISSING if spec is None else f"{spec.threat.norm} eps = {spec.threat.eps:g}",
+        "dataset": MISSING if spec is None else spec.dataset,
+        "n_examples": MISSING if spec is None else str(spec.n_examples),
+        "version": MISSING if spec is None else str(spec.version),
+        "hash": "" if spec is None else spec.hash[:8],
+        "entries": "0",
+        "best": None,
+    }
 
 
 # ---------------------------------------------------------------- protocol page
@@ -345,7 +379,29 @@ def legend(ranked: list[Ranked]) -> list[tuple[str, str]]:
     return items
 
 
-def protocol_page(ranked: list[Ranked], protocol: str, figures: list[str]) -> str:
+def protocol_page(
+    ranked: list[Ranked], protocol: str, figures: list[str], published: PublishedFile | None = None
+) -> str:
+    """The protocol's page: its ranked table and legend, then the numbers published elsewhere; with no
+    entries yet (``ranked`` empty), the protocol as ``attacks/<protocol>.toml`` has it and a line saying so."""
+    if not ranked:
+        summary = waiting_summary(protocol)
+        return page(
+            "protocol.html",
+            protocol=protocol,
+            version=summary["version"],
+            dataset=summary["dataset"],
+            threat_model=summary["threat_model"],
+            n_examples=summary["n_examples"],
+            hash=summary["hash"],
+            entries="0",
+            no_entries=NO_ENTRIES_YET,
+            columns=COLUMNS,
+            rows=[],
+            legend=[],
+            figures=[],
+            published=published_context(published),
+        )
     first = ranked[0].entry
     return page(
         "protocol.html",
@@ -356,10 +412,12 @@ def protocol_page(ranked: list[Ranked], protocol: str, figures: list[str]) -> st
         n_examples=str(first["n_examples"]),
         hash=first["protocol_hash"][:12],
         entries=str(len(ranked)),
+        no_entries=None,
         columns=COLUMNS,
         rows=[table_row(r, ranked[i - 1] if i else None) for i, r in enumerate(ranked)],
         legend=legend(ranked),
         figures=[(quote(name), name) for name in figures],
+        published=published_context(published),
     )
 
 

@@ -1,10 +1,11 @@
 """The JSON Schemas of the records, generated from their pydantic models: ``docs/schema/*.schema.json``.
 
 ``defense.schema.json`` describes ``defense.toml``, ``protocol.schema.json`` a protocol file,
-``entry.schema.json`` a leaderboard entry and ``seeds.schema.json`` a protocol folder's training-seed
-spread. An editor that reads JSON Schemas checks a manifest as it is typed (README, "Contributing a
-defense"); other tools can read the entry format without reading robustdeq's code. A test keeps the
-committed files current; regenerate them with ``python -m robustdeq.records.schemas``.
+``entry.schema.json`` a leaderboard entry, ``seeds.schema.json`` a protocol folder's training-seed
+spread and ``published.schema.json`` a leaderboard folder's numbers published elsewhere
+(``published.toml``). An editor that reads JSON Schemas checks a manifest as it is typed (README,
+"Contributing a defense"); other tools can read the entry format without reading robustdeq's code. A
+test keeps the committed files current; regenerate them with ``python -m robustdeq.records.schemas``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from robustdeq.records.defense import DefenseFile
 from robustdeq.records.entry import EntryRecord
 from robustdeq.records.paths import repo_folder
 from robustdeq.records.protocol import ProtocolFile
+from robustdeq.records.published import PublishedFile
 from robustdeq.records.seeds import SeedsFile
 from robustdeq.records.store import atomic_write_text
 
@@ -49,6 +51,12 @@ SCHEMAS: dict[str, tuple[type[BaseModel], str, str]] = {
         "robustdeq training-seed spread (leaderboards/<protocol>/seeds.json)",
         "Defenses of one protocol retrained with several seeds (benchmarks/seed_variance.py): per defense the "
         "protocol version it was measured under, each seed's clean and robust accuracy, and their spread.",
+    ),
+    "published": (
+        PublishedFile,
+        "robustdeq published numbers (leaderboards/<protocol>/published.toml)",
+        "Numbers published elsewhere under a protocol's threat model, each with its source: shown beside the "
+        "leaderboard's entries, never ranked with them.",
     ),
 }
 

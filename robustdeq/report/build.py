@@ -23,15 +23,20 @@ from robustdeq.errors import RobustdeqError  # noqa: E402
 from robustdeq.leaderboard import read_entries  # noqa: E402
 from robustdeq.leaderboard.headline import recipe, with_seeds  # noqa: E402
 from robustdeq.leaderboard.render import (  # noqa: E402
+    NO_ENTRIES_YET,
     dataframe_cells,
     headline,
     legend,
     markdown,
+    protocol_line,
+    published_context,
+    published_section,
     ranked,
     template_environment,
 )
 from robustdeq.leaderboard.stats import wilson  # noqa: E402
 from robustdeq.records.entry import best_known  # noqa: E402
+from robustdeq.records.published import published_only, read_published  # noqa: E402
 from robustdeq.records.store import atomic_write_text, protocol_folders, read_seeds  # noqa: E402
 from robustdeq.report.claims import (  # noqa: E402
     BENCHMARK_RESULTS,
@@ -41,6 +46,8 @@ from robustdeq.report.claims import (  # noqa: E402
     expectation,
     load_claims,
     markdown_section,
+    p_value,
+    summary_rows,
 )
 from robustdeq.report.claims import measured as claim_difference  # noqa: E402
 from robustdeq.report.claims import value as claim_value  # noqa: E402
@@ -466,20 +473,40 @@ def report_templates() -> Environment:
 
 
 def claim_row(finding: Finding) -> dict[str, str]:
-    """One row of the claims table in report.html (the columns of :func:`robustdeq.report.claims.markdown_section`)."""
+    """One row of a protocol's claims table in report.html (the columns of
+    :func:`robustdeq.report.claims.markdown_section`)."""
     c = finding.claim
     return {
         "paper": c.paper,
         "text": c.text,
-        "protocol": c.protocol,
         "pair": f"{c.first} vs {c.second}",
         "measure": expectation(c),
         "first": claim_value(finding, "first"),
         "second": claim_value(finding, "second"),
         "difference": claim_difference(finding),
-        "p": "-" if finding.difference is None else f"{finding.difference.p:.3g}",
+        "p": p_value(finding),
         "verdict": finding.verdict,
         "note": finding.note or "-",
+    }
+
+
+def claims_context(findings: list[Finding]) -> dict[str, Any]:
+    """What report.html shows of the claims: the protocols, the summary (one row per claim, a
+    (verdict, detail) cell per protocol) and each protocol's table."""
+    protocols, summary = summary_rows(findings)
+    return {
+        "summary_headers": [(h, "") for h in ("claim", "first vs second", "measure", *protocols)],
+        "summary": [
+            {
+                "paper": c.paper,
+                "text": c.text,
+                "pair": f"{c.first} vs {c.second}",
+                "measure": expectation(c),
+                "cells": cells,
+            }
+            for c, cells in summary
+        ],  # fmt: skip
+        "sections": [(p, [claim_row(f) for f in findings if f.protocol == p]) for p in protocols],
     }
 
 
@@ -492,15 +519,24 @@ def write_report(
 ) -> list[Path]:
     """Write ``report.md``, ``report.html`` and PNG figures per protocol into ``out``, then the seed
     papers' claims (``claims``) tested on every protocol's entries under ``root`` and, for timings, on
-    the benchmark results in ``benchmarks``."""
-    folders = [root / p for p in protocols] if protocols else protocol_folders(root)
+    the benchmark results in ``benchmarks``. A protocol's numbers published elsewhere (its folder's
+    ``published.toml``) follow its table, never ranked with the entries; a protocol with published
+    numbers and no entries yet gets a section that says so, with those numbers."""
+    folders = [root / p for p in protocols] if protocols else sorted(protocol_folders(root) + published_only(root))
     if not folders:
         raise RobustdeqError(f"{root}: no entries (no <protocol>/ folder holding a <defense>.json)")
     md = ["# robustdeq report", ""]
-    sections = []
+    sections: list[dict[str, Any]] = []
     written = []
     for folder in folders:
         entries = with_seeds([best_known(e) for e in read_entries(folder)], read_seeds(folder))
+        published = read_published(folder)
+        if not entries and published is not None:
+            caption = " ".join(filter(None, (protocol_line(folder.name), f"{NO_ENTRIES_YET}.")))
+            md += [f"## {folder.name}", "", caption, "", published_section(published, level=3)]
+            sections.append({"name": folder.name, "caption": caption, "columns": [], "rows": [], "figures": [],
+                             "published": published_context(published)})  # fmt: skip
+            continue
         frame = headline(entries, links=False)
         figures = [
             save(accuracy_figure(entries), out / f"{folder.name}-accuracy.png"),
@@ -525,6 +561,8 @@ def write_report(
         )
         md += [f"## {folder.name}", "", caption, "", markdown(frame), "", legend(ranked(entries)[0]), ""]
         md += [f"![{figure.stem}]({figure.name})\n" for figure in figures]
+        if published is not None:
+            md += [published_section(published, level=3)]
         columns, rows = dataframe_cells(frame)
         sections.append(
             {
@@ -533,6 +571,7 @@ def write_report(
                 "columns": columns,
                 "rows": rows,
                 "figures": [(f.stem, base64.b64encode(f.read_bytes()).decode("ascii")) for f in figures],
+                "published": published_context(published),
             }
         )
     every = {
@@ -541,7 +580,7 @@ def write_report(
     findings = assess_all(load_claims(claims), every, benchmarks)
     md += ["", markdown_section(findings)]
     template = report_templates().get_template("report.html")
-    page = template.render(title="robustdeq report", protocols=sections, claims=[claim_row(f) for f in findings])
+    page = template.render(title="robustdeq report", protocols=sections, claims=claims_context(findings))
     atomic_write_text(out / "report.md", "\n".join(md))
     atomic_write_text(out / "report.html", page)
     return [out / "report.md", out / "report.html", *written]

@@ -1,9 +1,10 @@
 """The seed papers' claims, tested on the leaderboard entries and benchmark results (never typed by hand).
 
-Each claim (``claims.toml`` beside this module) names two defenses of one protocol, a measure, the
-direction the paper expects and, when the paper states one, the size it expects. Verdicts are per
-claim, at this protocol's n or these repeats (no correction across claims: each is its own
-question, and the p-value is shown). ``docs/statistics.md`` has the same rules with examples.
+Each claim (``claims.toml`` beside this module) names two defenses, the protocols whose entries test
+it (one data set each: digits, MNIST), a measure, the direction the paper expects and, when the
+paper states one, the size it expects. Each protocol gets its own finding: verdicts are per claim
+and protocol, at that protocol's n or these repeats (no correction across claims or protocols: each
+is its own question, and the p-value is shown). ``docs/statistics.md`` has the same rules with examples.
 
 **Accuracies** (``robust``, ``clean``) are compared example by example: the paired difference
 D = first - second with Newcombe's 95% interval [low, high] and the exact McNemar p-value
@@ -41,8 +42,9 @@ machine says nothing about a ratio. With ``margin`` m (default 0.1):
 
 **Circular claims** (``circular``: why) get no verdict: the benchmark makes the two sides equal
 (or different) by construction, so the measurement cannot test the paper. The measurement is
-still shown, with the reason. A missing entry gives ``not evaluated``; entries of different
-protocol versions or n give ``not comparable``.
+still shown, with the reason. A missing entry gives ``not evaluated`` (a protocol without any
+entries: "no entries yet"), a circular claim's too; entries of different protocol versions or n give
+``not comparable``.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ NOT_EVALUATED, NOT_COMPARABLE = "not evaluated", "not comparable"
 NOT_MEASURED = "not measured"
 CIRCULAR = "no verdict: circular"
 NO_DIFFERENCE = "no clear difference"  # a cost ratio within the margin of 1
-REQUIRED = ("id", "paper", "text", "protocol", "first", "second", "measure", "expected")
+NO_ENTRIES_YET = "no entries yet"  # the note of a protocol without any entries
+REQUIRED = ("id", "paper", "text", "protocols", "first", "second", "measure", "expected")
 OPTIONAL = ("margin", "expected_ratio", "expected_difference", "benchmark", "circular")
 
 
@@ -84,7 +87,7 @@ class Claim:
     id: str
     paper: str
     text: str
-    protocol: str
+    protocols: tuple[str, ...]  # each tests the claim on its own entries (a finding per protocol)
     first: str
     second: str
     measure: str
@@ -111,12 +114,13 @@ class Ratio:
 
 @dataclass(frozen=True)
 class Finding:
-    """What the entries say of one claim. ``first`` / ``second``: the measure of each side (the mean
-    seconds per epoch for timings; None when missing); ``difference`` for accuracies, ``ratio`` for
-    costs; ``note``: why a verdict is missing, how it was measured or how it compares with the
-    claimed size."""
+    """What one protocol's entries say of one claim. ``first`` / ``second``: the measure of each side
+    (the mean seconds per epoch for timings; None when missing); ``difference`` for accuracies,
+    ``ratio`` for costs; ``note``: why a verdict is missing, how it was measured or how it compares
+    with the claimed size."""
 
     claim: Claim
+    protocol: str
     verdict: str
     first: float | None = None
     second: float | None = None
@@ -143,6 +147,15 @@ def load_claims(path: Path = CLAIMS_FILE) -> list[Claim]:
         if expected not in EXPECTED:
             raise RobustdeqError(f"{where}: expected {expected!r} is not one of {list(EXPECTED)}")
         check_size(where, table)
+        protocols = table["protocols"]
+        if not (isinstance(protocols, list) and protocols and all(isinstance(p, str) and p for p in protocols)):
+            raise RobustdeqError(f'{where}: protocols must be a list of protocol ids, e.g. ["digits-linf"]')
+        if len(set(protocols)) != len(protocols):
+            raise RobustdeqError(f"{where}: protocols repeat: {protocols}")
+        if measure == "train_seconds" and len(protocols) != 1:
+            raise RobustdeqError(
+                f"{where}: a train_seconds claim names one protocol, the one its benchmark was timed under"
+            )
         if (measure == "train_seconds") != ("benchmark" in table):
             raise RobustdeqError(
                 f"{where}: a train_seconds claim reads repeated timings from a benchmark results file "
@@ -152,7 +165,8 @@ def load_claims(path: Path = CLAIMS_FILE) -> list[Claim]:
             raise RobustdeqError(f"{where}: circular must say why the measurement cannot test the claim")
         default = ACCURACY_MARGIN if measure in ACCURACIES else COST_MARGIN
         floats = {k: float(table[k]) for k in ("expected_ratio", "expected_difference") if k in table}
-        claims.append(Claim(**{**table, **floats, "margin": float(table.get("margin", default))}))
+        margin = float(table.get("margin", default))
+        claims.append(Claim(**{**table, **floats, "protocols": tuple(protocols), "margin": margin}))
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise RobustdeqError(f"{path}: claim ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
@@ -247,10 +261,11 @@ def accuracy_difference(first: dict[str, Any], second: dict[str, Any], measure: 
 
 def benchmark_ratio(claim: Claim, folder: Path = BENCHMARK_RESULTS) -> tuple[Ratio | None, str]:
     """(first / second of the mean seconds per epoch with its spread over the repeats, "") from the
-    claim's benchmark results file in ``folder``, or (None, why not)."""
+    claim's benchmark results file in ``folder``, timed under the claim's (one) protocol, or (None, why not)."""
     name = f"benchmarks/results/{claim.benchmark}"
+    protocol = claim.protocols[0]
     rerun = (
-        f"run benchmarks/jiio_vs_pgd_at.py --repeats {MIN_REPEATS} --protocol {claim.protocol} --first {claim.first} "
+        f"run benchmarks/jiio_vs_pgd_at.py --repeats {MIN_REPEATS} --protocol {protocol} --first {claim.first} "
         f"--second {claim.second} on an idle machine"
     )
     path = folder / str(claim.benchmark)
@@ -258,8 +273,8 @@ def benchmark_ratio(claim: Claim, folder: Path = BENCHMARK_RESULTS) -> tuple[Rat
         return None, f"no {name} yet: {rerun}"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("protocol") != claim.protocol:
-            return None, f"{name} was measured under {data.get('protocol')!r}, not {claim.protocol}"
+        if data.get("protocol") != protocol:
+            return None, f"{name} was measured under {data.get('protocol')!r}, not {protocol}"
         if "repeats" not in data:
             return None, f"{name} holds one timing per defense (written before --repeats): {rerun}"
         runs = {}
@@ -298,14 +313,15 @@ def size_note(claim: Claim, finding: Finding) -> str:
     return ""
 
 
-def measure(claim: Claim, entries: dict[str, dict[str, Any]], benchmarks: Path) -> Finding:
-    """The claim's measurement and verdict, circularity aside."""
+def measure(claim: Claim, protocol: str, entries: dict[str, dict[str, Any]], benchmarks: Path) -> Finding:
+    """The claim's measurement and verdict on ``protocol``'s ``entries``, circularity aside."""
     if claim.measure == "train_seconds":
         ratio, why = benchmark_ratio(claim, benchmarks)
         if ratio is None:
-            return Finding(claim, NOT_MEASURED, note=why)
+            return Finding(claim, protocol, NOT_MEASURED, note=why)
         found = Finding(
             claim,
+            protocol,
             ratio_verdict(claim.expected, ratio.low, ratio.high, claim.margin, claim.expected_ratio),
             sum(ratio.first_runs) / len(ratio.first_runs),
             sum(ratio.second_runs) / len(ratio.second_runs),
@@ -313,35 +329,43 @@ def measure(claim: Claim, entries: dict[str, dict[str, Any]], benchmarks: Path) 
         )
         how = f"{ratio.repeats} interleaved timings each (benchmarks/results/{claim.benchmark}); interval: their spread"
         return dataclasses.replace(found, note="; ".join(filter(None, (how, size_note(claim, found)))))
+    if not entries:
+        return Finding(claim, protocol, NOT_EVALUATED, note=f"{NO_ENTRIES_YET} under {protocol}")
     missing = [d for d in (claim.first, claim.second) if d not in entries]
     if missing:
-        return Finding(claim, NOT_EVALUATED, note=f"no entry for {', '.join(missing)} under {claim.protocol}")
+        return Finding(claim, protocol, NOT_EVALUATED, note=f"no entry for {', '.join(missing)} under {protocol}")
     first, second = entries[claim.first], entries[claim.second]
     if version_key(first) != version_key(second):
-        return Finding(claim, NOT_COMPARABLE, note="evaluated under different protocol versions or numbers of examples")
+        why = "evaluated under different protocol versions or numbers of examples"
+        return Finding(claim, protocol, NOT_COMPARABLE, note=why)
     if claim.measure in ACCURACIES:
         field = ACCURACIES[claim.measure]
         d = accuracy_difference(first, second, claim.measure)
         result = verdict(claim.expected, d.low, d.high, claim.margin, d.p, claim.expected_difference)
-        found = Finding(claim, result, first[field], second[field], d)
+        found = Finding(claim, protocol, result, first[field], second[field], d)
         how = "" if d.paired else "unpaired (no per-example outcomes): two-proportion test"
         return dataclasses.replace(found, note="; ".join(filter(None, (how, size_note(claim, found)))))
     a, b = first["forward_cost"], second["forward_cost"]
     if a is None or b is None or b <= 0:
-        return Finding(claim, NOT_EVALUATED, a, b, note="forward_cost not recorded")
+        return Finding(claim, protocol, NOT_EVALUATED, a, b, note="forward_cost not recorded")
     r = Ratio(a / b, a / b, a / b)
-    found = Finding(
-        claim, ratio_verdict(claim.expected, r.low, r.high, claim.margin, claim.expected_ratio), a, b, None, r
-    )
+    result = ratio_verdict(claim.expected, r.low, r.high, claim.margin, claim.expected_ratio)
+    found = Finding(claim, protocol, result, a, b, None, r)
     return dataclasses.replace(found, note="; ".join(filter(None, ("one count each", size_note(claim, found)))))
 
 
-def assess(claim: Claim, entries: dict[str, dict[str, Any]], benchmarks: Path = BENCHMARK_RESULTS) -> Finding:
-    """The finding for ``claim`` from ``entries`` (defense id -> entry, the claim's protocol only) and,
-    for timings, the benchmark results in ``benchmarks``. A circular claim keeps its measurement but
-    gets no verdict, and its reason as the note."""
-    found = measure(claim, entries, benchmarks)
-    if claim.circular:
+def assess(
+    claim: Claim,
+    entries: dict[str, dict[str, Any]],
+    benchmarks: Path = BENCHMARK_RESULTS,
+    protocol: str | None = None,
+) -> Finding:
+    """The finding for ``claim`` on ``protocol`` (default: the claim's first) from ``entries`` (defense
+    id -> entry, that protocol's only; empty when it has none yet) and, for timings, the benchmark
+    results in ``benchmarks``. A circular claim keeps its measurement but gets no verdict, and its
+    reason as the note; without a measurement (an entry missing) it says why, like any other."""
+    found = measure(claim, protocol or claim.protocols[0], entries, benchmarks)
+    if claim.circular and found.verdict not in (NOT_EVALUATED, NOT_MEASURED, NOT_COMPARABLE):
         return dataclasses.replace(found, verdict=CIRCULAR, note=claim.circular.strip())
     return found
 
@@ -349,8 +373,14 @@ def assess(claim: Claim, entries: dict[str, dict[str, Any]], benchmarks: Path = 
 def assess_all(
     claims: list[Claim], entries: dict[str, dict[str, dict[str, Any]]], benchmarks: Path = BENCHMARK_RESULTS
 ) -> list[Finding]:
-    """``entries``: protocol -> defense id -> entry (protocols without entries may be absent)."""
-    return [assess(c, entries.get(c.protocol, {}), benchmarks) for c in claims]
+    """One finding per claim and protocol, in the claims' order. ``entries``: protocol -> defense id ->
+    entry (protocols without entries may be absent: their findings say "no entries yet")."""
+    return [assess(c, entries.get(p, {}), benchmarks, p) for c in claims for p in c.protocols]
+
+
+def protocols_of(findings: list[Finding]) -> list[str]:
+    """The protocols the findings cover, in the order the claims first name them."""
+    return list(dict.fromkeys(f.protocol for f in findings))
 
 
 def value(finding: Finding, side: str) -> str:
@@ -378,6 +408,38 @@ def measured(finding: Finding) -> str:
     return "-"
 
 
+def p_value(finding: Finding) -> str:
+    """The exact McNemar p-value of an accuracy difference (or the unpaired test's), else "-"."""
+    return "-" if finding.difference is None else f"{finding.difference.p:.3g}"
+
+
+def in_brief(finding: Finding | None) -> tuple[str, str]:
+    """One summary cell as (verdict, detail): the measurement and p where there is one, "no entries yet"
+    for a protocol without entries; ("-", "") where the claim does not name the protocol."""
+    if finding is None:
+        return "-", ""
+    detail = []
+    if finding.difference is not None or finding.ratio is not None:
+        detail.append(measured(finding))
+    if finding.difference is not None:
+        detail.append(f"p {p_value(finding)}")
+    if not detail and finding.note.startswith(NO_ENTRIES_YET):
+        detail.append(NO_ENTRIES_YET)
+    return finding.verdict, ", ".join(detail)
+
+
+def summary_rows(findings: list[Finding]) -> tuple[list[str], list[tuple[Claim, list[tuple[str, str]]]]]:
+    """(the protocols, one row per claim: the claim and its :func:`in_brief` cell per protocol)."""
+    protocols = protocols_of(findings)
+    by_claim: dict[str, dict[str, Finding]] = {}
+    claims: dict[str, Claim] = {}
+    for f in findings:
+        by_claim.setdefault(f.claim.id, {})[f.protocol] = f
+        claims.setdefault(f.claim.id, f.claim)
+    rows = [(claims[i], [in_brief(cells.get(p)) for p in protocols]) for i, cells in by_claim.items()]
+    return protocols, rows
+
+
 def expectation(claim: Claim) -> str:
     """The measure and what the paper expects of it, with the claimed size and the margin."""
     text = f"{claim.measure}, expected {claim.expected}"
@@ -390,32 +452,56 @@ def expectation(claim: Claim) -> str:
     return text
 
 
+def cell(text: str) -> str:
+    return text.replace("|", "\\|") or "-"
+
+
 def markdown_section(findings: list[Finding]) -> str:
-    """A Markdown section: one row per claim, with its note."""
+    """A Markdown section: a summary (one row per claim, one column per protocol), then a table per
+    protocol with every claim it tests, each row with its note."""
+    protocols, summary = summary_rows(findings)
     lines = [
         "## The seed papers' claims",
         "",
-        "Computed from the entries and benchmark results by `robustdeq report` (claims and entry pairs: "
-        "`robustdeq/report/claims.toml`; rules: `docs/statistics.md`). Accuracy differences are first - second in "
+        "Computed from the entries and benchmark results by `robustdeq report` (claims, entry pairs and the "
+        "protocols that test them: `robustdeq/report/claims.toml`; rules: `docs/statistics.md`). Each protocol "
+        "tests a claim on its own entries: a verdict per data set. Accuracy differences are first - second in "
         "points with their 95% interval (Newcombe, paired) and the exact McNemar p-value; costs are the ratio "
         "first / second: block evaluations, one count each; training time, the mean of repeated interleaved "
         "timings with their spread. A claimed size is tested, not only the direction. A verdict holds at this "
         "protocol's number of examples (or these repeats) only: `inconclusive` means the measurement cannot tell, "
-        "not that the claim is false; `not measured` that the timings do not exist yet; `no verdict: circular` "
-        "that the benchmark fixes the answer by construction (the note says how).",
+        "not that the claim is false; `not measured` that the timings do not exist yet; `not evaluated` that an "
+        "entry (or, `no entries yet`, every entry) of the protocol is missing; `no verdict: circular` that the "
+        "benchmark fixes the answer by construction (the note says how).",
         "",
-        "| claim | protocol | first vs second | measure | first | second | measured [interval] | p | verdict | note |",
-        "|:--|:--|:--|:--|--:|--:|--:|--:|:--|:--|",
+        "| claim | first vs second | measure | " + " | ".join(protocols) + " |",
+        "|:--|:--|:--|" + ":--|" * len(protocols),
     ]
-    for f in findings:
-        c = f.claim
-        p = "-" if f.difference is None else f"{f.difference.p:.3g}"
-        note = f.note.replace("|", "\\|") or "-"
+    for c, cells in summary:
         lines.append(
-            f"| [{c.text}]({c.paper}) | {c.protocol} | {c.first} vs {c.second} | {expectation(c)} | "
-            f"{value(f, 'first')} | {value(f, 'second')} | {measured(f)} | {p} | **{f.verdict}** | {note} |"
+            f"| [{c.text}]({c.paper}) | {c.first} vs {c.second} | {expectation(c)} | "
+            + " | ".join("-" if v == "-" else cell(f"**{v}** {detail}".strip()) for v, detail in cells)
+            + " |"
         )
-    unpaired = [f.claim.id for f in findings if f.difference is not None and not f.difference.paired]
+    for protocol in protocols:
+        lines += [
+            "",
+            f"### On {protocol}",
+            "",
+            "| claim | first vs second | measure | first | second | measured [interval] | p | verdict | note |",
+            "|:--|:--|:--|--:|--:|--:|--:|:--|:--|",
+        ]
+        for f in findings:
+            if f.protocol != protocol:
+                continue
+            c = f.claim
+            lines.append(
+                f"| [{c.text}]({c.paper}) | {c.first} vs {c.second} | {expectation(c)} | {value(f, 'first')} | "
+                f"{value(f, 'second')} | {measured(f)} | {p_value(f)} | **{f.verdict}** | {cell(f.note)} |"
+            )
+    unpaired = [
+        f"{f.claim.id} ({f.protocol})" for f in findings if f.difference is not None and not f.difference.paired
+    ]
     if unpaired:
         lines += [
             "",
