@@ -1,0 +1,52 @@
+"""benchmarks/mnist_throughput.py: the projection prices each tier entry at its family's timed defense,
+the tier's own model where it was timed, else the timing model scaled by the tier / timing ratio; the
+committed summary is what its own numbers give."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("mnist_throughput", REPO / "benchmarks" / "mnist_throughput.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_projection_prices_by_the_tier_model_where_timed_else_the_scaled_timing_model(bench: ModuleType) -> None:
+    timed = {
+        "deq-pgd-at": {"seconds_per_example": 2.0},
+        "deq-pgd-at (tier)": {"seconds_per_example": 6.0},
+        "cnn-pgd-at": {"seconds_per_example": 1.0},
+        "lyadeq-trades": {"seconds_per_example": 10.0},
+    }
+    p = bench.projection(timed)
+    assert p["timing_to_tier_ratio"] == 3.0
+    hours = p["1000"]["per_entry_hours"]
+    assert hours["deq-trades"] == round(6.0 * 1000 / 3600, 2)  # the tier's deq-pgd-at
+    assert hours["cnn-standard"] == round(1.0 * 3.0 * 1000 / 3600, 2)  # the timing model, scaled
+    assert hours["lyadeq-standard"] == round(10.0 * 3.0 * 1000 / 3600, 2)
+    assert "deq-pgd-at-er" not in hours and p["1000"]["priced"] == 10  # nothing timed for it
+    assert p["500"]["core_hours"] == pytest.approx(p["1000"]["core_hours"] / 2, abs=0.1)
+
+
+def test_the_committed_summary_is_what_its_numbers_give(bench: ModuleType) -> None:
+    result = json.loads((REPO / "benchmarks" / "results" / "mnist_throughput.json").read_text())
+    assert bench.projection(result["timed"]) == result["projection"]
+    assert (REPO / "benchmarks" / "results" / "mnist_throughput.md").read_text() == bench.markdown(result)
+
+
+def test_the_note_is_kept_out_of_the_command(bench: ModuleType) -> None:
+    assert bench.without_note(["--data-dir", "d", "--note", "busy", "--n-examples", "4"]) == [
+        "--data-dir", "d", "--n-examples", "4",
+    ]  # fmt: skip
