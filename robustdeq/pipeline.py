@@ -279,10 +279,22 @@ def defense_from_meta(meta: dict[str, Any], where: Path) -> tuple[DefenseSpec, l
     notes = []
     original = Path(meta["defense_path"]) / MANIFEST if meta.get("defense_path") else None
     if original is not None and original.is_file() and original.read_text(encoding="utf-8") != meta["manifest"]:
-        notes.append(
-            f"{original} has changed since this checkpoint was trained; evaluating with the manifest it carries"
-        )
+        if _trains_otherwise(original, spec, meta["dataset"]):
+            notes.append(
+                f"{original} has changed since this checkpoint was trained; evaluating with the manifest it carries"
+            )
     return spec, notes
+
+
+def _trains_otherwise(manifest: Path, carried: DefenseSpec, dataset: str) -> bool:
+    """Whether the defense folder's manifest now builds or trains ``dataset``'s model otherwise than the
+    manifest a checkpoint carries (a changed description, deviation or other data set's table does not)."""
+    try:
+        now = parse_defense(tomllib.loads(manifest.read_text(encoding="utf-8")), carried.id, None, str(manifest))
+    except (RobustdeqError, tomllib.TOMLDecodeError):
+        return True
+    a, b = now.on(dataset), carried.on(dataset)
+    return (a.model, a.solver, a.train, a.torchdeq_adapter) != (b.model, b.solver, b.train, b.torchdeq_adapter)
 
 
 def load_trained(

@@ -123,3 +123,17 @@ def test_the_fidelity_page_shows_each_data_sets_settings_and_deviations(tmp_path
     (tmp_path / "variants" / "defense.toml").write_text(MANIFEST.split("[datasets.mnist]")[0])
     page = render_page(tmp_path)
     assert "### " not in page and "Our settings" not in page and "| 1 | - |" in page
+
+
+def test_a_checkpoint_is_noted_as_trained_otherwise_only_when_its_data_sets_model_or_training_changed(
+    tmp_path: Path,
+) -> None:
+    from robustdeq.pipeline import defense_from_meta
+
+    folder = defense_folder(tmp_path)
+    carried = MANIFEST.split("[datasets.mnist]")[0]  # trained before the MNIST table was added
+    meta = {"manifest": carried, "defense": "variants", "defense_path": str(folder), "dataset": "digits", "files": {}}
+    assert defense_from_meta(meta, folder)[1] == []  # another data set's table: the digits model is the same
+    assert defense_from_meta({**meta, "dataset": "mnist"}, folder)[1]  # MNIST's training changed
+    (folder / "defense.toml").write_text(MANIFEST.replace("epochs = 15", "epochs = 14"))
+    assert defense_from_meta(meta, folder)[1]
