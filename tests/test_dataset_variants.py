@@ -137,3 +137,21 @@ def test_a_checkpoint_is_noted_as_trained_otherwise_only_when_its_data_sets_mode
     assert defense_from_meta({**meta, "dataset": "mnist"}, folder)[1]  # MNIST's training changed
     (folder / "defense.toml").write_text(MANIFEST.replace("epochs = 15", "epochs = 14"))
     assert defense_from_meta(meta, folder)[1]
+
+
+def test_what_was_changed_after_reading_is_carried_over_to_the_variant(tmp_path: Path) -> None:
+    """A sweep replaces model settings and the seed study the training seed before the pipeline picks the
+    data set's variant: picking it must not undo them."""
+    from dataclasses import replace
+
+    spec = load_defense(defense_folder(tmp_path))
+    changed = replace(
+        spec,
+        train=replace(spec.train, seed=3),
+        model=replace(spec.model, settings={**spec.model.settings, "bound": 0.5}),
+    )
+    mnist = changed.on("mnist")
+    assert (mnist.train.seed, mnist.train.epochs, mnist.model.settings) == (3, 2, {"channels": 4, "bound": 0.5})
+    digits = changed.on("digits")
+    assert (digits.train.seed, digits.train.epochs, digits.model.settings["bound"]) == (3, 15, 0.5)
+    assert mnist.on("digits").train.seed == 3 and mnist.on("digits").train.epochs == 15

@@ -309,18 +309,42 @@ class DefenseSpec:
 
     def on(self, dataset: str) -> DefenseSpec:
         """This defense as it is trained and evaluated on ``dataset``: its ``[datasets.<dataset>]``
-        variant, or the manifest's defaults when it has none."""
-        chosen = dict(self.variants).get(dataset) or dict(self.variants).get("")
-        return (
-            self
-            if chosen is None
-            else replace(chosen, manifest=self.manifest, files=self.files, variants=self.variants)
+        variant, or the manifest's defaults when it has none. What was changed on this spec after it
+        was read (a sweep's model settings, another training seed) is carried over to the variant,
+        setting by setting."""
+        variants = dict(self.variants)
+        if self.dataset == dataset or not variants:
+            return self
+        current = variants[self.dataset or ""]  # the variant this spec was read as
+        chosen = variants.get(dataset, variants[""])
+        return replace(
+            chosen,
+            model=replace(
+                chosen.model,
+                settings={**chosen.model.settings, **_changed(self.model.settings, current.model.settings)},
+            ),
+            train=replace(chosen.train, **_changed(vars(self.train), vars(current.train))),
+            solver=(
+                chosen.solver.model_copy(update=_changed(self.solver.model_dump(), current.solver.model_dump()))
+                if chosen.solver is not None and self.solver is not None and current.solver is not None
+                else self.solver
+                if chosen.solver is None
+                else chosen.solver
+            ),
+            manifest=self.manifest,
+            files=self.files,
+            variants=self.variants,
         )
 
     @property
     def datasets(self) -> tuple[str, ...]:
         """The data sets with a variant of their own."""
         return tuple(name for name, _ in self.variants if name)
+
+
+def _changed(now: dict[str, Any], read: dict[str, Any]) -> dict[str, Any]:
+    """The settings of ``now`` that differ from those it was ``read`` with."""
+    return {key: value for key, value in now.items() if key not in read or read[key] != value}
 
 
 def defense_id(folder: Path) -> str:
