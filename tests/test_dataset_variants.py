@@ -147,6 +147,7 @@ def test_what_was_changed_after_reading_is_carried_over_to_the_variant(tmp_path:
     spec = load_defense(defense_folder(tmp_path))
     changed = replace(
         spec,
+        id="variants-swept",
         train=replace(spec.train, seed=3),
         model=replace(spec.model, settings={**spec.model.settings, "bound": 0.5}),
     )
@@ -155,3 +156,4 @@ def test_what_was_changed_after_reading_is_carried_over_to_the_variant(tmp_path:
     digits = changed.on("digits")
     assert (digits.train.seed, digits.train.epochs, digits.model.settings["bound"]) == (3, 15, 0.5)
     assert mnist.on("digits").train.seed == 3 and mnist.on("digits").train.epochs == 15
+    assert mnist.id == digits.id == "variants-swept"

@@ -319,6 +319,7 @@ class DefenseSpec:
         chosen = variants.get(dataset, variants[""])
         return replace(
             chosen,
+            **{key: getattr(self, key) for key in UNVARIED},
             model=replace(
                 chosen.model,
                 settings={**chosen.model.settings, **_changed(self.model.settings, current.model.settings)},
@@ -340,6 +341,10 @@ class DefenseSpec:
     def datasets(self) -> tuple[str, ...]:
         """The data sets with a variant of their own."""
         return tuple(name for name, _ in self.variants if name)
+
+
+# What no [datasets.<name>] table sets: a spec's own, as it may have been changed after it was read.
+UNVARIED = ("id", "name", "paper", "authors", "path", "protocols", "suite", "torchdeq_adapter")
 
 
 def _changed(now: dict[str, Any], read: dict[str, Any]) -> dict[str, Any]:
