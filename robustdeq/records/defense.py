@@ -325,13 +325,7 @@ class DefenseSpec:
                 settings={**chosen.model.settings, **_changed(self.model.settings, current.model.settings)},
             ),
             train=replace(chosen.train, **_changed(vars(self.train), vars(current.train))),
-            solver=(
-                chosen.solver.model_copy(update=_changed(self.solver.model_dump(), current.solver.model_dump()))
-                if chosen.solver is not None and self.solver is not None and current.solver is not None
-                else self.solver
-                if chosen.solver is None
-                else chosen.solver
-            ),
+            solver=_carried_solver(self.solver, current.solver, chosen.solver),
             manifest=self.manifest,
             files=self.files,
             variants=self.variants,
@@ -345,6 +339,16 @@ class DefenseSpec:
 
 # What no [datasets.<name>] table sets: a spec's own, as it may have been changed after it was read.
 UNVARIED = ("id", "name", "paper", "authors", "path", "protocols", "suite", "torchdeq_adapter")
+
+
+def _carried_solver(now: SolverSpec | None, read: SolverSpec | None, chosen: SolverSpec | None) -> SolverSpec | None:
+    """``chosen`` (a variant's solver) with what ``now`` changed since it was ``read``; ``now`` when the
+    variant has none."""
+    if chosen is None:
+        return now
+    if now is None or read is None:
+        return chosen
+    return chosen.model_copy(update=_changed(now.model_dump(), read.model_dump()))
 
 
 def _changed(now: dict[str, Any], read: dict[str, Any]) -> dict[str, Any]:
@@ -396,19 +400,20 @@ def parse_defense(data: dict[str, Any], defense: str, folder: Path | None, where
         return defaults
     variants: list[tuple[str, DefenseSpec]] = [("", defaults)]
     for name, table in manifest.datasets.items():
-        merged = _merge({k: v for k, v in data.items() if k != "datasets"}, table, data["datasets"][name])
+        merged = _merge({k: v for k, v in data.items() if k != "datasets"}, table)
         variant = _spec(parse(DefenseFile, merged, f"{where} [datasets.{name}]"), defense, folder)
         variants.append((name, replace(variant, dataset=name)))
     return replace(defaults, variants=tuple(variants))
 
 
-def _merge(data: dict[str, Any], table: DatasetTable, raw: dict[str, Any]) -> dict[str, Any]:
+def _merge(data: dict[str, Any], table: DatasetTable) -> dict[str, Any]:
     """The manifest's data with one ``[datasets.<name>]`` table applied (see :class:`DatasetTable`)."""
-    merged = _deep_merge(data, {key: raw[key] for key in ("model", "solver", "train") if key in raw})
+    tables = {"model": table.model, "solver": table.solver, "train": table.train}
+    merged = _deep_merge(data, {key: value for key, value in tables.items() if value})
     if table.description is not None:
         merged["description"] = table.description
-    if "deviations" in raw:
-        merged["fidelity"] = {**merged.get("fidelity", {}), "deviations": raw["deviations"]}
+    if table.deviations is not None:
+        merged["fidelity"] = {**merged.get("fidelity", {}), "deviations": [d.model_dump() for d in table.deviations]}
     return merged
 
 
