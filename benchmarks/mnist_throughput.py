@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from robustdeq.pipeline import Budget, load_splits, run_defense, training_state_file
 from robustdeq.progress import Progress
 from robustdeq.records.defense import find_defense
 from robustdeq.records.protocol import find_protocol
+from robustdeq.training.resume import saved
 
 RESULTS = Path(__file__).parent / "results"
 PROTOCOL = "mnist-linf-0.3"
@@ -69,16 +69,8 @@ def finished_tier_state(tier: Path | None, name: str) -> Path | None:
     if tier is None:
         return None
     path = training_state_file(tier, PROTOCOL, name)
-    meta = state_meta(path)
+    meta = saved(path)
     return path if meta.get("epochs") == find_defense(name).on("mnist").train.epochs else None
-
-
-def state_meta(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    with safe_open(str(path), framework="pt") as handle:
-        meta: dict[str, Any] = json.loads((handle.metadata() or {}).get("meta", "{}"))
-    return meta
 
 
 def time_defense(
@@ -129,7 +121,7 @@ def tier_training(tier: Path | None) -> dict[str, dict[str, float]]:
     if tier is None:
         return out
     for name in TIER:
-        meta = state_meta(training_state_file(tier, PROTOCOL, name))
+        meta = saved(training_state_file(tier, PROTOCOL, name))
         if meta.get("epochs"):
             out[name] = {"epochs": meta["epochs"], "seconds_per_epoch": meta["seconds"] / meta["epochs"]}
     return out

@@ -69,13 +69,8 @@ class TrainingState:
         """Load the last finished epoch into ``model``, ``optimizer`` and ``generators`` (and torch's
         global generator); returns the epochs done and the last batch loss, (0, nan) when there is no
         file with this key."""
-        try:
-            with safe_open(str(self.path), framework="pt") as handle:
-                header = handle.metadata() or {}
-            meta = json.loads(header.get("meta", "{}"))
-        except (OSError, SafetensorError, json.JSONDecodeError):  # no file, or not one of ours
-            return 0, float("nan")
-        if header.get("format") != FORMAT or meta.get("key") != self.key:
+        meta = saved(self.path)
+        if meta.get("key") != self.key:
             return 0, float("nan")
         tensors = load_file(str(self.path))
         model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -130,3 +125,15 @@ def packed(tensor: Tensor) -> Tensor:
     """A contiguous CPU copy (safetensors refuses views; a parametrization's base can be one, e.g.
     LyaDEQ's orthogonal head at MNIST size)."""
     return tensor.detach().to(CPU).clone(memory_format=torch.contiguous_format)
+
+
+def saved(path: Path) -> dict[str, Any]:
+    """What a training state file records (key, epochs done, seconds spent, ...); empty when there is
+    no file or it is not one of ours."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        meta: dict[str, Any] = json.loads(header.get("meta", "{}"))
+    except (OSError, SafetensorError, json.JSONDecodeError):
+        return {}
+    return meta if header.get("format") == FORMAT else {}
