@@ -54,7 +54,7 @@ from robustdeq.leaderboard.ranking import ALPHA, Ranked, order_key, rank_groups
 from robustdeq.leaderboard.stats import wilson
 from robustdeq.records.entry import best_known, split_checks
 from robustdeq.records.flags import FLAGS, kind
-from robustdeq.records.protocol import find_protocol
+from robustdeq.records.protocol import ProtocolSpec, find_protocol
 from robustdeq.records.published import PUBLISHED, PublishedFile, read_published
 from robustdeq.records.store import atomic_write_text, read_seeds
 
@@ -460,12 +460,19 @@ def published_section(published: PublishedFile, level: int = 2) -> str:
     return "\n".join(lines) + "\n"
 
 
+def known_protocol(protocol: str) -> ProtocolSpec | None:
+    """``attacks/<protocol>.toml`` as robustdeq reads it, or None when the folder names no known protocol."""
+    try:
+        return find_protocol(protocol)
+    except RobustdeqError:
+        return None
+
+
 def protocol_line(protocol: str) -> str:
     """The protocol's data set, threat model, examples and version (from ``attacks/<protocol>.toml``), or
     "" when it is not a known protocol."""
-    try:
-        spec = find_protocol(protocol)
-    except RobustdeqError:
+    spec = known_protocol(protocol)
+    if spec is None:
         return ""
     return (
         f"Data set {spec.dataset}, threat model {spec.threat.norm} eps = {spec.threat.eps:g}, "

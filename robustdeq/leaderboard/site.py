@@ -60,12 +60,11 @@ from robustdeq.leaderboard.headline import (
     with_seeds,
 )
 from robustdeq.leaderboard.ranking import ALPHA, Ranked, order_key, rank_groups
-from robustdeq.leaderboard.render import NO_ENTRIES_YET, published_context, templates
+from robustdeq.leaderboard.render import NO_ENTRIES_YET, known_protocol, published_context, templates
 from robustdeq.leaderboard.stats import wilson
 from robustdeq.records.entry import best_known, split_checks
 from robustdeq.records.flags import FLAGS, kind
 from robustdeq.records.outcomes import decode_indices
-from robustdeq.records.protocol import find_protocol
 from robustdeq.records.published import PublishedFile, published_only, read_published
 from robustdeq.records.store import atomic_write_text, copy_atomically, protocol_folders, read_entries, read_seeds
 
@@ -247,10 +246,7 @@ def index_page(summaries: list[tuple[str, list[Ranked]]]) -> str:
 
 def waiting_summary(protocol: str) -> dict[str, Any]:
     """The index row of a protocol with no entries yet, from ``attacks/<protocol>.toml`` where it is known."""
-    try:
-        spec = find_protocol(protocol)
-    except RobustdeqError:
-        spec = None
+    spec = known_protocol(protocol)
     return {
         "name": protocol,
         "href": f"{quote(protocol)}/index.html",
@@ -384,39 +380,28 @@ def protocol_page(
 ) -> str:
     """The protocol's page: its ranked table and legend, then the numbers published elsewhere; with no
     entries yet (``ranked`` empty), the protocol as ``attacks/<protocol>.toml`` has it and a line saying so."""
-    if not ranked:
+    if ranked:
+        first = ranked[0].entry
+        header = {
+            "version": str(first["protocol_version"]),
+            "dataset": first["dataset"],
+            "threat_model": threat_model(first),
+            "n_examples": str(first["n_examples"]),
+            "hash": first["protocol_hash"][:12],
+        }
+    else:
         summary = waiting_summary(protocol)
-        return page(
-            "protocol.html",
-            protocol=protocol,
-            version=summary["version"],
-            dataset=summary["dataset"],
-            threat_model=summary["threat_model"],
-            n_examples=summary["n_examples"],
-            hash=summary["hash"],
-            entries="0",
-            no_entries=NO_ENTRIES_YET,
-            columns=COLUMNS,
-            rows=[],
-            legend=[],
-            figures=[],
-            published=published_context(published),
-        )
-    first = ranked[0].entry
+        header = {key: summary[key] for key in ("version", "dataset", "threat_model", "n_examples", "hash")}
     return page(
         "protocol.html",
         protocol=protocol,
-        version=str(first["protocol_version"]),
-        dataset=first["dataset"],
-        threat_model=threat_model(first),
-        n_examples=str(first["n_examples"]),
-        hash=first["protocol_hash"][:12],
+        **header,
         entries=str(len(ranked)),
-        no_entries=None,
+        no_entries=None if ranked else NO_ENTRIES_YET,
         columns=COLUMNS,
         rows=[table_row(r, ranked[i - 1] if i else None) for i, r in enumerate(ranked)],
-        legend=legend(ranked),
-        figures=[(quote(name), name) for name in figures],
+        legend=legend(ranked) if ranked else [],
+        figures=[(quote(name), name) for name in figures] if ranked else [],
         published=published_context(published),
     )
 
