@@ -3,22 +3,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import load_benchmark
 
 
 def module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("jiio_vs_pgd_at", REPO / "benchmarks" / "jiio_vs_pgd_at.py")
-    assert spec is not None and spec.loader is not None
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    return loaded
+    return load_benchmark("jiio_vs_pgd_at")
 
 
 def test_timings_are_interleaved_and_summarised_with_their_spread() -> None:

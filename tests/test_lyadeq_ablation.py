@@ -3,24 +3,20 @@ was computed with (the ablation itself is run by hand, not here)."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 from types import ModuleType
 
 from robustdeq.records.defense import load_defense
 from robustdeq.records.protocol import find_protocol
+from tests.conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parent.parent
 ARM = "lyadeq-unconstrained-only-standard"
 
 
 def module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lyadeq_ablation", REPO / "benchmarks" / "lyadeq_ablation.py")
-    assert spec is not None and spec.loader is not None
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    return loaded
+    return load_benchmark("lyadeq_ablation")
 
 
 def test_every_arm_folder_is_run_and_the_new_arm_is_among_them() -> None:

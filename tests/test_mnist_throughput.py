@@ -4,23 +4,20 @@ committed summary is what its own numbers give."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.conftest import load_benchmark
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("mnist_throughput", REPO / "benchmarks" / "mnist_throughput.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("mnist_throughput")
 
 
 def test_the_projection_prices_by_the_tier_model_where_timed_else_the_scaled_timing_model(bench: ModuleType) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,16 +11,13 @@ from types import ModuleType
 import pytest
 
 from robustdeq.records.defense import find_defense
+from tests.conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("seed_variance", REPO / "benchmarks" / "seed_variance.py")
-    assert spec is not None and spec.loader is not None
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    return loaded
+    return load_benchmark("seed_variance")
 
 
 def test_spread_and_summary_of_accuracies_across_seeds() -> None:
