@@ -48,6 +48,7 @@ def run_epochs(
     attack_rng = torch.Generator(CPU).manual_seed(stream + 1)
     n_batches = (len(y) + spec.batch_size - 1) // spec.batch_size
     generators = {"shuffle": shuffle, "attack": attack_rng}
+    warmup = spec.eps_warmup_epochs * n_batches  # batches over which the training attack's eps ramps up
     # before DDP wraps the model: it takes rank 0's weights, which every rank has just read
     done, reported = state.restore(model, optimizer, generators) if state is not None else (0, float("nan"))
     advance(done * n_batches)
@@ -64,7 +65,6 @@ def run_epochs(
             if share == 0:
                 rows = slice(0, 1)
             mine = idx[rows]
-            warmup = spec.eps_warmup_epochs * n_batches  # batches over which the attack's eps ramps up
             now = ramped(recipe, (epoch * n_batches + b + 1) / warmup) if warmup > 0 else recipe
             loss = now.loss(net, x[mine], y[mine], BatchNoise(attack_rng, len(idx), rows))
             penalty = regularisation(model)

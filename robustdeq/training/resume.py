@@ -98,9 +98,9 @@ class TrainingState:
         if not distributed.is_main():
             return
         tensors: dict[str, Tensor] = {f"model.{k}": packed(v) for k, v in model.state_dict().items()}
-        saved = optimizer.state_dict()
+        optimizer_state = optimizer.state_dict()
         values: dict[str, dict[str, Any]] = {}
-        for i, entry in saved["state"].items():
+        for i, entry in optimizer_state["state"].items():
             values[str(i)] = {}
             for key, value in entry.items():
                 if isinstance(value, Tensor):
@@ -115,7 +115,7 @@ class TrainingState:
             "epochs": epochs,
             "seconds": self.seconds,
             "final_loss": final_loss,
-            "param_groups": saved["param_groups"],
+            "param_groups": optimizer_state["param_groups"],
             "optimizer_values": values,
         }
         atomic_write_bytes(self.path, to_bytes(tensors, metadata={"format": FORMAT, "meta": json.dumps(meta)}))
