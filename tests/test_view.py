@@ -27,6 +27,31 @@ def test_rows_are_matched_to_the_unique_example_whose_ball_holds_them() -> None:
     assert twins.match(x[:1]).tolist() == [-1]  # ambiguous: start cold
 
 
+def brute_force_match(rows: torch.Tensor, anchors: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
+    """Every row against every example on every feature: the unique example within eps, else -1."""
+    diff = rows.flatten(1)[:, None, :] - anchors.flatten(1)[None]
+    dist = diff.abs().amax(-1) if threat.norm == "Linf" else diff.norm(dim=-1)
+    inside = dist <= threat.eps + 1e-6
+    return torch.where(inside.sum(1) == 1, inside.float().argmax(1), -1)
+
+
+def test_screened_matching_agrees_with_comparing_every_feature() -> None:
+    """The matching screens pairs on a few features before comparing them in full: it must find
+    exactly what comparing every feature of every pair finds, ambiguous and unmatched rows included."""
+    generator = torch.Generator().manual_seed(2)
+    x = load("digits", "test").x[:60]
+    x = torch.cat([x, x[:3], (x[3:6] + 0.05).clamp(0, 1)])  # duplicates and overlapping balls
+    cases = [(ThreatModel("Linf", 0.2), 0.5), (ThreatModel("L2", 1.0), 0.4), (ThreatModel("Linf", 0.6), 0.9)]
+    for threat, scale in cases:
+        view = AttackView(deq(), x, threat)
+        noisy = (x + scale * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+        rows = torch.cat([threat.project(noisy, x), noisy, torch.rand(5, 1, 8, 8, generator=generator)])
+        rows = rows[torch.randperm(len(rows), generator=generator)]
+        expected = brute_force_match(rows, x, threat)
+        assert torch.equal(view.match(rows), expected)
+        assert (expected >= 0).any() and (expected < 0).any()  # both kinds of rows were met
+
+
 def test_warm_starts_never_leak_between_examples() -> None:
     model = deq()
     assert supports_warm_start(model)

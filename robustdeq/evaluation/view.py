@@ -39,6 +39,11 @@ from robustdeq.records.threat import VERIFY_ATOL, ThreatModel
 
 # Bound on the (rows x anchors x features) distance tensor built at once when matching.
 _MATCH_CHUNK = 1 << 24
+# Matching first compares rows and examples on this many features (those that vary most across the
+# examples): a distance over some features is a lower bound of the distance over all of them (L-inf
+# and L2), so a pair apart by more than the radius there is apart; only the pairs left are compared
+# in full. On 196 MNIST rows against 250 examples: 317 ms comparing every feature of every pair.
+_SCREEN_FEATURES = 32
 # A row within this (max-abs) distance of a held adversarial point is that point.
 HOLD_ATOL = 1e-6
 # An example is held once misclassified by this margin, relative to its largest |logit|.
@@ -80,6 +85,8 @@ class AttackView(nn.Module):
         self.train(model.training)
         self.threat = threat
         self.anchors = anchors.flatten(1)
+        spread = self.anchors.var(0) if len(self.anchors) > 1 else self.anchors.new_zeros(self.anchors.shape[1])
+        self.screen = spread.argsort(descending=True)[:_SCREEN_FEATURES]
         # Examples whose ball overlaps no other example's ball (centre distance > 2 eps).
         twice = self._match_all(self.anchors, self.anchors, 2 * (threat.eps + VERIFY_ATOL))
         self.isolated = twice >= 0
@@ -130,14 +137,27 @@ class AttackView(nn.Module):
         return diff.abs().amax(-1) if self.threat.norm == "Linf" else diff.norm(dim=-1)
 
     def _match_all(self, rows: Tensor, anchors: Tensor, radius: float) -> Tensor:
+        """Index of the unique row of ``anchors`` within ``radius`` of each row, or -1 (none or several):
+        screened on a few features (``_SCREEN_FEATURES``), the pairs left compared on all of them."""
+        near = self._pairwise(rows[:, self.screen], anchors[:, self.screen]) <= radius
+        pairs = near.nonzero()
+        per_chunk = max(1, _MATCH_CHUNK // max(1, rows.shape[1]))
+        inside = torch.cat(
+            [self._distance(rows[chunk[:, 0]] - anchors[chunk[:, 1]]) <= radius for chunk in pairs.split(per_chunk)]
+            or [near.new_zeros(0)]
+        )
+        count = torch.zeros(len(rows), dtype=torch.long, device=rows.device).index_add_(0, pairs[:, 0], inside.long())
+        found = torch.full((len(rows),), -1, dtype=torch.long, device=rows.device)
+        hit = pairs[inside]
+        found[hit[:, 0]] = hit[:, 1]
+        return torch.where(count == 1, found, -1)
+
+    def _pairwise(self, rows: Tensor, anchors: Tensor) -> Tensor:
+        """(rows x anchors) distances, built in chunks of at most ``_MATCH_CHUNK`` differences."""
         per_chunk = max(1, _MATCH_CHUNK // max(1, len(anchors) * rows.shape[1]))
-        out = []
-        for start in range(0, len(rows), per_chunk):
-            dist = self._distance(rows[start : start + per_chunk, None, :] - anchors[None])
-            inside = dist <= radius
-            unique = inside.sum(1) == 1
-            out.append(torch.where(unique, inside.float().argmax(1), torch.full_like(unique, -1, dtype=torch.long)))
-        return torch.cat(out)
+        starts = range(0, len(rows), per_chunk)
+        chunks = [self._distance(rows[i : i + per_chunk, None, :] - anchors[None]) for i in starts]
+        return torch.cat(chunks) if chunks else rows.new_zeros(0, len(anchors))
 
     def forward(self, x: Tensor) -> Tensor:
         idx = self.match(x) if self.warm_start or self.labels is not None else None
