@@ -13,6 +13,9 @@ torch thread (``bench --jobs 2`` runs two such workers on two cores):
 - evaluates it with the full protocol (``mnist-linf-0.3``) on the first ``--n-examples`` test images:
   seconds per test example for the whole protocol and for AutoAttack alone, with the model's clean and
   robust accuracy;
+- with ``--tier-n-examples`` (the protocol's batch size, 250), evaluates the tier's own finished models on
+  that many test images too: the cost per image falls with the batch (the per-call overhead of a DEQ's
+  solves is shared by more rows), so this is the figure the tier will see;
 - projects the MNIST tier's evaluation cost at n = 500 and n = 1,000, each tier defense priced at the
   timed defense of its family, in core-hours and in hours on 2 cores (2 workers).
 
@@ -21,6 +24,7 @@ to ``benchmarks/results/mnist_throughput.{json,md}``.
 
     python benchmarks/mnist_throughput.py --data-dir ../shared/data
     python benchmarks/mnist_throughput.py --data-dir ../shared/data --tier /work/mnist-tier  # + the tier's training
+    python benchmarks/mnist_throughput.py --data-dir ../shared/data --tier /work/mnist-tier --tier-n-examples 250
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ def time_defense(
     protocol = find_protocol(PROTOCOL)
     defense = find_defense(name)
     if tier_state is not None:
-        work = work / "tier"
+        work = work / f"tier-{budget.n_examples}"
         budget = Budget(n_examples=budget.n_examples)
         copy = training_state_file(work, protocol.id, name)
         if not copy.is_file():
@@ -130,21 +134,35 @@ def tier_training(tier: Path | None) -> dict[str, dict[str, float]]:
 def projection(timed: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The tier's evaluation cost at each n, each entry priced at its family's timed defense: the tier's
     own model where it was timed, else the timing model times the mean ratio (tier / timing model) of the
-    defenses timed both ways (a timing model is less robust, so fewer examples reach the costly attacks)."""
-    ratios = [
-        timed[f"{name} (tier)"]["seconds_per_example"] / timed[name]["seconds_per_example"]
-        for name in timed
-        if f"{name} (tier)" in timed
-    ]
-    scale = sum(ratios) / len(ratios) if ratios else 1.0
+    defenses timed both ways (a timing model is less robust, so fewer examples reach the costly attacks).
+    Where a tier model was also timed at the protocol's batch size (``(tier, batch)``), that is its price,
+    and every other price is scaled by the mean ratio batch / small n of the models timed both ways."""
+
+    def mean_ratio(num: str, den: str) -> float:
+        ratios = [
+            timed[f"{name}{num}"]["seconds_per_example"] / timed[f"{name}{den}"]["seconds_per_example"]
+            for name in TIER
+            if f"{name}{num}" in timed and f"{name}{den}" in timed
+        ]
+        return sum(ratios) / len(ratios) if ratios else 1.0
+
+    scale, batch = mean_ratio(" (tier)", ""), mean_ratio(" (tier, batch)", " (tier)")
     price: dict[str, float] = {}
     basis: dict[str, str] = {}
     for name, base in TIER.items():
-        if f"{base} (tier)" in timed:
-            price[name], basis[name] = timed[f"{base} (tier)"]["seconds_per_example"], f"{base} (tier)"
+        if f"{base} (tier, batch)" in timed:
+            price[name], basis[name] = timed[f"{base} (tier, batch)"]["seconds_per_example"], f"{base} (tier, batch)"
+        elif f"{base} (tier)" in timed:
+            price[name] = timed[f"{base} (tier)"]["seconds_per_example"] * batch
+            basis[name] = f"{base} (tier)" + (f" x {batch:.2f}" if batch != 1.0 else "")
         elif base in timed:
-            price[name], basis[name] = timed[base]["seconds_per_example"] * scale, f"{base} x {scale:.2f}"
-    out: dict[str, Any] = {"timing_to_tier_ratio": round(scale, 2), "basis": basis}
+            price[name] = timed[base]["seconds_per_example"] * scale * batch
+            basis[name] = f"{base} x {scale * batch:.2f}"
+    out: dict[str, Any] = {
+        "timing_to_tier_ratio": round(scale, 2),
+        "batch_to_small_ratio": round(batch, 2),
+        "basis": basis,
+    }
     for n in SIZES:
         core_hours = sum(price.values()) * n / 3600
         out[str(n)] = {
@@ -171,8 +189,9 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, t in result["timed"].items():
+        model = t["model"] + (f", {t['n_examples']} test images" if t["n_examples"] != result["n_examples"] else "")
         lines.append(
-            f"| {name.removesuffix(' (tier)')} ({t['model']}) | {100 * t['clean_accuracy']:.1f} | "
+            f"| {name.split(' (')[0]} ({model}) | {100 * t['clean_accuracy']:.1f} | "
             f"{100 * t['robust_accuracy']:.1f} | "
             f"{t['seconds_per_example']:.1f} | {t['autoattack_seconds_per_example']:.1f} | "
             f"{t['train_seconds_per_epoch_60k']:.0f} |"
@@ -188,7 +207,8 @@ def markdown(result: dict[str, Any]) -> str:
         "Projected evaluation cost of the MNIST tier's eleven entries, each priced at its family's timed defense:",
         "the tier's own model where it was timed, else the timing model scaled by the mean ratio tier / timing "
         f"model of the defenses timed both ways ({p['timing_to_tier_ratio']}x: the tier's models are more robust, "
-        "so more examples reach AutoAttack's costly stages). Pricing: "
+        "so more examples reach AutoAttack's costly stages), and by the mean ratio at the protocol's batch size to "
+        f"the small n of the tier models timed both ways ({p.get('batch_to_small_ratio', 1.0)}x). Pricing: "
         + "; ".join(f"{k}: {v}" for k, v in p["basis"].items())
         + ".",
         "",
@@ -220,6 +240,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-examples", type=int, default=40, help="test images evaluated per defense")
     parser.add_argument("--work", type=Path, default=Path("runs") / "mnist_throughput", help="models and entries")
     parser.add_argument("--tier", type=Path, default=None, help="the MNIST tier's bench --out, for its training times")
+    parser.add_argument("--tier-defenses", default="", help="the tier models to time (default: --defenses)")
+    parser.add_argument(
+        "--tier-n-examples", type=int, default=None, help="also time the tier's models on this many images (250)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "mnist_throughput", help="summary (.json and .md)")
     parser.add_argument("--note", default="", help="what else ran on the machine meanwhile (written in the summary)")
     args = parser.parse_args(argv)
@@ -227,10 +251,14 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     names = args.defenses.split(",")
     timed = {name: time_defense(name, args.data_dir, args.work, budget) for name in names}
-    for name in names:  # the tier's own models, where their training has finished: what the projection uses
+    tier_names = args.tier_defenses.split(",") if args.tier_defenses else names
+    for name in tier_names:  # the tier's own models, where their training has finished: what the projection uses
         state = finished_tier_state(args.tier, name)
         if state is not None:
             timed[f"{name} (tier)"] = time_defense(name, args.data_dir, args.work, budget, state)
+            if args.tier_n_examples:
+                at_batch = Budget(n_examples=args.tier_n_examples)
+                timed[f"{name} (tier, batch)"] = time_defense(name, args.data_dir, args.work, at_batch, state)
     result = {
         "protocol": PROTOCOL,
         "protocol_version": find_protocol(PROTOCOL).version,

@@ -37,6 +37,24 @@ def test_the_projection_prices_by_the_tier_model_where_timed_else_the_scaled_tim
     assert p["500"]["core_hours"] == pytest.approx(p["1000"]["core_hours"] / 2, abs=0.1)
 
 
+def test_a_tier_model_timed_at_the_protocol_batch_prices_its_family_and_scales_the_others(bench: ModuleType) -> None:
+    timed = {
+        "deq-pgd-at": {"seconds_per_example": 2.0},
+        "deq-pgd-at (tier)": {"seconds_per_example": 6.0},
+        "deq-pgd-at (tier, batch)": {"seconds_per_example": 3.0},
+        "cnn-pgd-at": {"seconds_per_example": 1.0},
+        "cnn-pgd-at (tier)": {"seconds_per_example": 3.0},
+        "lyadeq-trades": {"seconds_per_example": 10.0},
+    }
+    p = bench.projection(timed)
+    assert p["timing_to_tier_ratio"] == 3.0 and p["batch_to_small_ratio"] == 0.5
+    hours = p["1000"]["per_entry_hours"]
+    assert hours["deq-trades"] == round(3.0 * 1000 / 3600, 2)  # the tier's deq-pgd-at at the batch size
+    assert hours["cnn-standard"] == round(3.0 * 0.5 * 1000 / 3600, 2)  # the tier's cnn, scaled to the batch
+    assert hours["lyadeq-trades"] == round(10.0 * 3.0 * 0.5 * 1000 / 3600, 2)  # timing model, both scales
+    assert p["basis"]["lyadeq-trades"] == "lyadeq-trades x 1.50"
+
+
 def test_the_committed_summary_is_what_its_numbers_give(bench: ModuleType) -> None:
     result = json.loads((REPO / "benchmarks" / "results" / "mnist_throughput.json").read_text())
     assert bench.projection(result["timed"]) == result["projection"]
