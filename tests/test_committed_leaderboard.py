@@ -118,3 +118,13 @@ def test_the_committed_table_shows_the_training_seed_spread_and_its_protocol_ver
     text = (FOLDER / "leaderboard.md").read_text()
     assert "46.0 [36.6, 55.7]; seeds 0-2: 37.0-46.0, sd 4.7 (protocol v2) |" in text  # deq-pgd-at
     assert "54.0 [44.3, 63.4]; seeds 0-2: 43.0-54.0, sd 5.9 (protocol v2) |" in text  # cnn-pgd-at
+
+
+def test_the_readme_tables_are_the_entries() -> None:
+    """The README's leaderboard blocks are what `robustdeq leaderboard` renders from the committed entries."""
+    from robustdeq.leaderboard.readme import block, readme_blocks
+
+    blocks = readme_blocks(ROOT.parent / "README.md")
+    assert "mnist-linf-0.3" in blocks
+    for protocol, body in blocks.items():
+        assert body == block(ROOT / protocol), f"run `robustdeq leaderboard`: the README's {protocol} table is stale"

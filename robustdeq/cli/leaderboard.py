@@ -10,6 +10,7 @@ import typer
 from robustdeq.cli.common import ROOT_HELP, check_writable, console, one_line_errors, protocol_option
 from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard import read_entries, render
+from robustdeq.leaderboard.readme import write_readme_tables
 from robustdeq.leaderboard.render import headline, render_published
 from robustdeq.records.published import published_only, read_published
 from robustdeq.records.store import protocol_folders
@@ -23,7 +24,8 @@ def leaderboard(
 ) -> None:
     """Validate every entry, write leaderboard.md, leaderboard.csv and leaderboard.html (a self-contained page)
     per protocol, print the tables. A protocol folder with published numbers (published.toml) and no entries yet
-    gets a leaderboard.md with those numbers."""
+    gets a leaderboard.md with those numbers. A README beside ROOT with `<!-- leaderboard:PROTOCOL:start -->`
+    blocks gets each protocol's compact table there."""
     folders = [root / name for name in protocol] if protocol else sorted(protocol_folders(root) + published_only(root))
     if not folders:
         raise RobustdeqError(f"{root}: no entries (no <protocol>/ folder holding a <defense>.json)")
@@ -43,3 +45,6 @@ def leaderboard(
     index = write_index(root)
     if index is not None:
         console.print(f"zoo index -> {index}")
+    readme = write_readme_tables(root)
+    if readme is not None:
+        console.print(f"leaderboard tables in {readme}")
