@@ -180,6 +180,7 @@ def module_acts(name: str) -> dict[str, Any]:
     }
     torch.manual_seed(defense.train.seed)
     initial = build_model(defense, "digits")
+    assert isinstance(initial, LyaDEQClassifier)
     moved = {}
     for (n, p), (_, p0) in zip(model.lyapunov.named_parameters(), initial.lyapunov.named_parameters(), strict=True):
         moved[n] = float((p.detach() - p0.detach()).norm() / p0.detach().norm())

@@ -24,7 +24,7 @@ import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -106,7 +106,7 @@ def attack(name: str, steps: int, restarts: int, out: Path) -> dict[str, Any]:
                 todo = ~broken
                 if not bool(todo.any()):
                     break
-                context = model.loop_gradient_mode(loop) if loop else nullcontext()
+                context = cast(EntropyReduced, model).loop_gradient_mode(loop) if loop else nullcontext()
                 with context:
                     candidate = pgd(model, x[todo], y[todo], threat, steps, loss, seed=1000 * runs + restart)
                 runs += 1

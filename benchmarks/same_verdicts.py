@@ -94,7 +94,7 @@ def tolerance_check(model: nn.Module, protocol: ProtocolSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for label, spec in (
         ("defense_tolerance", default),
-        ("tolerance_1e-6", dataclasses.replace(default, f_tol=1e-6, b_tol=1e-6, f_max_iter=300, b_max_iter=300)),
+        ("tolerance_1e-6", default.replace(f_tol=1e-6, b_tol=1e-6, f_max_iter=300, b_max_iter=300)),
     ):
         layer.spec = spec
         runs = {}

@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(summary, protocol.id, header))
-    seeds = record(results, args.leaderboard)
-    print(f"wrote {args.out.with_suffix('.json')}, {args.out.with_suffix('.md')} and {seeds}")
+    spread = record(results, args.leaderboard)
+    print(f"wrote {args.out.with_suffix('.json')}, {args.out.with_suffix('.md')} and {spread}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def test_ruff_lint_and_format() -> None:
 
 
 def test_mypy() -> None:
-    result = run("mypy", "robustdeq")
+    result = run("mypy", "robustdeq", "benchmarks")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
