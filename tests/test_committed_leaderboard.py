@@ -40,6 +40,19 @@ def test_one_entry_per_reference_defense_under_the_current_protocol(protocol: st
     table(list(found.values()))  # renders: one protocol version
 
 
+def test_the_mnist_entries_are_full_evaluations_of_mnist_variants_under_the_current_protocol() -> None:
+    """The MNIST tier lands entry by entry: each one committed is a full run (every test image of the
+    protocol, nothing reduced) of a defense with an MNIST variant in its manifest."""
+    spec = find_protocol("mnist-linf-0.3")
+    found = read("mnist-linf-0.3")
+    assert found, "the MNIST tier has no entry"
+    for name, entry in found.items():
+        assert "mnist" in find_defense(name).datasets, name
+        assert entry["protocol_hash"] == spec.hash, f"{name}: re-run `robustdeq bench`: the protocol changed"
+        assert entry["n_examples"] == spec.n_examples == 1000 and not entry["provenance"]["reduced_budget"]
+        assert len(entry["per_example"]["robust"]) == spec.n_examples
+
+
 def test_every_entry_ships_the_checkpoint_it_names_and_the_zoo_index_lists_them() -> None:
     models = list_models(root=ROOT)
     assert {(m.protocol, m.name) for m in models} >= {("digits-linf", d) for d in read("digits-linf")}
@@ -98,6 +111,18 @@ def test_a_zoo_checkpoint_reevaluates_to_its_committed_entry_example_by_example(
     from robustdeq.cli import app
 
     result = CliRunner().invoke(app, ["evaluate", "zoo:digits-linf/cnn-standard", "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "reproduces" in result.output and "exactly" in result.output, result.output
+
+
+def test_a_zoo_mnist_checkpoint_reevaluates_to_its_committed_entry(tmp_path: Path, shared_data: Path) -> None:
+    """The same on MNIST (the canonical files in ../shared/data): the non-robust CNN, 1,000 test images."""
+    from typer.testing import CliRunner
+
+    from robustdeq.cli import app
+
+    args = ["evaluate", "zoo:mnist-linf-0.3/cnn-standard", "--data-dir", str(shared_data), "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, [*args, "--quiet"])
     assert result.exit_code == 0, result.output
     assert "reproduces" in result.output and "exactly" in result.output, result.output
 

@@ -27,7 +27,7 @@ def test_the_readme_block_gets_the_ranked_table(tmp_path: Path) -> None:
     rows = [line for line in body.splitlines() if line.startswith("|") and "---" not in line][1:]
     assert [row.split("|")[2].split()[0] for row in rows] == ["cnn-pgd-at", "deq-pgd-at", "cnn-standard"]
     assert "54.0 [44.3, 63.4]" in rows[0]  # cnn-pgd-at's robust accuracy and interval, as committed
-    assert "3 entries on 100 test images" in body
+    assert "3 entries on 100 test images" in body and "† marks" in body
 
 
 def test_a_readme_without_blocks_and_an_empty_protocol(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from robustdeq.leaderboard.headline import with_seeds
+from robustdeq.leaderboard.headline import DEVIATES, with_seeds
 from robustdeq.leaderboard.render import NO_ENTRIES_YET, headline, markdown
 from robustdeq.records.entry import best_known
 from robustdeq.records.store import atomic_write_text, read_entries, read_seeds
@@ -40,9 +40,11 @@ def block(folder: Path) -> str:
         return f"{note}{NO_ENTRIES_YET}: no defense has been evaluated under this protocol ({where}).\n"
     frame = headline(entries, links=False)[COLUMNS]
     n = entries[0]["n_examples"]
+    count = f"{len(frame)} {'entry' if len(frame) == 1 else 'entries'}"
     return (
-        f"{note}{markdown(frame)}\n\n{len(frame)} entries on {n:,} test images, robust accuracy the per-example "
-        f"worst case over every attack; rank groups, letters, flags and every attack run: {where}.\n"
+        f"{note}{markdown(frame)}\n\n{count} on {n:,} test images; robust accuracy is the per-example worst case "
+        f"over every attack, and {DEVIATES} marks a defense that departs from its paper. Rank groups, letters, "
+        f"flags, each deviation and every attack run: {where}.\n"
     )
 
 
