@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from robustdeq.leaderboard.headline import DEVIATES, with_seeds
+from robustdeq.leaderboard.headline import DEVIATES, STATUS_MARKERS, with_seeds
 from robustdeq.leaderboard.render import NO_ENTRIES_YET, headline, markdown
 from robustdeq.records.entry import best_known
 from robustdeq.records.store import atomic_write_text, read_entries, read_seeds
@@ -23,9 +23,11 @@ from robustdeq.records.store import atomic_write_text, read_entries, read_seeds
 BLOCK = re.compile(
     r"(<!-- leaderboard:(?P<protocol>[\w.-]+):start -->\n)(?P<body>.*?)(<!-- leaderboard:(?P=protocol):end -->)", re.S
 )
+UNRELIABLE = STATUS_MARKERS["overestimate"]
 # The columns a reader of the README needs; the leaderboard's own page has the rest.
 COLUMNS = [
     "rank", "defense", "model", "recipe", "clean % [95% CI]", "robust % [95% CI]", "AutoAttack %", "strongest attack",
+    "status",
 ]  # fmt: skip
 
 
@@ -43,8 +45,9 @@ def block(folder: Path) -> str:
     count = f"{len(frame)} {'entry' if len(frame) == 1 else 'entries'}"
     return (
         f"{note}{markdown(frame)}\n\n{count} on {n:,} test images; robust accuracy is the per-example worst case "
-        f"over every attack, and {DEVIATES} marks a defense that departs from its paper. Rank groups, letters, "
-        f"flags, each deviation and every attack run: {where}.\n"
+        f"over every attack, and {DEVIATES} marks a defense that departs from its paper. An entry with a flag that "
+        f"makes its number a probable overestimate (status `{UNRELIABLE}`) is listed, not ranked. Rank groups, "
+        f"letters, each flag and deviation, and every attack run: {where}.\n"
     )
 
 
