@@ -11,7 +11,7 @@ by a fresh instance rebuilt from the checkpoint, cold). The verified breaks are 
 challenge file (docs/challenge.md) that ``robustdeq challenge`` checks and records:
 
     python benchmarks/outside_attack.py deq-pgd-at lyadeq-pgd-at deq-pgd-at-er --out /tmp/outside
-    robustdeq challenge zoo:deq-pgd-at /tmp/outside/deq-pgd-at.safetensors
+    robustdeq challenge zoo:digits-linf/deq-pgd-at /tmp/outside/deq-pgd-at.safetensors
 
 Results (per model: examples attacked, verified breaks, their margins, seconds) go to
 ``benchmarks/results/outside_attack.{json,md}``.

@@ -3,7 +3,7 @@
 The Python API (``robustdeq/api.py``)::
 
     entry = robustdeq.evaluate(model, "digits-linf")   # any nn.Module, images in [0, 1] -> logits
-    model = robustdeq.load_model("deq-pgd-at")          # a trained reference defense from the zoo
+    model = robustdeq.load_model("deq-pgd-at", "digits-linf")  # a trained reference defense from the zoo
     robustdeq.list_models(), robustdeq.load_protocol("digits-linf")
     robustdeq.from_torchdeq(model)                      # true eval-mode gradients for torchdeq DEQs
 

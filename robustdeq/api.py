@@ -4,7 +4,7 @@
 
     entry = robustdeq.evaluate(my_model, "digits-linf")         # any nn.Module: images in [0, 1] -> logits
     print(entry.clean_accuracy, entry.robust_accuracy, entry.flags)
-    model = robustdeq.load_model("deq-pgd-at")                   # a trained reference defense, eval mode
+    model = robustdeq.load_model("deq-pgd-at", "digits-linf")    # a trained reference defense, eval mode
     robustdeq.list_models()                                      # what the zoo holds
 
 :func:`evaluate` applies the CLI's rules: the model check (logits of shape (batch, classes) on
@@ -143,7 +143,8 @@ def load_model(name: str, protocol: str | None = None, *, device: str | torch.de
     """A trained reference model of the zoo (``list_models()``), in eval mode on ``device``.
 
     ``name`` is a defense id (``"deq-pgd-at"``) or ``"PROTOCOL/NAME"``; ``protocol`` narrows the
-    search the same way. The checkpoint's SHA-256 is checked against its entry first."""
+    search the same way; a defense with models under several protocols (the digits and the MNIST
+    leaderboards) needs one. The checkpoint's SHA-256 is checked against its entry first."""
     from robustdeq.pipeline import load_trained
 
     _, trained = load_trained(f"zoo:{protocol + '/' if protocol else ''}{name}", device)

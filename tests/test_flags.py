@@ -79,7 +79,7 @@ def test_nonfinite_logits_fire(cnn: nn.Module) -> None:
 
 
 def test_a_fixed_readout_budget_gets_the_readout_check_not_the_solver_check() -> None:
-    _, trained = load_trained("zoo:lyadeq-standard", "cpu")
+    _, trained = load_trained("zoo:digits-linf/lyadeq-standard", "cpu")
     model = trained.model.eval()
     model.readout_budget = 1  # read out after one step: twice that changes the predictions
     result = run(model)

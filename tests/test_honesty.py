@@ -329,5 +329,5 @@ def test_the_transfer_twins_depth_is_fixed_by_the_model_not_by_what_ran_last(
         model(torch.rand(16, 1, 8, 8) * 50)  # far off the data: many more solver steps
     after = run(model, spec).attack_settings["transfer"]["depth"]
     assert fresh == after and fresh >= 1
-    _, trained = load_trained("zoo:lyadeq-standard", "cpu")
+    _, trained = load_trained("zoo:digits-linf/lyadeq-standard", "cpu")
     assert twin_depth(trained.model, None) == trained.model.steps  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ COMMANDS = {
     "submit": ["submit", str(REPO / "examples" / "mlp-submission"), "--out", "{out}"],
     "bench": ["bench", "--defenses", "cnn-standard", "--out", "{out}"],
     "train": ["train", "cnn-standard", "--out", "{out}"],
-    "evaluate": ["evaluate", "zoo:cnn-standard", "--out", "{out}"],
+    "evaluate": ["evaluate", "zoo:digits-linf/cnn-standard", "--out", "{out}"],
     "sweep": ["sweep", "wtm-pgd-at", "--depth", "1", "--out", "{out}"],
     "report": ["report", LEADERBOARDS, "--out", "{out}"],
     "site": ["site", LEADERBOARDS, "--out", "{out}"],
