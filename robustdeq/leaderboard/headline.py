@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from robustdeq.device import on_gpu
 from robustdeq.leaderboard.stats import wilson
+from robustdeq.records.entry import best_known
 from robustdeq.records.flags import status
 from robustdeq.records.outcomes import LETTERS, NOT_BROKEN
+from robustdeq.records.store import read_entries, read_seeds
 
 STATUS_MARKERS = {
     "overestimate": "⚠ unreliable",
@@ -141,6 +144,12 @@ def with_seeds(entries: list[dict[str, Any]], seeds: dict[str, Any] | None) -> l
     or None) has a spread for carries it as ``seed_spread``."""
     spreads = {} if seeds is None else seeds["defenses"]
     return [e if e["defense"] not in spreads else {**e, "seed_spread": spreads[e["defense"]]} for e in entries]
+
+
+def shown_entries(folder: Path) -> list[dict[str, Any]]:
+    """A protocol folder's entries as every table shows them: best-known numbers (outside attacks
+    recorded), and the folder's training-seed spread (:func:`with_seeds`)."""
+    return with_seeds([best_known(e) for e in read_entries(folder)], read_seeds(folder))
 
 
 def seed_list(seeds: list[int]) -> str:

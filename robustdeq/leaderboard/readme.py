@@ -15,10 +15,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from robustdeq.leaderboard.headline import DEVIATES, STATUS_MARKERS, with_seeds
+from robustdeq.leaderboard.headline import DEVIATES, STATUS_MARKERS, shown_entries
 from robustdeq.leaderboard.render import NO_ENTRIES_YET, headline, markdown
-from robustdeq.records.entry import best_known
-from robustdeq.records.store import atomic_write_text, read_entries, read_seeds
+from robustdeq.records.store import atomic_write_text
 
 BLOCK = re.compile(
     r"(<!-- leaderboard:(?P<protocol>[\w.-]+):start -->\n)(?P<body>.*?)(<!-- leaderboard:(?P=protocol):end -->)", re.S
@@ -34,7 +33,7 @@ COLUMNS = [
 def block(folder: Path) -> str:
     """The body of a protocol's block: its ranked entries (rank groups as in ``leaderboard.md``), or a line
     saying that none has landed yet, and where the whole table is."""
-    entries = with_seeds([best_known(e) for e in read_entries(folder)], read_seeds(folder))
+    entries = shown_entries(folder)
     path = f"{folder.parent.name}/{folder.name}"
     where = f"[`{path}/leaderboard.md`]({path}/leaderboard.md)"
     note = f"<!-- Rendered by `robustdeq leaderboard` from the entries in {path}/; do not edit by hand. -->\n"

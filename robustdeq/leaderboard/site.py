@@ -55,18 +55,18 @@ from robustdeq.leaderboard.headline import (
     seed_list,
     seed_measured_apart,
     seed_spread,
+    shown_entries,
     strongest,
     version_key,
-    with_seeds,
 )
 from robustdeq.leaderboard.ranking import ALPHA, Ranked, order_key, rank_groups
 from robustdeq.leaderboard.render import NO_ENTRIES_YET, known_protocol, published_context, templates
 from robustdeq.leaderboard.stats import wilson
-from robustdeq.records.entry import best_known, split_checks
+from robustdeq.records.entry import split_checks
 from robustdeq.records.flags import FLAGS, kind
 from robustdeq.records.outcomes import decode_indices
 from robustdeq.records.published import PublishedFile, published_only, read_published
-from robustdeq.records.store import atomic_write_text, copy_atomically, protocol_folders, read_entries, read_seeds
+from robustdeq.records.store import atomic_write_text, copy_atomically, protocol_folders
 
 NOT_RECORDED = "not recorded (schema version 1 entry)"
 
@@ -132,7 +132,7 @@ def write_site(root: Path, out: Path, report_figures: dict[str, list[Path]] | No
     atomic_write_text(out / "sort.js", SORT_JS)
     summaries = []
     for folder in folders:
-        entries = with_seeds([best_known(e) for e in read_entries(folder)], read_seeds(folder))
+        entries = shown_entries(folder)
         if any(e["defense"] == "index" for e in entries):
             raise RobustdeqError(f"{folder}: a defense named 'index' would replace the table page")
         ranked = ranked_apart(entries)

@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from robustdeq.errors import RobustdeqError  # noqa: E402
 from robustdeq.leaderboard import read_entries  # noqa: E402
-from robustdeq.leaderboard.headline import recipe, with_seeds  # noqa: E402
+from robustdeq.leaderboard.headline import recipe, shown_entries  # noqa: E402
 from robustdeq.leaderboard.render import (  # noqa: E402
     NO_ENTRIES_YET,
     dataframe_cells,
@@ -37,7 +37,7 @@ from robustdeq.leaderboard.render import (  # noqa: E402
 from robustdeq.leaderboard.stats import wilson  # noqa: E402
 from robustdeq.records.entry import best_known  # noqa: E402
 from robustdeq.records.published import published_only, read_published  # noqa: E402
-from robustdeq.records.store import atomic_write_text, protocol_folders, read_seeds  # noqa: E402
+from robustdeq.records.store import atomic_write_text, protocol_folders  # noqa: E402
 from robustdeq.report.claims import (  # noqa: E402
     BENCHMARK_RESULTS,
     CLAIMS_FILE,
@@ -529,7 +529,7 @@ def write_report(
     sections: list[dict[str, Any]] = []
     written = []
     for folder in folders:
-        entries = with_seeds([best_known(e) for e in read_entries(folder)], read_seeds(folder))
+        entries = shown_entries(folder)
         published = read_published(folder)
         if not entries and published is not None:
             caption = " ".join(filter(None, (protocol_line(folder.name), f"{NO_ENTRIES_YET}.")))
