@@ -249,6 +249,8 @@ def checkpoint_meta(
         "defense": defense.id,
         "defense_path": str(defense.path.resolve()) if defense.path else None,
         "manifest": defense.manifest,
+        # the settings the model was built with: a sweep point's differ from the manifest's
+        "model_settings": dict(defense.on(protocol.dataset).model.settings),
         "files": dict(defense.files),
         "protocol": protocol.id,
         "dataset": protocol.dataset,
@@ -315,6 +317,9 @@ def load_trained(
     meta = read_meta(file)
     defense, notes = defense_from_meta(meta, file)
     defense = defense.on(meta["dataset"])
+    if meta.get("model_settings") is not None:  # absent from checkpoints written before it was recorded
+        settings = meta["model_settings"]
+        defense = dataclasses.replace(defense, model=dataclasses.replace(defense.model, settings=settings))
     model = build_model(defense, meta["dataset"], device)
     load_weights(model, file)
     trained = TrainedModel(

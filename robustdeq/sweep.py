@@ -18,8 +18,8 @@ from robustdeq.records.defense import DefenseSpec, ModelSpec
 from robustdeq.records.protocol import ProtocolSpec
 from robustdeq.training import build_model
 
-# CLI knob -> model setting, and the short tag it gets in entry ids.
-KNOBS = {"depth": ("depth", "L"), "width": ("channels", "w"), "density": ("density", "d")}
+# CLI knob -> model setting, and the short tag it gets in entry ids (lower case, as every id must be).
+KNOBS = {"depth": ("depth", "l"), "width": ("channels", "w"), "density": ("density", "d")}
 
 
 def grid(defense: DefenseSpec, values: dict[str, list[Any]]) -> list[DefenseSpec]:

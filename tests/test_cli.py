@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from robustdeq.cli import app
+from robustdeq.pipeline import load_trained
 
 runner = CliRunner()
 
@@ -143,11 +144,14 @@ def test_sweep_writes_one_entry_per_point_and_the_report_plots_each_knob(tiny_pr
     folder = tmp_path / "sweeps" / "tiny-digits"
     ids = sorted(p.stem for p in folder.glob("*.json"))
     assert ids == [
-        "wtm-pgd-at-L2-w8-d0.5", "wtm-pgd-at-L2-w8-d1", "wtm-pgd-at-L3-w8-d0.5", "wtm-pgd-at-L3-w8-d1",
+        "wtm-pgd-at-l2-w8-d0.5", "wtm-pgd-at-l2-w8-d1", "wtm-pgd-at-l3-w8-d0.5", "wtm-pgd-at-l3-w8-d1",
     ]  # fmt: skip
-    entry = json.loads((folder / "wtm-pgd-at-L3-w8-d0.5.json").read_text())
+    entry = json.loads((folder / "wtm-pgd-at-l3-w8-d0.5.json").read_text())
     assert entry["model_settings"]["depth"] == 3 and entry["model_settings"]["density"] == 0.5
     assert entry["forward_cost"] == 3.0
+    # the point's checkpoint carries the point's settings, not the manifest's (depth 12, 16 channels)
+    defense, trained = load_trained(folder / "wtm-pgd-at-l3-w8-d0.5.safetensors")
+    assert defense.model.settings["depth"] == 3 and defense.model.settings["channels"] == 8
     code, out = run("report", str(tmp_path / "sweeps"), "--out", str(tmp_path / "report"))
     assert code == 0, out
     assert (tmp_path / "report" / "tiny-digits-knobs.png").stat().st_size > 1000

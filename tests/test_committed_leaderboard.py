@@ -1,6 +1,7 @@
 """The committed reference leaderboards are valid, their checkpoints are the ones the entries name,
 and they show what the README claims of them."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -125,6 +126,29 @@ def test_a_zoo_mnist_checkpoint_reevaluates_to_its_committed_entry(tmp_path: Pat
     result = CliRunner().invoke(app, [*args, "--quiet"])
     assert result.exit_code == 0, result.output
     assert "reproduces" in result.output and "exactly" in result.output, result.output
+
+
+SWEEP = sorted((ROOT / "sweeps" / "digits-linf").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", SWEEP, ids=[p.stem for p in SWEEP])
+def test_a_sweep_checkpoint_loads_as_its_grid_point_and_classifies_as_its_entry_says(path: Path) -> None:
+    """A sweep point's checkpoint carries its own depth, width and density (not the manifest's), so
+    it loads, builds that point's model and predicts the clean test examples its entry records."""
+    import torch
+
+    from robustdeq.data import load
+    from robustdeq.pipeline import load_trained
+    from robustdeq.records.outcomes import decode_indices, unbits
+
+    entry = json.loads(path.read_text())
+    defense, trained = load_trained(path.with_suffix(".safetensors"))
+    assert defense.id == entry["defense"] and defense.model.settings == entry["model_settings"]
+    test = load("digits", "test")
+    index = torch.tensor(decode_indices(entry["per_example"]["indices"]))
+    with torch.no_grad():
+        correct = trained.model.eval()(test.x[index]).argmax(1) == test.y[index]
+    assert correct.tolist() == unbits(entry["per_example"]["clean_correct"])
 
 
 @pytest.mark.parametrize("folder", RENDERED, ids=[p.relative_to(ROOT).as_posix() for p in RENDERED])

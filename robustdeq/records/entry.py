@@ -297,6 +297,7 @@ class CheckpointMeta(Record):
     dataset: str
     protocol: str
     training: Training
+    model_settings: dict[str, Any] | None = None
     defense_path: str | None = None
     files: dict[str, str] | None = None
     train_seconds: Number | None = None
