@@ -249,7 +249,8 @@ def checkpoint_meta(
         "defense": defense.id,
         "defense_path": str(defense.path.resolve()) if defense.path else None,
         "manifest": defense.manifest,
-        # the settings the model was built with: a sweep point's differ from the manifest's
+        # the name and settings the model was built with: a sweep point's differ from the manifest's
+        "name": defense.name,
         "model_settings": dict(defense.on(protocol.dataset).model.settings),
         "files": dict(defense.files),
         "protocol": protocol.id,
@@ -320,6 +321,8 @@ def load_trained(
     if meta.get("model_settings") is not None:  # absent from checkpoints written before it was recorded
         settings = meta["model_settings"]
         defense = dataclasses.replace(defense, model=dataclasses.replace(defense.model, settings=settings))
+    if meta.get("name"):
+        defense = dataclasses.replace(defense, name=meta["name"])
     model = build_model(defense, meta["dataset"], device)
     load_weights(model, file)
     trained = TrainedModel(

@@ -152,6 +152,7 @@ def test_sweep_writes_one_entry_per_point_and_the_report_plots_each_knob(tiny_pr
     # the point's checkpoint carries the point's settings, not the manifest's (depth 12, 16 channels)
     defense, trained = load_trained(folder / "wtm-pgd-at-l3-w8-d0.5.safetensors")
     assert defense.model.settings["depth"] == 3 and defense.model.settings["channels"] == 8
+    assert defense.name == entry["defense_name"] and defense.name.endswith("(l3, w8, d0.5)")
     code, out = run("report", str(tmp_path / "sweeps"), "--out", str(tmp_path / "report"))
     assert code == 0, out
     assert (tmp_path / "report" / "tiny-digits-knobs.png").stat().st_size > 1000

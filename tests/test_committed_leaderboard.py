@@ -143,7 +143,8 @@ def test_a_sweep_checkpoint_loads_as_its_grid_point_and_classifies_as_its_entry_
 
     entry = json.loads(path.read_text())
     defense, trained = load_trained(path.with_suffix(".safetensors"))
-    assert defense.id == entry["defense"] and defense.model.settings == entry["model_settings"]
+    assert defense.id == entry["defense"] and defense.name == entry["defense_name"]
+    assert defense.model.settings == entry["model_settings"]
     test = load("digits", "test")
     index = torch.tensor(decode_indices(entry["per_example"]["indices"]))
     with torch.no_grad():

@@ -297,6 +297,7 @@ class CheckpointMeta(Record):
     dataset: str
     protocol: str
     training: Training
+    name: str | None = None
     model_settings: dict[str, Any] | None = None
     defense_path: str | None = None
     files: dict[str, str] | None = None
