@@ -61,6 +61,19 @@ def test_the_verdict_follows_the_entries() -> None:
     assert assess(claim("not-lower"), pair(range(70), range(50))).verdict == SUPPORTED
 
 
+def test_a_robust_accuracy_flagged_as_an_overestimate_is_named_an_upper_bound_in_the_finding() -> None:
+    entries = pair(range(60), range(40))
+    entries["a"]["flags"] = ["autoattack_square_beats_whitebox", "readout_budget_sensitive"]
+    found = assess(claim(), entries)
+    assert found.verdict == SUPPORTED and found.upper_bounds == ("a",)
+    assert "a is flagged autoattack_square_beats_whitebox, so its robust accuracy is probably too high" in found.note
+    assert "readout_budget_sensitive" not in found.note  # informational: not an upper bound
+    assert "⚠ upper bounds: a" in markdown_section([found])
+    # clean accuracy is not what the flag doubts; an unflagged pair has no such note
+    assert assess(claim(measure="clean"), entries).upper_bounds == ()
+    assert assess(claim(), pair(range(60), range(40))).upper_bounds == ()
+
+
 def test_missing_or_incomparable_entries_are_not_a_crash() -> None:
     only_a = {"a": v2("a", range(50))}
     found = assess(claim(), only_a)

@@ -60,6 +60,7 @@ from robustdeq.errors import RobustdeqError
 from robustdeq.leaderboard.headline import version_key
 from robustdeq.leaderboard.ranking import ALPHA, pairable
 from robustdeq.leaderboard.stats import Difference, paired_difference, unpaired_difference
+from robustdeq.records.flags import overestimates
 from robustdeq.records.outcomes import unbits
 from robustdeq.records.paths import repo_folder
 
@@ -127,6 +128,7 @@ class Finding:
     difference: Difference | None = None
     ratio: Ratio | None = None
     note: str = ""
+    upper_bounds: tuple[str, ...] = ()  # the sides (defense ids) whose robust accuracy is flagged as an overestimate
 
 
 def load_claims(path: Path = CLAIMS_FILE) -> list[Claim]:
@@ -342,9 +344,16 @@ def measure(claim: Claim, protocol: str, entries: dict[str, dict[str, Any]], ben
         field = ACCURACIES[claim.measure]
         d = accuracy_difference(first, second, claim.measure)
         result = verdict(claim.expected, d.low, d.high, claim.margin, d.p, claim.expected_difference)
-        found = Finding(claim, protocol, result, first[field], second[field], d)
+        flagged = upper_bounds(claim, first, second) if claim.measure == "robust" else {}
+        found = Finding(claim, protocol, result, first[field], second[field], d, upper_bounds=tuple(flagged))
         how = "" if d.paired else "unpaired (no per-example outcomes): two-proportion test"
-        return dataclasses.replace(found, note="; ".join(filter(None, (how, size_note(claim, found)))))
+        bounds = (
+            f"upper bounds: {'; '.join(f'{k} is flagged {v}' for k, v in flagged.items())}, so its robust accuracy "
+            "is probably too high and the verdict compares the numbers as measured"
+            if flagged
+            else ""
+        )
+        return dataclasses.replace(found, note="; ".join(filter(None, (how, size_note(claim, found), bounds))))
     a, b = first["forward_cost"], second["forward_cost"]
     if a is None or b is None or b <= 0:
         return Finding(claim, protocol, NOT_EVALUATED, a, b, note="forward_cost not recorded")
@@ -352,6 +361,12 @@ def measure(claim: Claim, protocol: str, entries: dict[str, dict[str, Any]], ben
     result = ratio_verdict(claim.expected, r.low, r.high, claim.margin, claim.expected_ratio)
     found = Finding(claim, protocol, result, a, b, None, r)
     return dataclasses.replace(found, note="; ".join(filter(None, ("one count each", size_note(claim, found)))))
+
+
+def upper_bounds(claim: Claim, first: dict[str, Any], second: dict[str, Any]) -> dict[str, str]:
+    """Defense id -> its overestimate flags (comma-separated), for each side of ``claim`` that has any."""
+    sides = ((claim.first, first), (claim.second, second))
+    return {d: ", ".join(overestimates(e.get("flags", []))) for d, e in sides if overestimates(e.get("flags", []))}
 
 
 def assess(
@@ -423,6 +438,8 @@ def in_brief(finding: Finding | None) -> tuple[str, str]:
         detail.append(measured(finding))
     if finding.difference is not None:
         detail.append(f"p {p_value(finding)}")
+    if finding.upper_bounds:
+        detail.append(f"⚠ upper bounds: {', '.join(finding.upper_bounds)}")
     if not detail and finding.note.startswith(NO_ENTRIES_YET):
         detail.append(NO_ENTRIES_YET)
     return finding.verdict, ", ".join(detail)
