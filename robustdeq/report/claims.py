@@ -365,8 +365,8 @@ def measure(claim: Claim, protocol: str, entries: dict[str, dict[str, Any]], ben
 
 def upper_bounds(claim: Claim, first: dict[str, Any], second: dict[str, Any]) -> dict[str, str]:
     """Defense id -> its overestimate flags (comma-separated), for each side of ``claim`` that has any."""
-    sides = ((claim.first, first), (claim.second, second))
-    return {d: ", ".join(overestimates(e.get("flags", []))) for d, e in sides if overestimates(e.get("flags", []))}
+    flags = {claim.first: overestimates(first.get("flags", [])), claim.second: overestimates(second.get("flags", []))}
+    return {d: ", ".join(found) for d, found in flags.items() if found}
 
 
 def assess(
