@@ -3,7 +3,7 @@
     python benchmarks/gpu_check.py --device cuda --data-dir DIR      # on a GPU machine (about 5 minutes)
     python benchmarks/gpu_check.py --device cpu --ci --out /tmp/gc   # the CPU path in CI size (the test suite runs it)
 
-Stages (``--stages 1,2,3``):
+Stages (``--stages 1,2,3,4``):
 
 1. ``tests``: the device-parametrised tests (marker ``device``) on ``--device``
    (``ROBUSTDEQ_TEST_DEVICE=<device> python -m pytest -q -m device``).
@@ -14,6 +14,12 @@ Stages (``--stages 1,2,3``):
 3. ``mnist``: ``robustdeq bench --protocol mnist-linf-0.3 --defenses deq-pgd-at,cnn-pgd-at`` with a
    reduced budget (``--n-examples``, ``--epochs``, ``--train-subset``), on ``--device`` and on the
    CPU of the same host: training images per second and AutoAttack examples per second.
+4. ``mnist-zoo``: the zoo's MNIST checkpoints (``--zoo-defenses``) evaluated under ``mnist-linf-0.3``
+   on ``--device`` for the first ``--zoo-examples`` test images (250, the protocol's batch, leaves
+   the attacks' random draws as in the committed entry, so any example whose outcome differs from
+   the entry's differs through the device's arithmetic): seconds per test example for the protocol
+   and for AutoAttack alone; and each of those defenses trained on ``--device`` for one epoch of
+   ``--mnist-train`` images: training images per second.
 
 Every stage runs in its own process under its own timeout, so a stage that runs out still leaves
 the others' figures; after each stage ``gpu.md`` and ``gpu.json`` in ``--out`` are rewritten with
@@ -172,7 +178,69 @@ def stage_mnist(args: argparse.Namespace, scratch: Path, deadline: float) -> dic
     return result
 
 
-STAGES = {"1": ("tests", stage_tests), "2": ("cpu-vs-device", stage_cpu_vs_device), "3": ("mnist", stage_mnist)}
+def stage_mnist_zoo(args: argparse.Namespace, scratch: Path, deadline: float) -> dict[str, Any]:
+    if args.data_dir is None:
+        return {"skipped": "no --data-dir with MNIST"}
+    root = mnist_root(args.data_dir, scratch)
+    defenses = [d for d in args.zoo_defenses.split(",") if d]
+    result: dict[str, Any] = {"n_examples": args.zoo_examples, "train_images": args.mnist_train, "defenses": {}}
+    # Training first (short, bounded by the subset), then evaluation, cheapest defense first: a
+    # defense that runs out of time still leaves the figures of the ones before it.
+    for i, defense in enumerate(defenses):
+        share = (deadline - time.monotonic()) / (2 * len(defenses) - i)
+        command = robustdeq(
+            "train", defense, "--protocol", "mnist-linf-0.3", "--data-dir", str(root), "--device", args.device,
+            "--epochs", "1", "--train-subset", str(args.mnist_train), "--out", str(scratch / "zoo-train"), "--quiet",
+        )  # fmt: skip
+        record = run(command, time.monotonic() + share)
+        if record["exit_code"] == 0:  # includes start-up and data loading: a lower bound on the rate
+            record["train_images_per_second"] = round(args.mnist_train / record["seconds"], 1)
+        result["defenses"][defense] = {"train": record}
+    for i, defense in enumerate(defenses):
+        share = (deadline - time.monotonic()) / (len(defenses) - i)
+        out = scratch / f"zoo-{defense}"
+        command = robustdeq(
+            "evaluate", f"zoo:mnist-linf-0.3/{defense}", "--data-dir", str(root), "--device", args.device,
+            "--n-examples", str(args.zoo_examples), "--out", str(out), "--quiet",
+        )  # fmt: skip
+        record = run(command, time.monotonic() + share)
+        entry_path = out / "mnist-linf-0.3" / f"{defense}.json"
+        committed_path = REPO / "leaderboards" / "mnist-linf-0.3" / f"{defense}.json"
+        if record["exit_code"] == 0 and entry_path.is_file():
+            entry = json.loads(entry_path.read_text())
+            n = entry["n_examples"]
+            provenance = entry["provenance"]
+            aa = provenance.get("attack_seconds", {}).get("autoattack")
+            record.update(
+                clean_accuracy=entry["clean_accuracy"],
+                robust_accuracy=entry["robust_accuracy"],
+                eval_seconds=provenance["eval_seconds"],
+                seconds_per_example=round(provenance["eval_seconds"] / n, 3),
+                autoattack_seconds_per_example=round(aa / n, 3) if aa is not None else None,
+                device=provenance.get("device"),
+            )
+            if committed_path.is_file():
+                ours, theirs = entry["per_example"], json.loads(committed_path.read_text())["per_example"]
+                keys = ("clean_correct", "robust", "broken_by")
+                record["differing_from_committed"] = [
+                    {"test_index": i, "differs_in": [k for k in keys if ours[k][i] != theirs[k][i]]}
+                    for i in range(n)
+                    if any(ours[k][i] != theirs[k][i] for k in keys)
+                ]
+                committed = json.loads(committed_path.read_text())
+                record["committed_seconds_per_example"] = round(
+                    committed["provenance"]["eval_seconds"] / committed["n_examples"], 3
+                )
+        result["defenses"][defense]["evaluate"] = record
+    return result
+
+
+STAGES = {
+    "1": ("tests", stage_tests),
+    "2": ("cpu-vs-device", stage_cpu_vs_device),
+    "3": ("mnist", stage_mnist),
+    "4": ("mnist-zoo", stage_mnist_zoo),
+}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -220,6 +288,39 @@ def markdown(results: dict[str, Any]) -> str:
                         cells += [f"{100 * r['clean_accuracy']:.1f}", f"{100 * r['robust_accuracy']:.1f}", exit_code]
                         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
             lines.append("")
+    if "mnist-zoo" in stages:
+        z = stages["mnist-zoo"]
+        lines += [f"## 4. The zoo's MNIST checkpoints on --device {results['device']}", ""]
+        if "skipped" in z:
+            lines += [f"Skipped: {z['skipped']}.", ""]
+        else:
+            lines += [
+                f"First {z['n_examples']} test images under mnist-linf-0.3; training: one epoch of "
+                f"{z['train_images']} images (start-up included).",
+                "",
+                "| defense | train images/s | s / test example (protocol) | s / test example (AutoAttack) "
+                "| committed entry's s / test example (its CPU) | clean % | robust % "
+                "| outcomes differing from the entry |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            for defense, r in z["defenses"].items():
+                t, e = r.get("train", {}), r.get("evaluate", {})
+                train = t.get("train_images_per_second", "timed out" if t.get("timed_out") else "failed")
+                if "seconds_per_example" in e:
+                    differing = e.get("differing_from_committed")
+                    shown = "n/a" if differing is None else str(len(differing))
+                    if differing:
+                        shown += ": " + "; ".join(
+                            f"{d['test_index']} ({', '.join(d['differs_in'])})" for d in differing
+                        )
+                    cells = [e["seconds_per_example"], e["autoattack_seconds_per_example"]]
+                    cells += [e.get("committed_seconds_per_example", "n/a")]
+                    cells += [f"{100 * e['clean_accuracy']:.1f}", f"{100 * e['robust_accuracy']:.1f}", shown]
+                else:
+                    verdict = f"did not finish in {e.get('seconds')} s" if e.get("timed_out") else "failed"
+                    cells = [verdict, "", "", "", "", ""]
+                lines.append("| " + " | ".join(str(c) for c in [defense, train, *cells]) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -228,16 +329,19 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="the device under test (cuda, cuda:N; cpu for CI)")
     parser.add_argument("--data-dir", type=Path, default=None, help="folder with MNIST/raw/ (files or .gz)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="where gpu.md/json go")
-    parser.add_argument("--stages", default="1,2,3")
-    parser.add_argument("--timeout", default="100,80,120", help="seconds per stage, comma-separated")
+    parser.add_argument("--stages", default="1,2,3,4")
+    parser.add_argument("--timeout", default="100,80,120,300", help="seconds per stage, comma-separated")
     parser.add_argument("--digits-examples", type=int, default=100)
     parser.add_argument("--mnist-examples", type=int, default=200)
     parser.add_argument("--mnist-train", type=int, default=10000)
+    parser.add_argument("--zoo-defenses", default="cnn-pgd-at,deq-pgd-at", help="zoo MNIST checkpoints (stage 4)")
+    parser.add_argument("--zoo-examples", type=int, default=250, help="test images per zoo checkpoint (stage 4)")
     parser.add_argument("--ci", action="store_true", help="CI size: a few tests, tiny budgets")
     args = parser.parse_args()
     args.timeout = [float(t) for t in args.timeout.split(",")]
     if args.ci:
-        args.digits_examples, args.mnist_examples, args.mnist_train = 8, 4, 100
+        args.digits_examples, args.mnist_examples, args.mnist_train, args.zoo_examples = 8, 4, 100, 4
+        args.zoo_defenses = "cnn-standard"
 
     import torch
 

@@ -6,9 +6,19 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
-for pkg in torchdeq torchattacks pyautoattack; do
+# pydantic needs a typing-extensions at least as new as the carried one: upgrade, never downgrade.
+carried=$(ls .gpu/wheels/typing_extensions-*.whl)
+"$python" - "$carried" <<'PY' || "$python" -m pip install --quiet --no-deps --no-index "$carried"
+import sys
+from importlib.metadata import version
+from packaging.version import Version
+carried = sys.argv[1].split("/")[-1].split("-")[1]
+sys.exit(Version(version("typing_extensions")) < Version(carried))
+PY
+for pkg in torchdeq torchattacks pyautoattack pydantic_core annotated_types typing_inspection pydantic \
+    rpds referencing jsonschema_specifications jsonschema; do
     if ! "$python" -c "import $pkg" 2>/dev/null; then
-        "$python" -m pip install --quiet --no-deps --no-index .gpu/wheels/"$pkg"-*.whl
+        "$python" -m pip install --quiet --no-deps --no-index .gpu/wheels/"${pkg/rpds/rpds_py}"-*.whl
     fi
 done
 "$python" -c "import torch; print('torch', torch.__version__, 'CUDA available:', torch.cuda.is_available())"

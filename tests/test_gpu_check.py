@@ -22,5 +22,11 @@ def test_gpu_check_runs_every_stage_on_the_cpu_and_writes_results(tmp_path: Path
     for defense in ("deq-pgd-at", "cnn-pgd-at"):
         record = stages["mnist"]["cpu"][defense]
         assert record["train_images_per_second"] > 0 and record["device"]["type"] == "cpu"
+    zoo = stages["mnist-zoo"]["defenses"]["cnn-standard"]
+    assert zoo["train"]["train_images_per_second"] > 0
+    evaluated = zoo["evaluate"]
+    assert evaluated["seconds_per_example"] > 0 and evaluated["device"]["type"] == "cpu"
+    assert isinstance(evaluated["differing_from_committed"], list)
     page = (tmp_path / "gpu.md").read_text()
     assert "## 1. Device-parametrised tests" in page and "| deq-pgd-at | cpu |" in page
+    assert "## 4. The zoo's MNIST checkpoints" in page and "| cnn-standard |" in page
