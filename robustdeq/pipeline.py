@@ -45,6 +45,7 @@ from robustdeq.leaderboard import read_entries, render, write_entry
 from robustdeq.progress import Progress
 from robustdeq.records.defense import MANIFEST, DefenseSpec, parse_defense
 from robustdeq.records.entry import SCHEMA_VERSION
+from robustdeq.records.paths import LEADERBOARDS_DIR
 from robustdeq.records.protocol import ProtocolSpec
 from robustdeq.records.store import (
     atomic_write_text,
@@ -690,14 +691,17 @@ def _minutes(seconds: float) -> str:
 def _expected_seconds(defense: DefenseSpec, folder: Path) -> float:
     """How long a defense is expected to take, to start the longest first (the suite's wall time is
     then close to its total work over ``jobs``): the time its previous entry in ``folder`` records,
-    else a guess from its kind (adversarially trained implicit models take longest)."""
-    path = folder / f"{defense.id}.json"
-    try:
-        provenance = json.loads(path.read_text())["provenance"]
-        return float(provenance["train_seconds"] or 0) + float(provenance["eval_seconds"] or 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        implicit = defense.model.family in ("deq", "lyadeq")
-        return 100.0 * implicit + 50.0 * (defense.train.recipe != "standard")
+    else the time its committed entry in the repository's leaderboards records (a fresh ``--out``
+    still starts LyaDEQ first), else a guess from its kind (adversarially trained implicit models
+    take longest). Only the order depends on this, never a number."""
+    for path in (folder / f"{defense.id}.json", LEADERBOARDS_DIR / folder.name / f"{defense.id}.json"):
+        try:
+            provenance = json.loads(path.read_text())["provenance"]
+            return float(provenance["train_seconds"] or 0) + float(provenance["eval_seconds"] or 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    implicit = defense.model.family in ("deq", "lyadeq")
+    return 100.0 * implicit + 50.0 * (defense.train.recipe != "standard")
 
 
 def _run_in_worker(
