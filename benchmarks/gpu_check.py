@@ -220,14 +220,14 @@ def stage_mnist_zoo(args: argparse.Namespace, scratch: Path, deadline: float) ->
                 device=provenance.get("device"),
             )
             if committed_path.is_file():
-                ours, theirs = entry["per_example"], json.loads(committed_path.read_text())["per_example"]
+                committed = json.loads(committed_path.read_text())
+                ours, theirs = entry["per_example"], committed["per_example"]
                 keys = ("clean_correct", "robust", "broken_by")
                 record["differing_from_committed"] = [
                     {"test_index": i, "differs_in": [k for k in keys if ours[k][i] != theirs[k][i]]}
                     for i in range(n)
                     if any(ours[k][i] != theirs[k][i] for k in keys)
                 ]
-                committed = json.loads(committed_path.read_text())
                 record["committed_seconds_per_example"] = round(
                     committed["provenance"]["eval_seconds"] / committed["n_examples"], 3
                 )
