@@ -184,8 +184,8 @@ def stage_mnist_zoo(args: argparse.Namespace, scratch: Path, deadline: float) ->
     root = mnist_root(args.data_dir, scratch)
     defenses = [d for d in args.zoo_defenses.split(",") if d]
     result: dict[str, Any] = {"n_examples": args.zoo_examples, "train_images": args.mnist_train, "defenses": {}}
-    # Training first (short, bounded by the subset), then evaluation, cheapest defense first: a
-    # defense that runs out of time still leaves the figures of the ones before it.
+    # Training first (short, bounded by the subset), then evaluation, each in the order given (name
+    # the cheapest first): a defense that runs out of time still leaves the figures of the ones before it.
     for i, defense in enumerate(defenses):
         share = (deadline - time.monotonic()) / (2 * len(defenses) - i)
         command = robustdeq(
