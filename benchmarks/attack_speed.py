@@ -23,6 +23,8 @@ cProfile of one more warm AutoAttack run, untimed (``<out>_profile.txt``): where
     python benchmarks/attack_speed.py --n-examples 100 --profile   # PGD-20 x3, Square x1, AutoAttack x1 (~8 min)
     python benchmarks/attack_speed.py --skip-autoattack --repeats 5
     python benchmarks/attack_speed.py --mnist ../shared/data --n-examples 100
+    python benchmarks/attack_speed.py --checkpoint leaderboards/digits-linf/deq-pgd-at.safetensors --n-examples 100 \
+        --lyadeq leaderboards/digits-linf/lyadeq-pgd-at.safetensors   # + LyaDEQ AutoAttack vs the DEQ (goal 2x)
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from robustdeq.records.protocol import find_protocol
 from robustdeq.training import train_model
 
 GOAL = 1.5  # warm wall time / explicit floor wall time, per attack
+LYADEQ_GOAL = 2.0  # LyaDEQ's AutoAttack wall time / the DEQ's warm AutoAttack wall time
 
 
 def attack_once(
@@ -101,6 +104,12 @@ def main() -> None:
     parser.add_argument("--skip-autoattack", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile one more, untimed, warm AutoAttack run")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--lyadeq",
+        default=None,
+        help="also time AutoAttack standard on this LyaDEQ checkpoint (a checkpoint file or zoo:NAME) on the"
+        " same examples, against the DEQ's warm AutoAttack (goal: within 2x)",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "attack_speed")
     args = parser.parse_args()
 
@@ -163,6 +172,20 @@ def main() -> None:
             "wall_ratio": naive["median_seconds"] / warm["median_seconds"],
             "warm_over_floor_wall": warm["median_seconds"] / flat["median_seconds"],
         }
+    if args.lyadeq is not None and "autoattack" in results:
+        _, lyadeq = load_trained(args.lyadeq)
+        lyadeq.model.eval()
+        aa = AutoAttackSuite(threat, seed=protocol.seed, batch_size=len(y))
+        lyadeq_runs = [attack_once(lyadeq.model, aa, x, y, warm=False) for _ in range(args.autoattack_repeats)]
+        print("autoattack lyadeq", json.dumps(lyadeq_runs[-1]), flush=True)
+        seconds = statistics.median(r["seconds"] for r in lyadeq_runs)
+        results["lyadeq_autoattack"] = {
+            "checkpoint": str(args.lyadeq),
+            "median_seconds": seconds,
+            "seconds": [round(r["seconds"], 3) for r in lyadeq_runs],
+            "robust_accuracy": [r["robust_accuracy"] for r in lyadeq_runs],
+            "over_deq_warm_wall": seconds / results["autoattack"]["warm"]["median_seconds"],
+        }
     text = json.dumps(results, indent=2)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -201,6 +224,14 @@ def table(results: dict[str, Any], attacks: list[str]) -> str:
             f"{name}: forward evals {r['forward_evals_ratio']:.2f}x fewer, backward {r['backward_evals_ratio']:.2f}x"
             f" fewer, wall {r['wall_ratio']:.2f}x faster; warm / explicit floor wall {r['warm_over_floor_wall']:.2f}x"
             f" (goal <= {GOAL}x: {'met' if r['warm_over_floor_wall'] <= GOAL else 'not met'})"
+        )
+    if "lyadeq_autoattack" in results:
+        r = results["lyadeq_autoattack"]
+        acc = ", ".join(f"{100 * a:.1f}" for a in r["robust_accuracy"])
+        lines.append(
+            f"LyaDEQ ({r['checkpoint']}) AutoAttack: {r['median_seconds']:.2f} s (robust {acc}%), "
+            f"{r['over_deq_warm_wall']:.2f}x the DEQ's warm AutoAttack"
+            f" (goal <= {LYADEQ_GOAL}x: {'met' if r['over_deq_warm_wall'] <= LYADEQ_GOAL else 'not met'})"
         )
     header = f"{results['data']}, {results['n_examples']} examples, {results['threads']} threads\n\n"
     return header + "\n".join(lines) + "\n"

@@ -303,3 +303,56 @@ def test_the_unconstrained_arm_has_the_orthogonal_arms_size_and_trains_one_batch
 def test_orthogonal_and_unconstrained_layer_exclude_each_other() -> None:
     with pytest.raises(RobustdeqError, match="model family 'lyadeq': orthogonal and unconstrained_layer exclude"):
         make(orthogonal=True, unconstrained_layer=True)
+
+
+def test_fast_softplus_matches_torch_and_its_derivative_is_the_sigmoid() -> None:
+    from robustdeq.models.lyapunov import softplus
+
+    x = 6 * torch.randn(4096, generator=torch.Generator().manual_seed(0))
+    x = torch.cat([x, torch.tensor([-100.0, -30.0, 0.0, 30.0, 100.0])])
+    assert float((softplus(x) - torch.nn.functional.softplus(x)).abs().max()) <= 1e-6
+    assert bool((softplus(x) >= 0).all())
+    xd = x.double().requires_grad_(True)
+    (grad,) = torch.autograd.grad(softplus(xd).sum(), xd)
+    assert torch.allclose(grad, torch.sigmoid(xd.detach()), rtol=0, atol=0)
+    assert torch.autograd.gradcheck(softplus, (xd[:64].detach().requires_grad_(True),))
+
+
+def test_the_trajectory_reuses_the_safeguards_evaluation_without_changing_a_state(
+    trained: LyaDEQClassifier, digits: Tensor
+) -> None:
+    """The trajectory carries V and grad V from each step's safeguard to the next step's correction
+    (recomputed only on the rows the safeguard scaled): the same states as the step by step map,
+    and the same input gradients up to float32 summation order."""
+    x = digits.clone().requires_grad_(True)
+    sizes: list[int] = []  # the batch of every pass of V's network (value, or value and gradient)
+    icnn = trained.lyapunov.icnn
+    preactivations = icnn._preactivations
+
+    def counted(s: Tensor) -> tuple[Tensor, Tensor]:
+        sizes.append(len(s))
+        return preactivations(s)
+
+    icnn._preactivations = counted  # type: ignore[method-assign]
+    try:
+        states = trained.trajectory(x)
+    finally:
+        del icnn._preactivations
+    # Step by step, every step evaluates V's network twice on the whole batch (the correction at z,
+    # the safeguard at the candidate); carried on, once (plus the origin and the first correction),
+    # and again only on the rows the safeguard scaled: here some but not all rows at some step.
+    origin, *passes = sizes  # the first pass is V's constants at the origin (one row)
+    assert origin == 1
+    assert passes.count(len(x)) < 2 * (trained.steps - 1)
+    assert any(0 < n < len(x) for n in passes)
+    u, weight = trained.inject(x), trained.cell.effective_weight()
+    z = trained.f(x.new_zeros(len(x), *trained.state_shape), u, weight)
+    origin = trained.lyapunov.origin(z)
+    stepwise = [z]
+    for _ in range(trained.steps - 1):
+        stepwise.append(trained.step(stepwise[-1], u, weight, origin))
+    for ours, theirs in zip(states, stepwise, strict=True):
+        assert torch.allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+    (g_ours,) = torch.autograd.grad(trained.head(states[-1]).logsumexp(1).sum(), x)
+    (g_theirs,) = torch.autograd.grad(trained.head(stepwise[-1]).logsumexp(1).sum(), x)
+    assert torch.allclose(g_ours, g_theirs, rtol=1e-4, atol=1e-7)

@@ -86,6 +86,7 @@ from robustdeq.models.lyapunov import LyapunovFunction, OrthogonalHead
 from robustdeq.models.registry import MODELS
 
 Origin = tuple[Tensor, Tensor]  # g(0), grad g(0) of V's convex network
+Evaluation = tuple[Tensor, Tensor]  # V and grad V at a batch of states
 
 
 class LyaDEQClassifier(nn.Module):
@@ -144,10 +145,13 @@ class LyaDEQClassifier(nn.Module):
         """The plain cell relu(W z + u), with W = ``weight``."""
         return torch.relu(self.cell(z, weight) + u)
 
-    def correction(self, z: Tensor, fz: Tensor, origin: Origin | None = None) -> tuple[Tensor, Tensor]:
+    def correction(
+        self, z: Tensor, fz: Tensor, origin: Origin | None = None, at_z: Evaluation | None = None
+    ) -> tuple[Tensor, Tensor]:
         """grad V ReLU(grad V . F + alpha V) / |grad V|^2 at z, with F = fz - z (zero where grad V = 0,
-        i.e. at the origin, where V = 0 and the constraint holds already), and V(z)."""
-        value, grad = self.lyapunov.value_and_grad(z, origin)
+        i.e. at the origin, where V = 0 and the constraint holds already), and V(z). ``at_z``: V and
+        grad V at z when the previous step's safeguard already has them."""
+        value, grad = self.lyapunov.value_and_grad(z, origin) if at_z is None else at_z
         excess = torch.relu((grad * (fz - z)).flatten(1).sum(1) + self.alpha * value)
         norm2 = grad.flatten(1).pow(2).sum(1)
         safe = torch.where(norm2 > 0, norm2, torch.ones_like(norm2))
@@ -158,23 +162,51 @@ class LyaDEQClassifier(nn.Module):
         """``candidate`` scaled towards V's minimum (the origin) just enough that V falls by the factor
         exp(-alpha) from the state z with V(z) = ``value``: by convexity and V(0) = 0, V(s y) <= s V(y)
         for s in [0, 1], so s = min(1, exp(-alpha) V(z) / V(y)) gives V(s y) <= exp(-alpha) V(z) exactly."""
+        return self._safeguard(value, candidate, origin, keep=False)[0]
+
+    def _safeguard(
+        self, value: Tensor, candidate: Tensor, origin: Origin | None, keep: bool
+    ) -> tuple[Tensor, Evaluation | None]:
+        """:meth:`safeguard`, and with ``keep`` also V and grad V at the state it returns, for the next
+        step's correction: where the candidate is left unscaled the state is the candidate bit for bit,
+        so its evaluation here is reused (one ICNN pass per step instead of two); the rows it scales
+        are evaluated again at their new state."""
         target = math.exp(-self.alpha) * value
-        reached = self.lyapunov(candidate, origin)
+        if keep:
+            reached, grad = self.lyapunov.value_and_grad(candidate, origin)
+        else:
+            reached = self.lyapunov(candidate, origin)
         over = reached > target
         scale = torch.where(
             over, target / torch.where(over, reached, torch.ones_like(reached)), torch.ones_like(reached)
         )
-        return candidate * scale.view(-1, 1, 1, 1)
+        state = candidate * scale.view(-1, 1, 1, 1)
+        if not keep:
+            return state, None
+        rows = over.nonzero().squeeze(1)
+        if len(rows) == 0:
+            return state, (reached, grad)
+        if len(rows) == len(state):
+            return state, self.lyapunov.value_and_grad(state, origin)
+        value_rows, grad_rows = self.lyapunov.value_and_grad(state[rows], origin)
+        return state, (reached.index_put((rows,), value_rows), grad.index_put((rows,), grad_rows))
 
     def step(self, z: Tensor, u: Tensor, weight: Tensor, origin: Origin | None = None) -> Tensor:
         """One step of the stable dynamics: the Euler step z + F~(z) = f(z) - correction, then the
         safeguard (without the module: the plain cell f(z)). ``origin``: V's constants
         (:meth:`LyapunovFunction.origin`), computed once per trajectory."""
+        return self._step(z, u, weight, origin, None, keep=False)[0]
+
+    def _step(
+        self, z: Tensor, u: Tensor, weight: Tensor, origin: Origin | None, at_z: Evaluation | None, keep: bool
+    ) -> tuple[Tensor, Evaluation | None]:
+        """:meth:`step` from V and grad V at z when known (``at_z``), returning them at the new state
+        when ``keep`` (:meth:`_safeguard`)."""
         fz = self.f(z, u, weight)
         if not self.use_lyapunov:
-            return fz
-        correction, value = self.correction(z, fz, origin)
-        return self.safeguard(value, fz - correction, origin)
+            return fz, None
+        correction, value = self.correction(z, fz, origin, at_z)
+        return self._safeguard(value, fz - correction, origin, keep)
 
     def trajectory(self, x: Tensor) -> list[Tensor]:
         """The states z_1, ..., z_K (each (B, *state_shape)): z_1 = f(0, x) = relu(U x), the cell's
@@ -184,8 +216,10 @@ class LyaDEQClassifier(nn.Module):
         weight = self.cell.effective_weight()  # once per forward: the norm estimate is not free
         states = [self.f(x.new_zeros(x.shape[0], *self.state_shape), u, weight)]
         origin = self.lyapunov.origin(states[0]) if self.use_lyapunov else None
-        for _ in range(self.steps - 1):
-            states.append(self.step(states[-1], u, weight, origin))
+        at_z: Evaluation | None = None
+        for k in range(self.steps - 1):
+            state, at_z = self._step(states[-1], u, weight, origin, at_z, keep=k < self.steps - 2)
+            states.append(state)
         return states
 
     def forward(self, x: Tensor) -> Tensor:
