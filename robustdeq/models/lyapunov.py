@@ -24,7 +24,7 @@ class _Softplus(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
         ctx.save_for_backward(x)
-        return torch.relu(x) + torch.log(1 + torch.exp(-x.abs()))
+        return x.abs().neg_().exp_().add_(1).log_().add_(x.clamp(min=0))  # in place: no autograd here
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
