@@ -42,18 +42,24 @@ def training_key(defense: DefenseSpec, dataset: str, spec: TrainSpec, threat: Th
         "train": spec.to_dict(),
         "dataset": dataset,
         "threat": [threat.norm, threat.eps],
-        "device": device.type,
-        "processes": distributed.world_size(),
+        **run_context(device),
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_context(device: torch.device) -> dict[str, Any]:
+    """The part of :func:`training_key` that running elsewhere changes: the device type and the number
+    of processes (torchrun). Saved in the file too, so a run that cannot resume it can say why."""
+    return {"device": device.type, "processes": distributed.world_size()}
 
 
 class TrainingState:
     """The progress of one training run in the file ``path``, under ``key`` (:func:`training_key`)."""
 
-    def __init__(self, path: Path, key: str) -> None:
+    def __init__(self, path: Path, key: str, context: dict[str, Any] | None = None) -> None:
         self.path = path
         self.key = key
+        self.context = context or {}  # :func:`run_context` of this run
         self.started = time.perf_counter()
         self.earlier = 0.0  # seconds spent by the runs this one resumes
         self.resumed = 0  # epochs taken from the file
@@ -62,6 +68,24 @@ class TrainingState:
     def seconds(self) -> float:
         """Seconds of training, those of interrupted runs included."""
         return self.earlier + time.perf_counter() - self.started
+
+    def foreign(self) -> str | None:
+        """What to tell the user when the file holds finished epochs of another training (which this
+        run ignores and overwrites), else None."""
+        meta = saved(self.path)
+        if not meta.get("epochs") or meta.get("key") == self.key:
+            return None
+        theirs = meta.get("context") or {}
+        why = [
+            f"{name} {theirs[name]} there, {self.context[name]} in this run"
+            for name in ("processes", "device")
+            if name in theirs and name in self.context and theirs[name] != self.context[name]
+        ]
+        return (
+            f"{self.path} holds {meta['epochs']} finished epochs of another training "
+            f"({'; '.join(why) or 'its defense, training settings or data differ'}): this run starts from "
+            "the first epoch and overwrites it (stop it now to keep that file)"
+        )
 
     def restore(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, generators: dict[str, torch.Generator]
@@ -112,6 +136,7 @@ class TrainingState:
         tensors["generator.global"] = torch.get_rng_state()
         meta = {
             "key": self.key,
+            "context": self.context,
             "epochs": epochs,
             "seconds": self.seconds,
             "final_loss": final_loss,

@@ -24,7 +24,7 @@ from robustdeq.threat import ThreatModel
 from robustdeq.training.base import Recipe, make_recipe
 from robustdeq.training.federated import Federated, Monitor, train_federated
 from robustdeq.training.loop import run_epochs
-from robustdeq.training.resume import TrainingState, training_key
+from robustdeq.training.resume import TrainingState, run_context, training_key
 from robustdeq.validate import check_trainable
 
 
@@ -148,7 +148,12 @@ def train_model(
         x, y = x[: spec.train_subset], y[: spec.train_subset]
     progress = progress or Progress.quiet()
     start = time.perf_counter()
-    state = TrainingState(resume, training_key(defense, dataset, spec, threat, target)) if resume else None
+    state = None
+    if resume is not None:
+        state = TrainingState(resume, training_key(defense, dataset, spec, threat, target), run_context(target))
+        foreign = state.foreign()
+        if foreign is not None:
+            progress.console.print(f"note: {foreign}", highlight=False, soft_wrap=True)
     federated = None
     # An inference-time loop is not part of training: the recipe trains the model inside it.
     trainee = model.base if isinstance(model, EntropyReduced) else model
